@@ -1,0 +1,259 @@
+//! State the KEMI modules work on: per instance (script variables, script
+//! flags) and per message (the SIP message and its pending edits, flags,
+//! AVPs, destination URI), plus the events a route produced.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use kemibox_sip::{Edits, SipMessage};
+use serde::Serialize;
+
+use crate::bindings::kemibox::ksr::types::Xval;
+
+/// Log levels of `KSR.dbg` ... `KSR.crit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Dbg,
+    Info,
+    Notice,
+    Warn,
+    Err,
+    Crit,
+}
+
+impl Level {
+    /// Kamailio's `KSR.log` level names; anything unknown is `err`.
+    pub fn from_name(name: &str) -> Level {
+        match name {
+            "dbg" | "debug" => Level::Dbg,
+            "info" => Level::Info,
+            "notice" => Level::Notice,
+            "warn" | "warning" => Level::Warn,
+            "crit" => Level::Crit,
+            _ => Level::Err,
+        }
+    }
+}
+
+/// Something a route did that the caller acts on (the proxy) or shows
+/// (`kemibox route`). Serialized as one JSON object per event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A log line written by the script.
+    Log { level: Level, message: String },
+    /// A reply the proxy sends for the request.
+    Reply {
+        code: i32,
+        reason: String,
+        stateful: bool,
+        headers: Vec<String>,
+    },
+    /// A header line added to the forwarded message.
+    HeaderAdded { header: String, position: String },
+    /// Headers removed from the forwarded message.
+    HeaderRemoved { name: String, count: usize },
+    /// A pseudo-variable written by the script.
+    PvSet { name: String, value: Option<String> },
+    /// A transaction callback armed for later (`branch`, `reply`, `failure`,
+    /// `branch-failure`).
+    Callback { kind: String, function: String },
+    /// A transaction function called (`t_relay`, `t_newtran`, ...).
+    Tm { function: String, destination: Option<String> },
+    /// A stateless forward (`KSR.forward`).
+    Forward { destination: String },
+    /// `KSR.x.exit()`.
+    Exit,
+    /// `KSR.x.drop()` or `KSR.set_drop()`.
+    Drop,
+}
+
+/// Transport a message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// What counts as "myself" for `is_myself*`: the proxy's sockets and domains.
+#[derive(Debug, Clone, Default)]
+pub struct Myself {
+    pub addresses: Vec<SocketAddr>,
+    pub domains: Vec<String>,
+}
+
+impl Myself {
+    /// True when `host[:port]` names one of our sockets or domains. A missing
+    /// port matches any of our ports on that host (5060 is not assumed).
+    pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if self.domains.iter().any(|d| d.eq_ignore_ascii_case(host)) {
+            return true;
+        }
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return false;
+        };
+        self.addresses.iter().any(|a| a.ip() == ip && port.is_none_or(|p| p == a.port()))
+    }
+
+    pub fn has_ip(&self, ip: IpAddr) -> bool {
+        self.addresses.iter().any(|a| a.ip() == ip)
+    }
+}
+
+/// A pseudo-variable value: KEMI values are integers or strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PvValue {
+    Int(i32),
+    Str(String),
+}
+
+impl PvValue {
+    pub fn to_xval(&self) -> Xval {
+        match self {
+            PvValue::Int(i) => Xval::Int(*i),
+            PvValue::Str(s) => Xval::Str(s.clone()),
+        }
+    }
+
+    pub fn as_text(&self) -> String {
+        match self {
+            PvValue::Int(i) => i.to_string(),
+            PvValue::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// The message being routed and everything the script set on it.
+#[derive(Debug)]
+pub struct Message {
+    pub sip: SipMessage,
+    pub edits: Edits,
+    pub source: SocketAddr,
+    pub local: SocketAddr,
+    pub transport: Transport,
+    /// Message/transaction flags (`KSR.setflag`).
+    pub flags: u32,
+    /// Branch flags by branch index (`KSR.setbflag`, `KSR.setbiflag`).
+    pub branch_flags: Vec<u32>,
+    /// `$avp(name)`: a stack of values per name, newest first.
+    pub avps: HashMap<String, Vec<PvValue>>,
+    /// `$du`.
+    pub dst_uri: Option<String>,
+    /// Header lines for the proxy's own reply (`KSR.hdr.append_to_reply`).
+    pub reply_headers: Vec<String>,
+    pub drop: bool,
+    pub force_rport: bool,
+    pub add_local_rport: bool,
+    pub reply_no_connect: bool,
+    pub reply_close: bool,
+    pub forward_no_connect: bool,
+    pub forward_close: bool,
+}
+
+impl Message {
+    pub fn new(sip: SipMessage, source: SocketAddr, local: SocketAddr, transport: Transport) -> Message {
+        Message {
+            sip,
+            edits: Edits::new(),
+            source,
+            local,
+            transport,
+            flags: 0,
+            branch_flags: vec![0],
+            avps: HashMap::new(),
+            dst_uri: None,
+            reply_headers: Vec::new(),
+            drop: false,
+            force_rport: false,
+            add_local_rport: false,
+            reply_no_connect: false,
+            reply_close: false,
+            forward_no_connect: false,
+            forward_close: false,
+        }
+    }
+
+    /// The current Request-URI: rewritten by the script, or as received.
+    pub fn ruri(&self) -> Option<String> {
+        self.edits.ruri(&self.sip).map(str::to_string)
+    }
+}
+
+/// Store data for one sandbox instance.
+pub struct Ctx {
+    /// Tenant id, on every log line.
+    pub tenant: Arc<str>,
+    pub myself: Arc<Myself>,
+    /// `$var(name)`: per instance, kept across messages (as Kamailio keeps
+    /// them per worker process).
+    pub vars: HashMap<String, PvValue>,
+    /// Script flags (`KSR.setsflag`), per instance.
+    pub sflags: u32,
+    /// The message being routed; `None` while the script's top level runs.
+    pub message: Option<Message>,
+    /// What the current invocation did.
+    pub events: Vec<Event>,
+    /// Keep log lines in `events` too (for `kemibox route`).
+    pub record_logs: bool,
+    /// Set by `KSR.x.exit()` / `KSR.x.drop()`.
+    pub exited: bool,
+}
+
+impl Ctx {
+    pub fn new(tenant: Arc<str>, myself: Arc<Myself>) -> Ctx {
+        Ctx {
+            tenant,
+            myself,
+            vars: HashMap::new(),
+            sflags: 0,
+            message: None,
+            events: Vec::new(),
+            record_logs: false,
+            exited: false,
+        }
+    }
+
+    /// Start routing `message`: clears the previous invocation's state.
+    pub fn begin(&mut self, message: Option<Message>) {
+        self.message = message;
+        self.events.clear();
+        self.exited = false;
+    }
+
+    /// Write a script log line through `tracing`, naming the tenant.
+    pub fn log(&mut self, level: Level, msg: &str) {
+        let text = msg.trim_end_matches(['\r', '\n']);
+        let tenant = &*self.tenant;
+        match level {
+            Level::Dbg => tracing::debug!(target: "kemibox::script", tenant, "{text}"),
+            Level::Info | Level::Notice => tracing::info!(target: "kemibox::script", tenant, "{text}"),
+            Level::Warn => tracing::warn!(target: "kemibox::script", tenant, "{text}"),
+            Level::Err | Level::Crit => tracing::error!(target: "kemibox::script", tenant, "{text}"),
+        }
+        if self.record_logs {
+            self.events.push(Event::Log {
+                level,
+                message: text.to_string(),
+            });
+        }
+    }
+
+    /// A KSR function misused by the script: logged at error level, and the
+    /// caller returns its negative result.
+    pub fn script_error(&mut self, function: &str, what: impl std::fmt::Display) {
+        self.log(Level::Err, &format!("{function}: {what}"));
+    }
+}

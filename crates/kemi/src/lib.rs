@@ -1,0 +1,25 @@
+//! The KSR world on the host side.
+//!
+//! `wit/` defines one interface per KEMI module; this crate binds them
+//! ([`bindings`]), implements each in a file of its own under [`modules`]
+//! (as Kamailio keeps one folder per module), and keeps the per-message and
+//! per-instance state they work on ([`Ctx`]). The API table ([`api`]) is
+//! generated from the same WIT files.
+
+pub mod api;
+mod ctx;
+mod modules;
+pub mod pv_name;
+
+pub use ctx::{Ctx, Event, Level, Message, Myself, PvValue, Transport};
+pub use modules::{MODULES, add_to_linker};
+
+/// Host bindings generated from `wit/` (world `ksr`).
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "ksr",
+        path: "../../wit",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}

@@ -1,0 +1,364 @@
+//! Kamailio core exports on `KSR`: logging, method tests, flags, R-URI and
+//! destination URI, `is_myself*`, reply/forward connection flags.
+
+use kemibox_sip::Uri;
+
+use crate::bindings::kemibox::ksr::core::Host;
+use crate::{Ctx, Event, Level, Message};
+
+/// Number of flag bits (message, branch and script flags).
+const FLAG_BITS: i32 = 32;
+/// Highest branch index accepted by `setbiflag` and friends.
+const MAX_BRANCHES: i32 = 12;
+
+impl Ctx {
+    fn method_is(&self, name: &str) -> bool {
+        self.message
+            .as_ref()
+            .is_some_and(|m| m.sip.method_str().eq_ignore_ascii_case(name))
+    }
+
+    fn flag_bit(&mut self, function: &str, flag: i32) -> Option<u32> {
+        if (0..FLAG_BITS).contains(&flag) {
+            Some(1u32 << flag)
+        } else {
+            self.script_error(function, format!("flag {flag} out of range 0..31"));
+            None
+        }
+    }
+
+    fn with_message(&mut self, f: impl FnOnce(&mut Message) -> bool) -> bool {
+        self.message.as_mut().is_some_and(f)
+    }
+
+    fn update_flags(&mut self, function: &str, flag: i32, set: Option<bool>) -> bool {
+        let Some(bit) = self.flag_bit(function, flag) else {
+            return false;
+        };
+        self.with_message(|m| match set {
+            Some(true) => {
+                m.flags |= bit;
+                true
+            }
+            Some(false) => {
+                m.flags &= !bit;
+                true
+            }
+            None => m.flags & bit != 0,
+        })
+    }
+
+    fn update_branch_flags(&mut self, function: &str, flag: i32, branch: i32, set: Option<bool>) -> bool {
+        let Some(bit) = self.flag_bit(function, flag) else {
+            return false;
+        };
+        if !(0..MAX_BRANCHES).contains(&branch) {
+            self.script_error(function, format!("branch {branch} out of range 0..{}", MAX_BRANCHES - 1));
+            return false;
+        }
+        let index = branch as usize;
+        self.with_message(|m| {
+            if m.branch_flags.len() <= index {
+                m.branch_flags.resize(index + 1, 0);
+            }
+            let flags = &mut m.branch_flags[index];
+            match set {
+                Some(true) => {
+                    *flags |= bit;
+                    true
+                }
+                Some(false) => {
+                    *flags &= !bit;
+                    true
+                }
+                None => *flags & bit != 0,
+            }
+        })
+    }
+
+    fn update_script_flags(&mut self, function: &str, flag: i32, set: Option<bool>) -> bool {
+        let Some(bit) = self.flag_bit(function, flag) else {
+            return false;
+        };
+        match set {
+            Some(true) => self.sflags |= bit,
+            Some(false) => self.sflags &= !bit,
+            None => return self.sflags & bit != 0,
+        }
+        true
+    }
+
+    fn uri_is_myself(&self, uri: &str) -> bool {
+        Uri::parse(uri).is_ok_and(|u| self.myself.matches(u.host, u.port))
+    }
+
+    /// Rewrite the R-URI with `change` applied to its parsed form.
+    fn rewrite_ruri(&mut self, function: &str, change: impl FnOnce(&Uri) -> String) -> bool {
+        let Some(current) = self.message.as_ref().and_then(Message::ruri) else {
+            return false;
+        };
+        match Uri::parse(&current) {
+            Ok(uri) => {
+                let text = change(&uri);
+                self.set_ruri(function, text)
+            }
+            Err(e) => {
+                self.script_error(function, format!("cannot parse R-URI {current:?}: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Replace the R-URI after checking it parses.
+    pub(crate) fn set_ruri(&mut self, function: &str, uri: String) -> bool {
+        if let Err(e) = Uri::parse(&uri) {
+            self.script_error(function, format!("invalid URI {uri:?}: {e}"));
+            return false;
+        }
+        let recorded = uri.clone();
+        let done = self.with_message(|m| m.edits.set_ruri(uri).is_ok());
+        if done {
+            self.events.push(Event::PvSet {
+                name: "$ru".into(),
+                value: Some(recorded),
+            });
+        }
+        done
+    }
+
+    /// Set or clear `$du`, checking a new value parses.
+    pub(crate) fn set_dst_uri(&mut self, function: &str, uri: Option<String>) -> bool {
+        if let Some(u) = &uri
+            && let Err(e) = Uri::parse(u)
+        {
+            self.script_error(function, format!("invalid URI {u:?}: {e}"));
+            return false;
+        }
+        let recorded = uri.clone();
+        let done = self.with_message(|m| {
+            m.dst_uri = uri;
+            true
+        });
+        if done {
+            self.events.push(Event::PvSet {
+                name: "$du".into(),
+                value: recorded,
+            });
+        }
+        done
+    }
+}
+
+impl Host for Ctx {
+    async fn dbg(&mut self, msg: String) {
+        self.log(Level::Dbg, &msg);
+    }
+    async fn info(&mut self, msg: String) {
+        self.log(Level::Info, &msg);
+    }
+    async fn notice(&mut self, msg: String) {
+        self.log(Level::Notice, &msg);
+    }
+    async fn warn(&mut self, msg: String) {
+        self.log(Level::Warn, &msg);
+    }
+    async fn err(&mut self, msg: String) {
+        self.log(Level::Err, &msg);
+    }
+    async fn crit(&mut self, msg: String) {
+        self.log(Level::Crit, &msg);
+    }
+    async fn log(&mut self, level: String, msg: String) {
+        self.log(Level::from_name(&level), &msg);
+    }
+
+    async fn is_method(&mut self, method: String) -> bool {
+        self.method_is(&method)
+    }
+    async fn is_method_in(&mut self, methods: String) -> bool {
+        methods.chars().any(|c| {
+            let name = match c {
+                'I' => "INVITE",
+                'A' => "ACK",
+                'B' => "BYE",
+                'C' => "CANCEL",
+                'R' => "REGISTER",
+                'M' => "MESSAGE",
+                'O' => "OPTIONS",
+                'S' => "SUBSCRIBE",
+                'P' => "PUBLISH",
+                'N' => "NOTIFY",
+                'U' => "UPDATE",
+                'K' => "KDMQ",
+                'G' => "GET",
+                'T' => "POST",
+                'V' => "PUT",
+                'D' => "DELETE",
+                _ => return false,
+            };
+            self.method_is(name)
+        })
+    }
+    async fn is_invite(&mut self) -> bool {
+        self.method_is("INVITE")
+    }
+    async fn is_ack(&mut self) -> bool {
+        self.method_is("ACK")
+    }
+    async fn is_bye(&mut self) -> bool {
+        self.method_is("BYE")
+    }
+    async fn is_cancel(&mut self) -> bool {
+        self.method_is("CANCEL")
+    }
+    async fn is_register(&mut self) -> bool {
+        self.method_is("REGISTER")
+    }
+    async fn is_options(&mut self) -> bool {
+        self.method_is("OPTIONS")
+    }
+    async fn is_message(&mut self) -> bool {
+        self.method_is("MESSAGE")
+    }
+    async fn is_subscribe(&mut self) -> bool {
+        self.method_is("SUBSCRIBE")
+    }
+    async fn is_publish(&mut self) -> bool {
+        self.method_is("PUBLISH")
+    }
+    async fn is_notify(&mut self) -> bool {
+        self.method_is("NOTIFY")
+    }
+    async fn is_refer(&mut self) -> bool {
+        self.method_is("REFER")
+    }
+    async fn is_info(&mut self) -> bool {
+        self.method_is("INFO")
+    }
+    async fn is_update(&mut self) -> bool {
+        self.method_is("UPDATE")
+    }
+    async fn is_prack(&mut self) -> bool {
+        self.method_is("PRACK")
+    }
+
+    async fn is_myself(&mut self, uri: String) -> bool {
+        self.uri_is_myself(&uri)
+    }
+    async fn is_myself_ruri(&mut self) -> bool {
+        let ruri = self.message.as_ref().and_then(Message::ruri);
+        ruri.is_some_and(|u| self.uri_is_myself(&u))
+    }
+    async fn is_myself_furi(&mut self) -> bool {
+        let uri = self.message.as_ref().and_then(|m| m.sip.from()).map(|f| f.uri.to_string());
+        uri.is_some_and(|u| self.uri_is_myself(&u))
+    }
+    async fn is_myself_turi(&mut self) -> bool {
+        let uri = self.message.as_ref().and_then(|m| m.sip.to()).map(|t| t.uri.to_string());
+        uri.is_some_and(|u| self.uri_is_myself(&u))
+    }
+    async fn is_myself_srcip(&mut self) -> bool {
+        self.message.as_ref().is_some_and(|m| self.myself.has_ip(m.source.ip()))
+    }
+
+    async fn setflag(&mut self, flag: i32) -> bool {
+        self.update_flags("KSR.setflag", flag, Some(true))
+    }
+    async fn resetflag(&mut self, flag: i32) -> bool {
+        self.update_flags("KSR.resetflag", flag, Some(false))
+    }
+    async fn isflagset(&mut self, flag: i32) -> bool {
+        self.update_flags("KSR.isflagset", flag, None)
+    }
+    async fn setbflag(&mut self, flag: i32) -> bool {
+        self.update_branch_flags("KSR.setbflag", flag, 0, Some(true))
+    }
+    async fn resetbflag(&mut self, flag: i32) -> bool {
+        self.update_branch_flags("KSR.resetbflag", flag, 0, Some(false))
+    }
+    async fn isbflagset(&mut self, flag: i32) -> bool {
+        self.update_branch_flags("KSR.isbflagset", flag, 0, None)
+    }
+    async fn setbiflag(&mut self, flag: i32, branch: i32) -> bool {
+        self.update_branch_flags("KSR.setbiflag", flag, branch, Some(true))
+    }
+    async fn resetbiflag(&mut self, flag: i32, branch: i32) -> bool {
+        self.update_branch_flags("KSR.resetbiflag", flag, branch, Some(false))
+    }
+    async fn isbiflagset(&mut self, flag: i32, branch: i32) -> bool {
+        self.update_branch_flags("KSR.isbiflagset", flag, branch, None)
+    }
+    async fn setsflag(&mut self, flag: i32) -> bool {
+        self.update_script_flags("KSR.setsflag", flag, Some(true))
+    }
+    async fn resetsflag(&mut self, flag: i32) -> bool {
+        self.update_script_flags("KSR.resetsflag", flag, Some(false))
+    }
+    async fn issflagset(&mut self, flag: i32) -> bool {
+        self.update_script_flags("KSR.issflagset", flag, None)
+    }
+
+    async fn seturi(&mut self, uri: String) -> bool {
+        self.set_ruri("KSR.seturi", uri)
+    }
+    async fn setuser(&mut self, user: String) -> bool {
+        self.rewrite_ruri("KSR.setuser", |u| u.with_user(Some(&user)).to_string())
+    }
+    async fn sethost(&mut self, host: String) -> bool {
+        self.rewrite_ruri("KSR.sethost", |u| u.with_host(&host).to_string())
+    }
+    async fn setdsturi(&mut self, uri: String) -> bool {
+        self.set_dst_uri("KSR.setdsturi", Some(uri))
+    }
+    async fn resetdsturi(&mut self) -> bool {
+        self.set_dst_uri("KSR.resetdsturi", None)
+    }
+    async fn isdsturiset(&mut self) -> bool {
+        self.message.as_ref().is_some_and(|m| m.dst_uri.is_some())
+    }
+
+    async fn force_rport(&mut self) -> bool {
+        self.with_message(|m| {
+            m.force_rport = true;
+            true
+        })
+    }
+    async fn add_local_rport(&mut self) -> bool {
+        self.with_message(|m| {
+            m.add_local_rport = true;
+            true
+        })
+    }
+    async fn set_drop(&mut self) {
+        if self.with_message(|m| {
+            m.drop = true;
+            true
+        }) {
+            self.events.push(Event::Drop);
+        }
+    }
+    async fn set_reply_no_connect(&mut self) -> bool {
+        self.with_message(|m| {
+            m.reply_no_connect = true;
+            true
+        })
+    }
+    async fn set_reply_close(&mut self) -> bool {
+        self.with_message(|m| {
+            m.reply_close = true;
+            true
+        })
+    }
+    async fn set_forward_no_connect(&mut self) -> bool {
+        self.with_message(|m| {
+            m.forward_no_connect = true;
+            true
+        })
+    }
+    async fn set_forward_close(&mut self) -> bool {
+        self.with_message(|m| {
+            m.forward_close = true;
+            true
+        })
+    }
+}

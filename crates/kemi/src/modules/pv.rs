@@ -1,0 +1,236 @@
+//! `KSR.pv`: reading and writing pseudo-variables.
+//!
+//! Reads see the message as received, except `$ru`/`$rU`/`$rd`/`$rp` and
+//! `$du`, which reflect the script's changes (as in Kamailio). `$var(x)` is
+//! per instance and starts at 0; `$avp(x)` is per message, a stack of values
+//! (an assignment pushes, reads see the newest).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kemibox_sip::Uri;
+
+use crate::bindings::kemibox::ksr::pv::Host;
+use crate::bindings::kemibox::ksr::types::Xval;
+use crate::pv_name::{self, PvName};
+use crate::{Ctx, Event, Message, PvValue};
+
+/// Why a pseudo-variable could not be read or written.
+enum PvError {
+    Malformed,
+    Unknown,
+    ReadOnly,
+}
+
+impl std::fmt::Display for PvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PvError::Malformed => "malformed pseudo-variable name",
+            PvError::Unknown => "unknown pseudo-variable",
+            PvError::ReadOnly => "pseudo-variable is read-only",
+        })
+    }
+}
+
+fn text(s: impl Into<String>) -> Option<PvValue> {
+    Some(PvValue::Str(s.into()))
+}
+
+fn int(i: impl TryInto<i32>) -> Option<PvValue> {
+    i.try_into().ok().map(PvValue::Int)
+}
+
+/// A `name="value"` parameter of a digest Authorization header.
+fn digest_param(header: &str, name: &str) -> Option<String> {
+    let rest = header.trim().strip_prefix("Digest")?;
+    rest.split(',').find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+fn uri_part(uri: Option<String>, part: fn(&Uri) -> Option<PvValue>) -> Option<PvValue> {
+    uri.and_then(|u| Uri::parse(&u).ok().as_ref().and_then(part))
+}
+
+fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
+    let sip = &m.sip;
+    let from = || sip.from();
+    let to = || sip.to();
+    Ok(match class {
+        "ru" => m.ruri().and_then(text),
+        "rU" => uri_part(m.ruri(), |u| u.user.and_then(text)),
+        "rd" => uri_part(m.ruri(), |u| text(u.host)),
+        "rp" => uri_part(m.ruri(), |u| int(u.port.unwrap_or(5060))),
+        "rz" => uri_part(m.ruri(), |u| text(u.scheme)),
+        "du" => m.dst_uri.clone().and_then(text),
+        "fu" => from().map(|f| f.uri.to_string()).and_then(text),
+        "fU" => from().and_then(|f| uri_part(Some(f.uri.to_string()), |u| u.user.and_then(text))),
+        "fd" => from().and_then(|f| uri_part(Some(f.uri.to_string()), |u| text(u.host))),
+        "fn" => from().and_then(|f| f.display_name.map(|d| d.to_string())).and_then(text),
+        "ft" => from().and_then(|f| f.tag().map(str::to_string)).and_then(text),
+        "tu" => to().map(|t| t.uri.to_string()).and_then(text),
+        "tU" => to().and_then(|t| uri_part(Some(t.uri.to_string()), |u| u.user.and_then(text))),
+        "td" => to().and_then(|t| uri_part(Some(t.uri.to_string()), |u| text(u.host))),
+        "tn" => to().and_then(|t| t.display_name.map(|d| d.to_string())).and_then(text),
+        "tt" => to().and_then(|t| t.tag().map(str::to_string)).and_then(text),
+        "ci" => sip.call_id().and_then(text),
+        "cs" => sip.cseq().and_then(|(n, _)| int(n)),
+        "rm" => text(sip.method_str()),
+        "rs" => sip.status().and_then(int),
+        "rr" => sip.reason().and_then(text),
+        "si" => text(m.source.ip().to_string()),
+        "sp" => int(m.source.port()),
+        "Ri" => text(m.local.ip().to_string()),
+        "Rp" => int(m.local.port()),
+        "pr" | "proto" => text(m.transport.as_str()),
+        "ua" => sip.header("User-Agent").and_then(text),
+        "ct" => sip.header("Contact").and_then(text),
+        "cT" => sip.header("Content-Type").and_then(text),
+        "cl" => int(sip.body().len()),
+        "rb" => text(String::from_utf8_lossy(sip.body())),
+        "ml" => int(sip.raw().len()),
+        "mb" => text(String::from_utf8_lossy(sip.raw())),
+        "mf" => int(m.flags as i32),
+        "bf" => int(m.branch_flags.first().copied().unwrap_or(0) as i32),
+        "T_branch_idx" => int(0),
+        "au" | "ar" => {
+            let auth = sip.header("Authorization").or_else(|| sip.header("Proxy-Authorization"));
+            let param = if class == "au" { "username" } else { "realm" };
+            auth.and_then(|a| digest_param(a, param)).and_then(text)
+        }
+        "ad" => {
+            let auth = sip.header("Authorization").or_else(|| sip.header("Proxy-Authorization"));
+            auth.and_then(|a| digest_param(a, "username"))
+                .and_then(|u| u.split_once('@').map(|(_, d)| d.to_string()))
+                .and_then(text)
+        }
+        _ => return Err(PvError::Unknown),
+    })
+}
+
+impl Ctx {
+    /// Evaluate a pseudo-variable; `Ok(None)` is `$null`.
+    fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
+        match pv_name::parse(name).ok_or(PvError::Malformed)? {
+            PvName::Named("var", v) => Ok(Some(self.vars.get(v).cloned().unwrap_or(PvValue::Int(0)))),
+            PvName::Named("avp", a) => Ok(self.message.as_ref().and_then(|m| m.avps.get(a)?.first().cloned())),
+            PvName::Named("hdr", h) => Ok(self.message.as_ref().and_then(|m| m.sip.header(h)).and_then(text)),
+            PvName::Named("hdrc", h) => Ok(self.message.as_ref().and_then(|m| int(m.sip.header_count(h)))),
+            PvName::Plain("ts") => Ok(int(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))),
+            PvName::Plain("sf") => Ok(int(self.sflags as i32)),
+            PvName::Plain(class) => match &self.message {
+                Some(m) => read_message(m, class),
+                None => Ok(None),
+            },
+            PvName::Named(..) => Err(PvError::Unknown),
+        }
+    }
+
+    /// Assign a pseudo-variable; `None` assigns `$null`.
+    fn pv_write(&mut self, name: &str, value: Option<PvValue>) -> Result<(), PvError> {
+        let parsed = pv_name::parse(name).ok_or(PvError::Malformed)?;
+        let recorded = value.as_ref().map(PvValue::as_text);
+        match parsed {
+            PvName::Named("var", v) => {
+                self.vars.insert(v.to_string(), value.unwrap_or(PvValue::Int(0)));
+            }
+            PvName::Named("avp", a) => {
+                if let Some(m) = self.message.as_mut() {
+                    match value {
+                        Some(v) => m.avps.entry(a.to_string()).or_default().insert(0, v),
+                        None => {
+                            m.avps.remove(a);
+                        }
+                    }
+                }
+            }
+            PvName::Plain("ru") => {
+                let uri = value.map(|v| v.as_text()).unwrap_or_default();
+                self.set_ruri("KSR.pv", uri);
+                return Ok(());
+            }
+            PvName::Plain("du") => {
+                self.set_dst_uri("KSR.pv", value.map(|v| v.as_text()));
+                return Ok(());
+            }
+            PvName::Plain(part @ ("rU" | "rd" | "rp")) => {
+                let Some(current) = self.message.as_ref().and_then(Message::ruri) else {
+                    return Ok(());
+                };
+                let Ok(uri) = Uri::parse(&current) else {
+                    self.script_error("KSR.pv", format!("cannot parse R-URI {current:?}"));
+                    return Ok(());
+                };
+                let new = value.map(|v| v.as_text()).unwrap_or_default();
+                let rewritten = match part {
+                    "rU" => uri.with_user(Some(new.as_str()).filter(|u| !u.is_empty())).to_string(),
+                    "rd" => uri.with_host(&new).to_string(),
+                    _ => uri.with_port(new.parse().ok()).to_string(),
+                };
+                self.set_ruri("KSR.pv", rewritten);
+                return Ok(());
+            }
+            PvName::Plain(class) => {
+                return Err(if self.message.as_ref().map(|m| read_message(m, class).is_ok()).unwrap_or(true) {
+                    PvError::ReadOnly
+                } else {
+                    PvError::Unknown
+                });
+            }
+            PvName::Named(..) => return Err(PvError::ReadOnly),
+        }
+        self.events.push(Event::PvSet {
+            name: name.to_string(),
+            value: recorded,
+        });
+        Ok(())
+    }
+
+    /// Read for `KSR.pv.get*`, logging bad names.
+    fn pv_get(&mut self, function: &str, name: &str) -> Option<PvValue> {
+        self.pv_read(name).unwrap_or_else(|e| {
+            self.script_error(function, format!("{e}: {name}"));
+            None
+        })
+    }
+
+    fn pv_set(&mut self, function: &str, name: &str, value: Option<PvValue>) {
+        if let Err(e) = self.pv_write(name, value) {
+            self.script_error(function, format!("{e}: {name}"));
+        }
+    }
+}
+
+fn or_default(value: Option<PvValue>, default: Xval) -> Xval {
+    value.map(|v| v.to_xval()).unwrap_or(default)
+}
+
+impl Host for Ctx {
+    async fn get(&mut self, pvname: String) -> Xval {
+        or_default(self.pv_get("KSR.pv.get", &pvname), Xval::Null)
+    }
+    async fn gete(&mut self, pvname: String) -> Xval {
+        or_default(self.pv_get("KSR.pv.gete", &pvname), Xval::Str(String::new()))
+    }
+    async fn getvn(&mut self, pvname: String, vn: i32) -> Xval {
+        or_default(self.pv_get("KSR.pv.getvn", &pvname), Xval::Int(vn))
+    }
+    async fn getvs(&mut self, pvname: String, vs: String) -> Xval {
+        or_default(self.pv_get("KSR.pv.getvs", &pvname), Xval::Str(vs))
+    }
+    async fn getw(&mut self, pvname: String) -> Xval {
+        or_default(self.pv_get("KSR.pv.getw", &pvname), Xval::Str("<<null>>".into()))
+    }
+    async fn seti(&mut self, pvname: String, val: i32) {
+        self.pv_set("KSR.pv.seti", &pvname, Some(PvValue::Int(val)));
+    }
+    async fn sets(&mut self, pvname: String, val: String) {
+        self.pv_set("KSR.pv.sets", &pvname, Some(PvValue::Str(val)));
+    }
+    async fn unset(&mut self, pvname: String) {
+        self.pv_set("KSR.pv.unset", &pvname, None);
+    }
+    async fn is_null(&mut self, pvname: String) -> bool {
+        self.pv_get("KSR.pv.is_null", &pvname).is_none()
+    }
+}

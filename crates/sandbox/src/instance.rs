@@ -1,0 +1,188 @@
+//! One sandbox instance: a Store with the tenant's script loaded.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kemibox_kemi::bindings::exports::kemibox::ksr::script::{Failure, LoadOptions, RouteError};
+use kemibox_kemi::bindings::{Ksr, KsrPre};
+use kemibox_kemi::{Ctx, Message};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::outcome::{Invocation, Outcome};
+use crate::store::StoreData;
+use crate::tenant::{LoadFailure, Tenant};
+
+/// A live instance of a tenant's script. Lua globals persist across
+/// invocations (as Kamailio keeps them per worker). After any trap the Store
+/// is unusable: [`Instance::is_poisoned`] says so and the pool drops it.
+pub struct Instance {
+    store: Store<StoreData>,
+    bindings: Ksr,
+    tenant: Arc<Tenant>,
+    poisoned: bool,
+}
+
+impl Instance {
+    /// Instantiate the tenant's component and load its script, under the
+    /// tenant's limits.
+    pub async fn new(tenant: Arc<Tenant>) -> Result<Instance, LoadFailure> {
+        let spec = &tenant.spec;
+        let ctx = Ctx::new(spec.id.as_str().into(), spec.myself.clone());
+        let mut store = Store::new(tenant.runtime.engine(), StoreData::new(ctx, spec.limits.memory));
+        store.limiter(|d| &mut d.memory);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                // Let other tasks on this worker thread run, then continue.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let pre = KsrPre::new(tenant.pre.clone()).map_err(|e| LoadFailure::new(spec, None, format!("{e:#}")))?;
+        let mut instance = Instance {
+            bindings: {
+                arm(&mut store, &tenant);
+                pre.instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| LoadFailure::new(spec, None, format!("instantiating: {e:#}")))?
+            },
+            store,
+            tenant: tenant.clone(),
+            poisoned: false,
+        };
+        let options = LoadOptions {
+            chunk_name: spec.script_name.clone(),
+            modules: spec.modules.clone(),
+            memory_limit: spec.limits.lua_memory(),
+        };
+        arm(&mut instance.store, &tenant);
+        let result = instance
+            .bindings
+            .kemibox_ksr_script()
+            .call_load(&mut instance.store, &spec.source, &options)
+            .await;
+        match result {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(e)) => Err(LoadFailure::new(spec, e.line, e.message)),
+            Err(trap) => {
+                let outcome = instance.trap_outcome(trap);
+                Err(LoadFailure::from_outcome(spec, &outcome))
+            }
+        }
+    }
+
+    pub fn tenant(&self) -> &Arc<Tenant> {
+        &self.tenant
+    }
+
+    /// True after a trap: the instance must not be used again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The KEMI context (per-instance state such as `$var`).
+    pub fn ctx(&mut self) -> &mut Ctx {
+        &mut self.store.data_mut().ctx
+    }
+
+    /// Global functions the script defines.
+    pub async fn functions(&mut self) -> Vec<String> {
+        if self.poisoned {
+            return Vec::new();
+        }
+        arm(&mut self.store, &self.tenant);
+        match self.bindings.kemibox_ksr_script().call_functions(&mut self.store).await {
+            Ok(list) => list,
+            Err(trap) => {
+                self.trap_outcome(trap);
+                Vec::new()
+            }
+        }
+    }
+
+    /// KSR functions reachable from Lua (`module.name`).
+    pub async fn reachable(&mut self) -> Vec<String> {
+        if self.poisoned {
+            return Vec::new();
+        }
+        arm(&mut self.store, &self.tenant);
+        match self.bindings.kemibox_ksr_script().call_reachable(&mut self.store).await {
+            Ok(list) => list,
+            Err(trap) => {
+                self.trap_outcome(trap);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Run route function `function` on `message` under the tenant's limits.
+    pub async fn invoke(&mut self, function: &str, message: Option<Message>) -> Invocation {
+        let started = Instant::now();
+        let limits = self.tenant.spec.limits;
+        self.ctx().begin(message);
+        let outcome = if self.poisoned {
+            Outcome::Trap {
+                message: "instance was poisoned by an earlier trap".into(),
+            }
+        } else {
+            arm(&mut self.store, &self.tenant);
+            let result = self
+                .bindings
+                .kemibox_ksr_script()
+                .call_invoke(&mut self.store, function)
+                .await;
+            match result {
+                Ok(Ok(ret)) => Outcome::Ok { ret },
+                Ok(Err(e)) => route_failure(e),
+                Err(trap) => self.trap_outcome(trap),
+            }
+        };
+        let fuel_used = limits.fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let ctx = self.ctx();
+        Invocation {
+            tenant: ctx.tenant.to_string(),
+            function: function.to_string(),
+            outcome,
+            fuel_used,
+            elapsed: started.elapsed(),
+            events: std::mem::take(&mut ctx.events),
+            message: ctx.message.take(),
+        }
+    }
+
+    fn trap_outcome(&mut self, error: wasmtime::Error) -> Outcome {
+        self.poisoned = true;
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Outcome::OutOfFuel,
+            Some(Trap::Interrupt) => Outcome::Deadline,
+            _ if self.store.data().memory.hit => Outcome::OutOfMemory {
+                message: format!("memory cap of {} bytes reached", self.tenant.spec.limits.memory),
+            },
+            _ => Outcome::Trap {
+                message: format!("{error:#}"),
+            },
+        }
+    }
+}
+
+/// Reset the per-invocation budget: fuel, deadline, memory-cap flag.
+fn arm(store: &mut Store<StoreData>, tenant: &Tenant) {
+    let limits = tenant.spec.limits;
+    // Fuel is enabled on the engine, so this cannot fail.
+    let _ = store.set_fuel(limits.fuel);
+    store.data_mut().deadline = Instant::now() + limits.deadline();
+    store.data_mut().memory.hit = false;
+    store.set_epoch_deadline(1);
+}
+
+fn route_failure(e: RouteError) -> Outcome {
+    match e.kind {
+        Failure::Runtime => Outcome::LuaError {
+            message: e.message,
+            line: e.line,
+            traceback: e.traceback,
+        },
+        Failure::Memory => Outcome::OutOfMemory { message: e.message },
+        Failure::NotFound => Outcome::NotFound { message: e.message },
+    }
+}

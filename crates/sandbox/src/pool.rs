@@ -1,0 +1,83 @@
+//! Reusable instances per tenant, and atomic script replacement.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use kemibox_kemi::Message;
+
+use crate::instance::Instance;
+use crate::outcome::Invocation;
+use crate::tenant::{LoadFailure, Tenant, TenantSpec};
+use crate::Runtime;
+
+/// Idle instances of one tenant's current script. Concurrent invocations
+/// each take an instance (creating one when none is idle) and give it back,
+/// so the number of instances follows the concurrency, like Kamailio's Lua
+/// state per worker. A trapped instance is dropped, never returned.
+pub struct Pool {
+    runtime: Runtime,
+    current: RwLock<Arc<Tenant>>,
+    idle: Mutex<Vec<Instance>>,
+    max_idle: usize,
+}
+
+impl Pool {
+    /// Validate `spec` and make a pool for it.
+    pub async fn new(runtime: &Runtime, spec: TenantSpec, max_idle: usize) -> Result<Pool, LoadFailure> {
+        let (tenant, instance) = Tenant::load(runtime, spec).await?;
+        Ok(Pool {
+            runtime: runtime.clone(),
+            current: RwLock::new(tenant),
+            idle: Mutex::new(vec![instance]),
+            max_idle: max_idle.max(1),
+        })
+    }
+
+    /// The tenant version serving now.
+    pub fn tenant(&self) -> Arc<Tenant> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replace the script. The new one is loaded in a scratch instance
+    /// first; on any failure the current version keeps serving.
+    pub async fn reload(&self, spec: TenantSpec) -> Result<(), LoadFailure> {
+        let (tenant, instance) = Tenant::load(&self.runtime, spec).await?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = tenant;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.clear();
+        idle.push(instance);
+        Ok(())
+    }
+
+    /// Take an instance of the current version, creating one if needed.
+    pub async fn checkout(&self) -> Result<Instance, LoadFailure> {
+        let tenant = self.tenant();
+        loop {
+            let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match candidate {
+                Some(instance) if Arc::ptr_eq(instance.tenant(), &tenant) => return Ok(instance),
+                Some(_stale) => continue,
+                None => break,
+            }
+        }
+        Instance::new(tenant).await
+    }
+
+    /// Give an instance back, unless it trapped or belongs to an old version.
+    pub fn checkin(&self, instance: Instance) {
+        if instance.is_poisoned() || !Arc::ptr_eq(instance.tenant(), &self.tenant()) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
+
+    /// Run `function` on `message` in a pooled instance.
+    pub async fn invoke(&self, function: &str, message: Option<Message>) -> Result<Invocation, LoadFailure> {
+        let mut instance = self.checkout().await?;
+        let invocation = instance.invoke(function, message).await;
+        self.checkin(instance);
+        Ok(invocation)
+    }
+}

@@ -1,0 +1,89 @@
+//! The process-wide sandbox runtime: engine, compiled guest, epoch ticker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::store::StoreData;
+use crate::{GUEST_WASM, cache};
+
+/// How often the engine's epoch advances. Deadlines are checked, and long
+/// scripts yield to other tasks, at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// One per process: every tenant shares the engine and the compiled guest.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    component: Component,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Build the engine and load the guest, from the on-disk cache when
+    /// possible (`cache_dir`, or [`cache::default_dir`] when `None`).
+    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            .wasm_exceptions(true)
+            .wasm_gc(true)
+            .wasm_function_references(true)
+            .collector(wasmtime::Collector::DeferredReferenceCounting);
+        let engine = Engine::new(&config)?;
+        let dir = cache_dir.or_else(cache::default_dir);
+        let component = cache::load_component(&engine, GUEST_WASM, dir.as_deref())?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("kemibox-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Runtime {
+            inner: Arc::new(Inner { engine, component, stop }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn component(&self) -> &Component {
+        &self.inner.component
+    }
+
+    /// A linker with WASI (clocks, random; no files, env or sockets) and the
+    /// KSR modules in `granted`; every other import traps.
+    pub(crate) fn linker(&self, granted: &[String]) -> wasmtime::Result<Linker<StoreData>> {
+        let mut linker = Linker::new(self.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        kemibox_kemi::add_to_linker(&mut linker, granted, |d: &mut StoreData| &mut d.ctx)?;
+        linker.define_unknown_imports_as_traps(self.component())?;
+        Ok(linker)
+    }
+}

@@ -1,0 +1,127 @@
+//! A tenant's script, linked and validated once, instantiated many times.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kemibox_kemi::Myself;
+use wasmtime::component::InstancePre;
+
+use crate::instance::Instance;
+use crate::store::StoreData;
+use crate::{Limits, Outcome, Runtime};
+
+/// Everything needed to run one tenant's script.
+#[derive(Debug, Clone)]
+pub struct TenantSpec {
+    /// Tenant id, on every log line and metric.
+    pub id: String,
+    /// The script's name in messages (`route.lua`), usually its file name.
+    pub script_name: String,
+    pub source: String,
+    pub limits: Limits,
+    /// KSR modules the script may use; the rest are `nil` in `KSR`.
+    pub modules: Vec<String>,
+    /// Function the script must define to be accepted.
+    pub entry: Option<String>,
+    pub myself: Arc<Myself>,
+}
+
+impl TenantSpec {
+    /// A spec with default limits, every module granted, and
+    /// `ksr_request_route` required.
+    pub fn new(id: impl Into<String>, script_name: impl Into<String>, source: impl Into<String>) -> TenantSpec {
+        TenantSpec {
+            id: id.into(),
+            script_name: script_name.into(),
+            source: source.into(),
+            limits: Limits::default(),
+            modules: kemibox_kemi::MODULES.iter().map(|m| m.to_string()).collect(),
+            entry: Some("ksr_request_route".into()),
+            myself: Arc::new(Myself::default()),
+        }
+    }
+}
+
+/// A validated tenant script: instances come from `pre` with the script
+/// loaded.
+pub struct Tenant {
+    pub spec: TenantSpec,
+    pub(crate) pre: InstancePre<StoreData>,
+    pub(crate) runtime: Runtime,
+}
+
+/// Why a script was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadFailure {
+    pub tenant: String,
+    pub script: String,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadFailure {
+    /// `script.lua:LINE: message`, as `kemibox check` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.script, line, self.message),
+            None => write!(f, "{}: {}", self.script, self.message),
+        }
+    }
+}
+
+impl std::error::Error for LoadFailure {}
+
+impl LoadFailure {
+    pub(crate) fn new(spec: &TenantSpec, line: Option<u32>, message: impl Into<String>) -> LoadFailure {
+        LoadFailure {
+            tenant: spec.id.clone(),
+            script: spec.script_name.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_outcome(spec: &TenantSpec, outcome: &Outcome) -> LoadFailure {
+        let (line, message) = match outcome {
+            Outcome::LuaError { message, line, .. } => (*line, message.clone()),
+            Outcome::OutOfFuel => (None, "the top-level chunk ran out of fuel".into()),
+            Outcome::Deadline => (None, "the top-level chunk passed its deadline".into()),
+            Outcome::OutOfMemory { message } => (None, format!("out of memory while loading: {message}")),
+            Outcome::NotFound { message } | Outcome::Trap { message } => (None, message.clone()),
+            Outcome::Ok { .. } => (None, "loaded".into()),
+        };
+        LoadFailure::new(spec, line, message)
+    }
+}
+
+impl Tenant {
+    /// Link and validate `spec`: the script must load in a scratch instance
+    /// and define the entry function. Returns the tenant and that instance,
+    /// ready for use.
+    pub async fn load(runtime: &Runtime, spec: TenantSpec) -> Result<(Arc<Tenant>, Instance), LoadFailure> {
+        spec.limits.validate().map_err(|e| LoadFailure::new(&spec, None, e))?;
+        let linker = runtime
+            .linker(&spec.modules)
+            .map_err(|e| LoadFailure::new(&spec, None, format!("linking: {e:#}")))?;
+        let pre = linker
+            .instantiate_pre(runtime.component())
+            .map_err(|e| LoadFailure::new(&spec, None, format!("linking: {e:#}")))?;
+        let tenant = Arc::new(Tenant {
+            spec,
+            pre,
+            runtime: runtime.clone(),
+        });
+        let mut instance = Instance::new(tenant.clone()).await?;
+        if let Some(entry) = &tenant.spec.entry {
+            let functions = instance.functions().await;
+            if !functions.iter().any(|f| f == entry) {
+                return Err(LoadFailure::new(
+                    &tenant.spec,
+                    None,
+                    format!("the script does not define function {entry}()"),
+                ));
+            }
+        }
+        Ok((tenant, instance))
+    }
+}

@@ -1,0 +1,132 @@
+//! Conversions between Lua values and KEMI parameter/result types.
+//!
+//! KEMI parameters are strings or integers. Like Kamailio's app_lua, numbers
+//! are accepted where strings are expected and numeric strings where integers
+//! are expected; anything else is a bad argument: logged, and the function
+//! returns its type's negative value instead of running (never a crash).
+
+use std::ops::Deref;
+
+use mlua::{BorrowedStr, IntoLuaMulti, Lua, MultiValue, Value};
+
+use crate::kemibox::ksr::types::Xval;
+
+/// A string argument borrowed from Lua where it is valid UTF-8.
+pub enum StrArg {
+    Lua(BorrowedStr),
+    Owned(String),
+}
+
+impl Deref for StrArg {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            StrArg::Lua(s) => s,
+            StrArg::Owned(s) => s,
+        }
+    }
+}
+
+/// A `str` parameter: a Lua string (invalid UTF-8 replaced) or a number.
+pub fn str_arg(v: &Value) -> Option<StrArg> {
+    match v {
+        Value::String(s) => Some(match s.to_str() {
+            Ok(b) => StrArg::Lua(b),
+            Err(_) => StrArg::Owned(String::from_utf8_lossy(&s.as_bytes()).into_owned()),
+        }),
+        Value::Integer(i) => Some(StrArg::Owned(i.to_string())),
+        Value::Number(n) => Some(StrArg::Owned(lua_number_string(*n))),
+        _ => None,
+    }
+}
+
+/// An `int` parameter: an integer, a float with an integral value, or a
+/// numeric string, within the i32 range.
+pub fn int_arg(v: &Value) -> Option<i32> {
+    let wide: i64 = match v {
+        Value::Integer(i) => *i,
+        Value::Number(n) if n.fract() == 0.0 && n.is_finite() => *n as i64,
+        Value::String(s) => {
+            let text = s.to_str().ok()?;
+            let text = text.trim();
+            text.parse::<i64>()
+                .ok()
+                .or_else(|| text.parse::<f64>().ok().filter(|n| n.fract() == 0.0).map(|n| n as i64))?
+        }
+        _ => return None,
+    };
+    i32::try_from(wide).ok()
+}
+
+fn lua_number_string(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{n:.1}")
+    } else {
+        format!("{n}")
+    }
+}
+
+/// Lua type name for bad-argument messages.
+pub fn type_name(v: &Value) -> &'static str {
+    v.type_name()
+}
+
+/// A KEMI result type: how it is returned to Lua, and what a call with bad
+/// arguments returns instead.
+pub trait KemiResult: Sized {
+    fn bad_argument() -> Self;
+    fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue>;
+}
+
+impl KemiResult for i32 {
+    fn bad_argument() -> Self {
+        -1
+    }
+    fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue> {
+        self.into_lua_multi(lua)
+    }
+}
+
+impl KemiResult for bool {
+    fn bad_argument() -> Self {
+        false
+    }
+    fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue> {
+        self.into_lua_multi(lua)
+    }
+}
+
+impl KemiResult for () {
+    fn bad_argument() -> Self {}
+    fn into_lua(self, _lua: &Lua) -> mlua::Result<MultiValue> {
+        Ok(MultiValue::new())
+    }
+}
+
+impl KemiResult for Xval {
+    fn bad_argument() -> Self {
+        Xval::Null
+    }
+    fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue> {
+        match self {
+            Xval::Null => Value::Nil.into_lua_multi(lua),
+            Xval::Int(i) => i.into_lua_multi(lua),
+            Xval::Str(s) => lua.create_string(s)?.into_lua_multi(lua),
+        }
+    }
+}
+
+/// Log a bad argument through the host and return the fallback result.
+pub fn bad_argument<R: KemiResult>(
+    lua: &Lua,
+    function: &str,
+    position: usize,
+    expected: &str,
+    got: &Value,
+) -> mlua::Result<MultiValue> {
+    crate::kemibox::ksr::core::err(&format!(
+        "{function}: bad argument #{position} ({expected} expected, got {})\n",
+        type_name(got)
+    ));
+    R::bad_argument().into_lua(lua)
+}

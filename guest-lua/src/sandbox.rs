@@ -1,0 +1,49 @@
+//! A Lua state with the sandboxed standard library and the `KSR` table.
+//!
+//! Loaded libraries: base, string, table, math, utf8, coroutine and the
+//! clock/date part of os; `debug` only for `traceback`. No io, no package,
+//! no dofile/loadfile, no binary chunks. The rules are in `prelude.lua`.
+
+use mlua::{Function, Lua, LuaOptions, Result, StdLib, Table, Value};
+
+/// A ready Lua state: the sandbox installed, no script loaded yet.
+pub struct Sandbox {
+    pub lua: Lua,
+    /// The raw `KSR` table (before freezing), for listing what is reachable.
+    pub ksr: Table,
+    /// Raised by `KSR.x.exit()` / `KSR.x.drop()`.
+    pub exit: Value,
+    /// `run(f)`: calls `f` under xpcall with a traceback handler.
+    pub run: Function,
+}
+
+pub fn new(granted: &[String], memory_limit: u64) -> Result<Sandbox> {
+    let libs = StdLib::STRING
+        | StdLib::TABLE
+        | StdLib::MATH
+        | StdLib::UTF8
+        | StdLib::COROUTINE
+        | StdLib::OS
+        | StdLib::DEBUG;
+    // SAFETY: the debug library is only used to take `debug.traceback`; the
+    // prelude removes every other debug function before any script runs.
+    let lua = unsafe { Lua::unsafe_new_with(libs, LuaOptions::default()) };
+    let globals = lua.globals();
+    let debug: Table = globals.get("debug")?;
+    let traceback: Function = debug.get("traceback")?;
+    let ksr = crate::ksr::build(&lua, granted)?;
+    let prelude: Function = lua
+        .load(include_str!("prelude.lua"))
+        .set_name("=kemibox-prelude")
+        .into_function()?;
+    let (exit, run): (Value, Function) = prelude.call((ksr.clone(), traceback))?;
+    if memory_limit > 0 {
+        lua.set_memory_limit(memory_limit as usize)?;
+    }
+    Ok(Sandbox {
+        lua,
+        ksr,
+        exit,
+        run,
+    })
+}
