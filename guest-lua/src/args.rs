@@ -27,17 +27,31 @@ impl Deref for StrArg {
     }
 }
 
+/// Longest string a KSR function accepts: a SIP message is at most 64 KiB,
+/// so nothing longer is meaningful, and copying it to the host is refused.
+pub const MAX_STR_ARG: usize = 65536;
+
 /// A `str` parameter: a Lua string (invalid UTF-8 replaced) or a number.
-pub fn str_arg(v: &Value) -> Option<StrArg> {
-    match v {
-        Value::String(s) => Some(match s.to_str() {
-            Ok(b) => StrArg::Lua(b),
-            Err(_) => StrArg::Owned(String::from_utf8_lossy(&s.as_bytes()).into_owned()),
-        }),
+/// `Ok(None)` for another type (a bad argument); a Lua error, catchable
+/// with pcall, for a string over [`MAX_STR_ARG`] bytes.
+pub fn str_arg(v: &Value, function: &str, position: usize) -> mlua::Result<Option<StrArg>> {
+    Ok(match v {
+        Value::String(s) => {
+            let len = s.as_bytes().len();
+            if len > MAX_STR_ARG {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "bad argument #{position} to '{function}' (string of {len} bytes, at most {MAX_STR_ARG})"
+                )));
+            }
+            Some(match s.to_str() {
+                Ok(b) => StrArg::Lua(b),
+                Err(_) => StrArg::Owned(String::from_utf8_lossy(&s.as_bytes()).into_owned()),
+            })
+        }
         Value::Integer(i) => Some(StrArg::Owned(i.to_string())),
         Value::Number(n) => Some(StrArg::Owned(lua_number_string(*n))),
         _ => None,
-    }
+    })
 }
 
 /// An `int` parameter: an integer, a float with an integral value, or a

@@ -12,10 +12,10 @@ use crate::args::{KemiResult, bad_argument, int_arg, str_arg};
 use crate::kemibox::ksr::{core, hdr, maxfwd, pv, rr, siputils, sl, tm, x};
 
 macro_rules! arg_value {
-    (str, $v:expr) => {
-        str_arg($v)
+    (str, $v:expr, $function:expr, $position:expr) => {
+        str_arg($v, $function, $position)?
     };
-    (int, $v:expr) => {
+    (int, $v:expr, $function:expr, $position:expr) => {
         int_arg($v)
     };
 }
@@ -56,7 +56,7 @@ macro_rules! export {
             let mut position = 0usize;
             $(
                 position += 1;
-                let Some($arg) = arg_value!($kind, &$arg) else {
+                let Some($arg) = arg_value!($kind, &$arg, FULL, position) else {
                     return bad_argument::<result_type!($ret)>(
                         lua, FULL, position, expected!($kind), &$arg);
                 };

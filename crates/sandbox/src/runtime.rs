@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
@@ -83,7 +84,30 @@ impl Runtime {
         let mut linker = Linker::new(self.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         kemibox_kemi::add_to_linker(&mut linker, granted, |d: &mut StoreData| &mut d.ctx)?;
-        linker.define_unknown_imports_as_traps(self.component())?;
+        self.deny_ungranted(&mut linker)?;
         Ok(linker)
+    }
+
+    /// Define the KSR interfaces the tenant was not granted as functions
+    /// that trap. The guest already leaves them out of `KSR`; this makes the
+    /// host refuse them too. (Linker::define_unknown_imports_as_traps is
+    /// not used: it would shadow WASI imports that semver matching serves.)
+    fn deny_ungranted(&self, linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
+        let engine = self.engine();
+        for (name, item) in self.component().component_type().imports(engine) {
+            let ComponentItem::ComponentInstance(instance) = item.ty else {
+                continue;
+            };
+            if !name.starts_with("kemibox:ksr/") {
+                continue;
+            }
+            let mut scope = linker.instance(name)?;
+            for (func, _) in instance.exports(engine) {
+                let denied = format!("{name}#{func} is not granted to this tenant");
+                // Fails with "already defined" for granted functions: skip those.
+                let _ = scope.func_new(func, move |_, _, _, _| Err(wasmtime::Error::msg(denied.clone())));
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,21 @@
+//! `kemibox check SCRIPT`, like `kamailio -c`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use kemibox_sandbox::{Runtime, Tenant, TenantSpec};
+
+pub fn run(path: &Path, entry: &str) -> anyhow::Result<ExitCode> {
+    crate::init_logging("warn");
+    let source = crate::read_script(path)?;
+    let runtime = Runtime::new(None)?;
+    let mut spec = TenantSpec::new("check", crate::script_name(path), source);
+    spec.entry = Some(entry.to_string());
+    match crate::block_on(Tenant::load(&runtime, spec))? {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(failure) => {
+            println!("{failure}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `kemibox`: the command line.
+//!
+//! - `kemibox check SCRIPT`: does the script load and define `ksr_request_route`?
+//! - `kemibox route SCRIPT --message FILE`: run a route on one SIP message
+//!   offline and print what it did, one JSON object a line.
+//! - `kemibox api`: every KSR function available to scripts.
+
+mod api;
+mod check;
+mod route;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kemibox", version, about = "SIP proxy running Kamailio KEMI Lua scripts in a wasm sandbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that a script loads and defines ksr_request_route (exit 0), or
+    /// print `SCRIPT:LINE: message` (exit 1).
+    Check {
+        script: PathBuf,
+        /// Function the script must define.
+        #[arg(long, default_value = "ksr_request_route")]
+        entry: String,
+    },
+    /// Run a route function on one SIP message, without network, and print
+    /// one JSON object per thing the script did, then a summary line.
+    Route(route::Args),
+    /// List every KSR function (`KSR.tm.t_relay() -> int`).
+    Api {
+        /// Print the Markdown reference (docs/api.md) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { script, entry } => check::run(&script, &entry),
+        Command::Route(args) => route::run(args),
+        Command::Api { markdown } => {
+            api::run(markdown);
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kemibox: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Log to stderr through `tracing`; `RUST_LOG` overrides `default`.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A single-threaded runtime for the offline commands.
+fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f))
+}
+
+/// Read a script, naming the file in the error.
+fn read_script(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))
+}
+
+/// The name a script is known by in messages: its path as given.
+fn script_name(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
