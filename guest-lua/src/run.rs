@@ -101,7 +101,7 @@ pub fn invoke(name: &str) -> Result<i32, RouteError> {
                 Err(route_error(
                     kind,
                     message.to_string(),
-                    traceback.to_string(),
+                    traceback,
                     line_of(&loaded.chunk_name, &text),
                 ))
             }
@@ -182,11 +182,19 @@ fn error_text(e: &mlua::Error) -> String {
     }
 }
 
-/// The handler's text is `message\nstack traceback:\n...`.
-fn split_traceback(text: &str) -> (&str, &str) {
+/// The handler's text is `message\nstack traceback:\n...`; the sandbox's
+/// own frames (the prelude and the xpcall it runs routes under) are left
+/// out of the traceback.
+fn split_traceback(text: &str) -> (&str, String) {
     match text.find("\nstack traceback:") {
-        Some(i) => (&text[..i], &text[i + 1..]),
-        None => (text, ""),
+        Some(i) => {
+            let frames: Vec<&str> = text[i + 1..]
+                .lines()
+                .filter(|l| !l.contains("kemibox-prelude") && !l.contains("in upvalue 'xpcall'"))
+                .collect();
+            (&text[..i], frames.join("\n"))
+        }
+        None => (text, String::new()),
     }
 }
 
