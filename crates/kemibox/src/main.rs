@@ -4,10 +4,12 @@
 //! - `kemibox route SCRIPT --message FILE`: run a route on one SIP message
 //!   offline and print what it did, one JSON object a line.
 //! - `kemibox api`: every KSR function available to scripts.
+//! - `kemibox run`: the proxy.
 
 mod api;
 mod check;
 mod route;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +17,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kemibox", version, about = "SIP proxy running Kamailio KEMI Lua scripts in a wasm sandbox")]
+#[command(
+    name = "kemibox",
+    version,
+    about = "SIP proxy running Kamailio KEMI Lua scripts in a wasm sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +40,9 @@ enum Command {
     /// Run a route function on one SIP message, without network, and print
     /// one JSON object per thing the script did, then a summary line.
     Route(route::Args),
+    /// Run the proxy: the embedded default script on udp:127.0.0.1:5060
+    /// unless told otherwise.
+    Run(run::Args),
     /// List every KSR function (`KSR.tm.t_relay() -> int`).
     Api {
         /// Print the Markdown reference (docs/api.md) instead.
@@ -47,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { script, entry } => check::run(&script, &entry),
         Command::Route(args) => route::run(args),
+        Command::Run(args) => run::run(args),
         Command::Api { markdown } => {
             api::run(markdown);
             Ok(ExitCode::SUCCESS)
@@ -73,12 +83,16 @@ fn init_logging(default: &str) {
 
 /// A single-threaded runtime for the offline commands.
 fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f))
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
 }
 
 /// Read a script, naming the file in the error.
 fn read_script(path: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))
 }
 
 /// The name a script is known by in messages: its path as given.

@@ -46,7 +46,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::init_logging("warn,kemibox::script=off");
     let source = crate::read_script(&args.script)?;
     let raw = read_message(&args.message)?;
-    let sip = SipMessage::parse(raw).map_err(|e| anyhow::anyhow!("{}: not a SIP message: {e}", args.message.display()))?;
+    let sip = SipMessage::parse(raw)
+        .map_err(|e| anyhow::anyhow!("{}: not a SIP message: {e}", args.message.display()))?;
 
     let runtime = kemibox_sandbox::Runtime::new(None)?;
     let mut spec = TenantSpec::new("route", crate::script_name(&args.script), source);
@@ -65,7 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (_, mut instance) = match loaded {
         Ok(loaded) => loaded,
         Err(failure) => {
-            println!("{}", json!({"event": "result", "outcome": "load-error", "error": failure.to_string()}));
+            println!(
+                "{}",
+                json!({"event": "result", "outcome": "load-error", "error": failure.to_string()})
+            );
             return Ok(ExitCode::from(1));
         }
     };
@@ -75,7 +79,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(event)?);
     }
     println!("{}", summary(&invocation));
-    Ok(if invocation.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if invocation.outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn invoke(instance: &mut Instance, function: &str, message: Message) -> Invocation {
@@ -86,9 +94,12 @@ async fn invoke(instance: &mut Instance, function: &str, message: Message) -> In
 fn read_message(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     let mut raw = Vec::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut raw).context("reading the message from stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut raw)
+            .context("reading the message from stdin")?;
     } else {
-        raw = std::fs::read(path).with_context(|| format!("cannot read message {}", path.display()))?;
+        raw = std::fs::read(path)
+            .with_context(|| format!("cannot read message {}", path.display()))?;
     }
     Ok(raw)
 }
@@ -112,7 +123,10 @@ fn summary(inv: &Invocation) -> Value {
         out.insert("dst_uri".into(), json!(m.dst_uri));
         out.insert("ruri".into(), json!(m.ruri()));
         let forwarded = kemibox_sip::render(&m.sip, &m.edits);
-        out.insert("forwarded".into(), json!(String::from_utf8_lossy(&forwarded)));
+        out.insert(
+            "forwarded".into(),
+            json!(String::from_utf8_lossy(&forwarded)),
+        );
     }
     // Stable key order for diffing: "event" first, then alphabetical.
     let mut ordered = serde_json::Map::new();

@@ -8,7 +8,10 @@ use kemibox_kemi::Event;
 use kemibox_sandbox::{Instance, Outcome, Tenant};
 
 async fn instance(source: &str) -> Instance {
-    Tenant::load(&runtime(), spec("errors", source)).await.expect("loads").1
+    Tenant::load(&runtime(), spec("errors", source))
+        .await
+        .expect("loads")
+        .1
 }
 
 fn logs(events: &[Event]) -> Vec<String> {
@@ -66,17 +69,31 @@ async fn uncaught_error_reports_script_line_and_traceback_then_instance_keeps_wo
     .await;
     let first = i.invoke("ksr_request_route", Some(invite())).await;
     match &first.outcome {
-        Outcome::LuaError { message, line, traceback } => {
+        Outcome::LuaError {
+            message,
+            line,
+            traceback,
+        } => {
             assert_eq!(message, "errors.lua:3: routing failed");
             assert_eq!(*line, Some(3));
-            assert!(traceback.contains("errors.lua:7"), "traceback names the caller: {traceback}");
+            assert!(
+                traceback.contains("errors.lua:7"),
+                "traceback names the caller: {traceback}"
+            );
         }
         other => panic!("expected a Lua error, got {other:?}"),
     }
-    assert_eq!(first.location("errors.lua").as_deref(), Some("errors.lua:3"));
+    assert_eq!(
+        first.location("errors.lua").as_deref(),
+        Some("errors.lua:3")
+    );
     assert!(!i.is_poisoned(), "a Lua error does not poison the instance");
     let second = i.invoke("ksr_request_route", Some(invite())).await;
-    assert_eq!(second.outcome, Outcome::Ok { ret: 2 }, "globals survive, the instance works");
+    assert_eq!(
+        second.outcome,
+        Outcome::Ok { ret: 2 },
+        "globals survive, the instance works"
+    );
 }
 
 #[tokio::test]
@@ -120,9 +137,18 @@ end
     let inv = i.invoke("ksr_request_route", Some(invite())).await;
     assert_eq!(inv.outcome, Outcome::Ok { ret: 1 });
     let logs = logs(&inv.events);
-    assert!(logs[0].contains("KSR.hdr.append: bad argument #1 (string expected, got table)"), "{logs:?}");
-    assert!(logs[1].contains("KSR.setflag: bad argument #1 (integer expected, got string)"), "{logs:?}");
-    assert!(logs[2].contains("KSR.pv.get: bad argument #1 (string expected, got nil)"), "{logs:?}");
+    assert!(
+        logs[0].contains("KSR.hdr.append: bad argument #1 (string expected, got table)"),
+        "{logs:?}"
+    );
+    assert!(
+        logs[1].contains("KSR.setflag: bad argument #1 (integer expected, got string)"),
+        "{logs:?}"
+    );
+    assert!(
+        logs[2].contains("KSR.pv.get: bad argument #1 (string expected, got nil)"),
+        "{logs:?}"
+    );
     assert_eq!(logs[3], "results -1 false nil");
 }
 
@@ -162,16 +188,37 @@ async fn return_values_map_to_kemi_integers() {
     )
     .await;
     for (f, want) in [("ksr_request_route", 1), ("t", 1), ("f", -1), ("n", -3)] {
-        assert_eq!(i.invoke(f, None).await.outcome, Outcome::Ok { ret: want }, "{f}");
+        assert_eq!(
+            i.invoke(f, None).await.outcome,
+            Outcome::Ok { ret: want },
+            "{f}"
+        );
     }
     let missing = i.invoke("nope", None).await;
-    assert!(matches!(missing.outcome, Outcome::NotFound { .. }), "{:?}", missing.outcome);
-    assert!(matches!(i.invoke("print", None).await.outcome, Outcome::NotFound { .. }), "sandbox functions are not routes");
+    assert!(
+        matches!(missing.outcome, Outcome::NotFound { .. }),
+        "{:?}",
+        missing.outcome
+    );
+    assert!(
+        matches!(
+            i.invoke("print", None).await.outcome,
+            Outcome::NotFound { .. }
+        ),
+        "sandbox functions are not routes"
+    );
 }
 
 #[tokio::test]
 async fn load_errors_name_the_line() {
-    let syntax = Tenant::load(&runtime(), spec("bad", "function ksr_request_route()\n  local x = = 1\nend\n")).await;
+    let syntax = Tenant::load(
+        &runtime(),
+        spec(
+            "bad",
+            "function ksr_request_route()\n  local x = = 1\nend\n",
+        ),
+    )
+    .await;
     let failure = syntax.err().expect("syntax error refused");
     assert_eq!(failure.line, Some(2));
     assert!(failure.to_string().starts_with("bad.lua:2: "), "{failure}");
@@ -182,5 +229,8 @@ async fn load_errors_name_the_line() {
 
     let missing = Tenant::load(&runtime(), spec("bad", "function other() end\n")).await;
     let failure = missing.err().expect("missing entry refused");
-    assert_eq!(failure.to_string(), "bad.lua: the script does not define function ksr_request_route()");
+    assert_eq!(
+        failure.to_string(),
+        "bad.lua: the script does not define function ksr_request_route()"
+    );
 }

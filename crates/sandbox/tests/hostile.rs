@@ -29,9 +29,13 @@ fn attack_message() -> kemibox_kemi::Message {
 async fn contained(name: &str, attack: &str, limits: Limits) -> Outcome {
     let runtime = runtime();
     let a = Arc::new(
-        Pool::new(&runtime, spec_with(&format!("{name}-a"), &script(attack), limits), 2)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}")),
+        Pool::new(
+            &runtime,
+            spec_with(&format!("{name}-a"), &script(attack), limits),
+            2,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}")),
     );
     let b = Arc::new(pool(&format!("{name}-b"), &script("error('B never attacks')")).await);
 
@@ -40,20 +44,39 @@ async fn contained(name: &str, attack: &str, limits: Limits) -> Outcome {
         tokio::spawn(async move {
             let mut outcomes = Vec::new();
             for _ in 0..20 {
-                outcomes.push(b.invoke("ksr_request_route", Some(invite())).await.unwrap().outcome);
+                outcomes.push(
+                    b.invoke("ksr_request_route", Some(invite()))
+                        .await
+                        .unwrap()
+                        .outcome,
+                );
                 tokio::task::yield_now().await;
             }
             outcomes
         })
     };
-    let attacked = a.invoke("ksr_request_route", Some(attack_message())).await.unwrap();
+    let attacked = a
+        .invoke("ksr_request_route", Some(attack_message()))
+        .await
+        .unwrap();
     let next = a.invoke("ksr_request_route", Some(invite())).await.unwrap();
     let again = a.invoke("ksr_request_route", Some(invite())).await.unwrap();
     let b_outcomes = b_task.await.unwrap();
 
-    assert!(!attacked.outcome.is_ok(), "{name}: the attack must not succeed");
-    assert_eq!(next.outcome, Outcome::Ok { ret: 1 }, "{name}: next invocation of the same tenant");
-    assert_eq!(again.outcome, Outcome::Ok { ret: 1 }, "{name}: and the one after");
+    assert!(
+        !attacked.outcome.is_ok(),
+        "{name}: the attack must not succeed"
+    );
+    assert_eq!(
+        next.outcome,
+        Outcome::Ok { ret: 1 },
+        "{name}: next invocation of the same tenant"
+    );
+    assert_eq!(
+        again.outcome,
+        Outcome::Ok { ret: 1 },
+        "{name}: and the one after"
+    );
     assert!(
         b_outcomes.iter().all(|o| *o == Outcome::Ok { ret: 1 }),
         "{name}: tenant B affected: {b_outcomes:?}"
@@ -103,7 +126,10 @@ async fn unbounded_recursion_is_a_contained_error() {
         memory_bound(),
     )
     .await;
-    assert!(lua_error_containing(&o, "stack overflow") || out_of_memory(&o), "{o:?}");
+    assert!(
+        lua_error_containing(&o, "stack overflow") || out_of_memory(&o),
+        "{o:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +151,12 @@ async fn table_growing_forever_is_out_of_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn string_doubling_is_out_of_memory() {
-    let o = contained("doubling", "local s = 'x'\nwhile true do s = s .. s end", Limits::default()).await;
+    let o = contained(
+        "doubling",
+        "local s = 'x'\nwhile true do s = s .. s end",
+        Limits::default(),
+    )
+    .await;
     assert!(out_of_memory(&o), "{o:?}");
 }
 
@@ -153,19 +184,33 @@ async fn coroutine_bomb_is_contained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn os_exit_is_not_available() {
     let o = contained("exit", "os.exit(1)", Limits::default()).await;
-    assert!(lua_error_containing(&o, "attempt to call a nil value (field 'exit')"), "{o:?}");
+    assert!(
+        lua_error_containing(&o, "attempt to call a nil value (field 'exit')"),
+        "{o:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_is_not_available() {
     let o = contained("io", "io.open('/etc/passwd')", Limits::default()).await;
-    assert!(lua_error_containing(&o, "attempt to index a nil value (global 'io')"), "{o:?}");
+    assert!(
+        lua_error_containing(&o, "attempt to index a nil value (global 'io')"),
+        "{o:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_of_os_is_refused() {
-    let o = contained("require", "local os = require 'os'\nos.exit()", Limits::default()).await;
-    assert!(lua_error_containing(&o, "module 'os' is not available in the sandbox"), "{o:?}");
+    let o = contained(
+        "require",
+        "local os = require 'os'\nos.exit()",
+        Limits::default(),
+    )
+    .await;
+    assert!(
+        lua_error_containing(&o, "module 'os' is not available in the sandbox"),
+        "{o:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,16 +219,37 @@ async fn binary_chunks_are_refused() {
                   if f then f() end\n\
                   error('load refused: ' .. tostring(err))";
     let o = contained("binary", attack, Limits::default()).await;
-    assert!(lua_error_containing(&o, "attempt to load a binary chunk"), "{o:?}");
-    let dump = contained("dump", "local d = string.dump(function() end)", Limits::default()).await;
+    assert!(
+        lua_error_containing(&o, "attempt to load a binary chunk"),
+        "{o:?}"
+    );
+    let dump = contained(
+        "dump",
+        "local d = string.dump(function() end)",
+        Limits::default(),
+    )
+    .await;
     assert!(lua_error_containing(&dump, "field 'dump'"), "{dump:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectgarbage_abuse_is_refused_or_bounded() {
-    let o = contained("gc-stop", "collectgarbage('stop')\nlocal t = {}\nfor i = 1, 1e9 do t[i] = {} end", Limits::default()).await;
-    assert!(lua_error_containing(&o, "collectgarbage(\"stop\") is not allowed"), "{o:?}");
-    let o = contained("gc-loop", "while true do collectgarbage('collect') end", Limits::default()).await;
+    let o = contained(
+        "gc-stop",
+        "collectgarbage('stop')\nlocal t = {}\nfor i = 1, 1e9 do t[i] = {} end",
+        Limits::default(),
+    )
+    .await;
+    assert!(
+        lua_error_containing(&o, "collectgarbage(\"stop\") is not allowed"),
+        "{o:?}"
+    );
+    let o = contained(
+        "gc-loop",
+        "while true do collectgarbage('collect') end",
+        Limits::default(),
+    )
+    .await;
     assert_eq!(o, Outcome::OutOfFuel);
 }
 
@@ -191,12 +257,24 @@ async fn collectgarbage_abuse_is_refused_or_bounded() {
 async fn redefining_sandbox_globals_is_refused_and_the_next_invocation_works() {
     for (name, attack, expected) in [
         ("ksr-global", "KSR = nil", "cannot redefine KSR"),
-        ("pcall-global", "pcall = function() return true end", "cannot redefine pcall"),
+        (
+            "pcall-global",
+            "pcall = function() return true end",
+            "cannot redefine pcall",
+        ),
         ("ksr-module", "KSR.tm = nil", "cannot modify KSR.tm"),
-        ("ksr-function", "KSR.pv.sets = print", "cannot modify KSR.pv.sets"),
+        (
+            "ksr-function",
+            "KSR.pv.sets = print",
+            "cannot modify KSR.pv.sets",
+        ),
         ("rawset", "rawset(_G, 'KSR', {})", "cannot modify KSR"),
         ("string-lib", "string.rep = nil", "cannot modify string.rep"),
-        ("metatable", "setmetatable(_G, nil)", "cannot change a protected metatable"),
+        (
+            "metatable",
+            "setmetatable(_G, nil)",
+            "cannot change a protected metatable",
+        ),
     ] {
         let o = contained(name, attack, Limits::default()).await;
         assert!(lua_error_containing(&o, expected), "{name}: {o:?}");

@@ -128,9 +128,9 @@ fn proxy_via_record_route_and_max_forwards() {
     let expected = invite()
         .replacen(
             "Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport\r\n",
-            "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy1\r\n\
+            "Record-Route: <sip:192.0.2.1;lr>\r\n\
 X-Script: 1\r\n\
-Record-Route: <sip:192.0.2.1;lr>\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy1\r\n\
 Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport=41000;received=198.51.100.7\r\n",
             1,
         )

@@ -11,7 +11,9 @@ use kemibox_sip::SipMessage;
 
 pub fn runtime() -> Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| Runtime::new(None).expect("runtime")).clone()
+    RUNTIME
+        .get_or_init(|| Runtime::new(None).expect("runtime"))
+        .clone()
 }
 
 pub const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
@@ -58,5 +60,7 @@ pub fn spec_with(id: &str, source: &str, limits: Limits) -> TenantSpec {
 }
 
 pub async fn pool(id: &str, source: &str) -> Pool {
-    Pool::new(&runtime(), spec(id, source), 4).await.expect("script loads")
+    Pool::new(&runtime(), spec(id, source), 4)
+        .await
+        .expect("script loads")
 }

@@ -1,0 +1,112 @@
+//! `kemibox run`: the proxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use kemibox_proxy::{Listen, Proxy, ProxyConfig};
+use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
+
+/// The script `kemibox run` uses when none is given.
+const DEFAULT_SCRIPT: &str = include_str!("../../../scripts/default.lua");
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Routing script (default: the embedded scripts/default.lua).
+    #[arg(long)]
+    script: Option<PathBuf>,
+    /// Socket to listen on, `udp:IP:PORT`; repeat for several.
+    #[arg(long = "listen", default_value = "udp:127.0.0.1:5060")]
+    listen: Vec<Listen>,
+    /// Fuel per invocation.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    fuel: u64,
+    /// Memory cap per instance, in bytes.
+    #[arg(long, default_value_t = Limits::default().memory)]
+    memory: u64,
+    /// Wall-clock deadline per invocation, in milliseconds.
+    #[arg(long, default_value_t = Limits::default().deadline_ms)]
+    deadline_ms: u64,
+    /// Log filter (`info`, `debug`, `warn,kemibox::script=info`, ...);
+    /// RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::init_logging(&args.log);
+    let (name, source) = match &args.script {
+        Some(path) => (crate::script_name(path), crate::read_script(path)?),
+        None => (
+            "default.lua (embedded)".to_string(),
+            DEFAULT_SCRIPT.to_string(),
+        ),
+    };
+    let limits = Limits {
+        fuel: args.fuel,
+        memory: args.memory,
+        deadline_ms: args.deadline_ms,
+    };
+    limits
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    let config = ProxyConfig {
+        listen: args.listen.clone(),
+        ..ProxyConfig::default()
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(config, name, source, limits))
+}
+
+async fn serve(
+    config: ProxyConfig,
+    name: String,
+    source: String,
+    limits: Limits,
+) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(None)?;
+    let sockets = Proxy::bind(config.clone()).await?;
+    let mut spec = TenantSpec::new("default", name, source);
+    spec.limits = limits;
+    spec.myself = Arc::new(Proxy::myself(&sockets));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let pool = match Pool::new(&runtime, spec, workers * 4).await {
+        Ok(pool) => Arc::new(pool),
+        Err(failure) => {
+            eprintln!("kemibox: script refused: {failure}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let proxy = Proxy::new(config, pool, sockets);
+    tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
+    proxy.serve(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
