@@ -17,8 +17,12 @@ fn main() -> Result<()> {
 
     let mut out = String::from("&[\n");
     for (key, item) in &resolve.worlds[world].imports {
-        let WorldItem::Interface { id, .. } = item else { continue };
-        let WorldKey::Interface(_) = key else { continue };
+        let WorldItem::Interface { id, .. } = item else {
+            continue;
+        };
+        let WorldKey::Interface(_) = key else {
+            continue;
+        };
         let iface = &resolve.interfaces[*id];
         let module = iface.name.clone().context("anonymous interface")?;
         if module == "types" {
@@ -29,7 +33,12 @@ fn main() -> Result<()> {
         for (name, func) in &iface.functions {
             let mut params = String::from("&[");
             for (pname, ty) in &func.params {
-                write!(params, "({:?}, {:?}),", pname.replace('-', "_"), kemi_type(&resolve, ty)?)?;
+                write!(
+                    params,
+                    "({:?}, {:?}),",
+                    pname.replace('-', "_"),
+                    kemi_type(&resolve, ty)?
+                )?;
             }
             params.push(']');
             let result = match &func.result {
@@ -38,7 +47,9 @@ fn main() -> Result<()> {
             };
             let doc = func.docs.contents.clone().unwrap_or_default();
             if doc.trim().is_empty() {
-                bail!("wit/{module}.wit: function `{name}` has no doc comment; document it with `///`");
+                bail!(
+                    "wit/{module}.wit: function `{name}` has no doc comment; document it with `///`"
+                );
             }
             writeln!(
                 out,
@@ -62,8 +73,12 @@ fn kemi_type(resolve: &Resolve, ty: &Type) -> Result<&'static str> {
         Type::Bool => "bool",
         Type::Id(id) => match resolve.types[*id].name.as_deref() {
             Some("xval") => "xval",
-            other => bail!("unsupported KSR type {other:?}: KEMI functions take str/int and return int/bool/xval"),
+            other => bail!(
+                "unsupported KSR type {other:?}: KEMI functions take str/int and return int/bool/xval"
+            ),
         },
-        other => bail!("unsupported KSR type {other:?}: KEMI functions take str/int and return int/bool/xval"),
+        other => bail!(
+            "unsupported KSR type {other:?}: KEMI functions take str/int and return int/bool/xval"
+        ),
     })
 }

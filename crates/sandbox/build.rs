@@ -7,9 +7,20 @@ use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let root = manifest.join("../..").canonicalize().expect("workspace root");
+    let root = manifest
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root");
     let guest = root.join("guest-lua");
-    for path in ["src", "rt", "build.rs", "Cargo.toml", "Cargo.lock", ".cargo/config.toml", "toolchain"] {
+    for path in [
+        "src",
+        "rt",
+        "build.rs",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
+        "toolchain",
+    ] {
         println!("cargo:rerun-if-changed={}", guest.join(path).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -25,12 +36,27 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&guest)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // The outer build's settings must not leak into the guest build.
     for (key, _) in std::env::vars() {
         if (key.starts_with("CARGO_") && key != "CARGO_HOME")
-            || matches!(key.as_str(), "RUSTFLAGS" | "TARGET" | "RUSTC" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTDOC")
+            || matches!(
+                key.as_str(),
+                "RUSTFLAGS"
+                    | "TARGET"
+                    | "RUSTC"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "RUSTDOC"
+            )
         {
             cmd.env_remove(key);
         }

@@ -63,9 +63,12 @@ pub fn int_arg(v: &Value) -> Option<i32> {
         Value::String(s) => {
             let text = s.to_str().ok()?;
             let text = text.trim();
-            text.parse::<i64>()
-                .ok()
-                .or_else(|| text.parse::<f64>().ok().filter(|n| n.fract() == 0.0).map(|n| n as i64))?
+            text.parse::<i64>().ok().or_else(|| {
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|n| n.fract() == 0.0)
+                    .map(|n| n as i64)
+            })?
         }
         _ => return None,
     };

@@ -39,10 +39,18 @@ macro_rules! expected {
 }
 
 macro_rules! result_type {
-    (int) => { i32 };
-    (bool) => { bool };
-    (xval) => { crate::kemibox::ksr::types::Xval };
-    (void) => { () };
+    (int) => {
+        i32
+    };
+    (bool) => {
+        bool
+    };
+    (xval) => {
+        crate::kemibox::ksr::types::Xval
+    };
+    (void) => {
+        ()
+    };
 }
 
 /// `export!(lua, table, "KSR.mod", "lua_name", wit::function(a: str, b: int) -> int)`

@@ -66,7 +66,9 @@ pub fn functions() -> Vec<String> {
             .globals()
             .pairs::<Value, Value>()
             .filter_map(|pair| match pair {
-                Ok((Value::String(k), Value::Function(_))) => k.to_str().ok().map(|s| s.to_string()),
+                Ok((Value::String(k), Value::Function(_))) => {
+                    k.to_str().ok().map(|s| s.to_string())
+                }
                 _ => None,
             })
             .collect();
@@ -79,7 +81,12 @@ pub fn invoke(name: &str) -> Result<i32, RouteError> {
     STATE.with(|s| {
         let state = s.borrow();
         let Some(loaded) = state.as_ref() else {
-            return Err(route_error(Failure::NotFound, "no script is loaded".into(), String::new(), None));
+            return Err(route_error(
+                Failure::NotFound,
+                "no script is loaded".into(),
+                String::new(),
+                None,
+            ));
         };
         let func: Option<Function> = loaded.sandbox.lua.globals().raw_get(name).ok();
         let Some(func) = func else {
@@ -96,7 +103,11 @@ pub fn invoke(name: &str) -> Result<i32, RouteError> {
             Ok((false, value)) if value.equals(&loaded.sandbox.exit).unwrap_or(false) => Ok(0),
             Ok((false, value)) => {
                 let text = value_text(&value);
-                let kind = if text == OUT_OF_MEMORY { Failure::Memory } else { Failure::Runtime };
+                let kind = if text == OUT_OF_MEMORY {
+                    Failure::Memory
+                } else {
+                    Failure::Runtime
+                };
                 let (message, traceback) = split_traceback(&text);
                 Err(route_error(
                     kind,
@@ -106,9 +117,18 @@ pub fn invoke(name: &str) -> Result<i32, RouteError> {
                 ))
             }
             Err(e) => {
-                let kind = if matches!(e, mlua::Error::MemoryError(_)) { Failure::Memory } else { Failure::Runtime };
+                let kind = if matches!(e, mlua::Error::MemoryError(_)) {
+                    Failure::Memory
+                } else {
+                    Failure::Runtime
+                };
                 let text = error_text(&e);
-                Err(route_error(kind, text.clone(), String::new(), line_of(&loaded.chunk_name, &text)))
+                Err(route_error(
+                    kind,
+                    text.clone(),
+                    String::new(),
+                    line_of(&loaded.chunk_name, &text),
+                ))
             }
         }
     })
@@ -168,7 +188,9 @@ fn kemi_int(value: &Value) -> i32 {
 fn value_text(value: &Value) -> String {
     match value {
         Value::String(s) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
-        other => other.to_string().unwrap_or_else(|_| format!("({})", other.type_name())),
+        other => other
+            .to_string()
+            .unwrap_or_else(|_| format!("({})", other.type_name())),
     }
 }
 

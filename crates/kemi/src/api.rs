@@ -42,8 +42,17 @@ impl Export {
 
     /// `KSR.pv.sets(pvname: str, val: str) -> void`
     pub fn signature(&self) -> String {
-        let params: Vec<String> = self.params.iter().map(|(n, t)| format!("{n}: {t}")).collect();
-        format!("{}({}) -> {}", self.lua_path(), params.join(", "), self.result)
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(n, t)| format!("{n}: {t}"))
+            .collect();
+        format!(
+            "{}({}) -> {}",
+            self.lua_path(),
+            params.join(", "),
+            self.result
+        )
     }
 }
 
@@ -62,7 +71,11 @@ pub fn markdown() -> String {
     for e in EXPORTS {
         if e.module != module {
             module = e.module;
-            let title = if module == "core" { "KSR (core)".to_string() } else { format!("KSR.{module}") };
+            let title = if module == "core" {
+                "KSR (core)".to_string()
+            } else {
+                format!("KSR.{module}")
+            };
             let _ = write!(out, "\n## {title}\n\n{}\n", e.module_doc);
         }
         let _ = write!(out, "\n### `{}`\n\n{}\n", e.signature(), e.doc);

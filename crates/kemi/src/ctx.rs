@@ -61,7 +61,10 @@ pub enum Event {
     /// `branch-failure`).
     Callback { kind: String, function: String },
     /// A transaction function called (`t_relay`, `t_newtran`, ...).
-    Tm { function: String, destination: Option<String> },
+    Tm {
+        function: String,
+        destination: Option<String>,
+    },
     /// A stateless forward (`KSR.forward`).
     Forward { destination: String },
     /// `KSR.x.exit()`.
@@ -105,7 +108,9 @@ impl Myself {
         let Ok(ip) = host.parse::<IpAddr>() else {
             return false;
         };
-        self.addresses.iter().any(|a| a.ip() == ip && port.is_none_or(|p| p == a.port()))
+        self.addresses
+            .iter()
+            .any(|a| a.ip() == ip && port.is_none_or(|p| p == a.port()))
     }
 
     pub fn has_ip(&self, ip: IpAddr) -> bool {
@@ -164,7 +169,12 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(sip: SipMessage, source: SocketAddr, local: SocketAddr, transport: Transport) -> Message {
+    pub fn new(
+        sip: SipMessage,
+        source: SocketAddr,
+        local: SocketAddr,
+        transport: Transport,
+    ) -> Message {
         Message {
             sip,
             edits: Edits::new(),
@@ -239,9 +249,13 @@ impl Ctx {
         let tenant = &*self.tenant;
         match level {
             Level::Dbg => tracing::debug!(target: "kemibox::script", tenant, "{text}"),
-            Level::Info | Level::Notice => tracing::info!(target: "kemibox::script", tenant, "{text}"),
+            Level::Info | Level::Notice => {
+                tracing::info!(target: "kemibox::script", tenant, "{text}")
+            }
             Level::Warn => tracing::warn!(target: "kemibox::script", tenant, "{text}"),
-            Level::Err | Level::Crit => tracing::error!(target: "kemibox::script", tenant, "{text}"),
+            Level::Err | Level::Crit => {
+                tracing::error!(target: "kemibox::script", tenant, "{text}")
+            }
         }
         if self.record_logs {
             self.events.push(Event::Log {

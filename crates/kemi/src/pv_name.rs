@@ -30,7 +30,10 @@ pub fn parse(text: &str) -> Option<PvName<'_>> {
 }
 
 fn valid_class(class: &str) -> bool {
-    !class.is_empty() && class.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !class.is_empty()
+        && class
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
@@ -42,7 +45,10 @@ mod tests {
         assert_eq!(parse("$ru"), Some(PvName::Plain("ru")));
         assert_eq!(parse("$(ru)"), Some(PvName::Plain("ru")));
         assert_eq!(parse("$var(x)"), Some(PvName::Named("var", "x")));
-        assert_eq!(parse("$hdr(X-Custom)"), Some(PvName::Named("hdr", "X-Custom")));
+        assert_eq!(
+            parse("$hdr(X-Custom)"),
+            Some(PvName::Named("hdr", "X-Custom"))
+        );
         assert_eq!(parse("$T_branch_idx"), Some(PvName::Plain("T_branch_idx")));
         assert_eq!(parse("ru"), None);
         assert_eq!(parse("$var("), None);

@@ -23,7 +23,10 @@ pub fn default_dir() -> Option<PathBuf> {
 fn artifact_path(dir: &Path, engine: &Engine, wasm: &[u8]) -> PathBuf {
     let mut hash = Sha256::new();
     hash.update(wasm);
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hash));
+    std::hash::Hash::hash(
+        &engine.precompile_compatibility_hash(),
+        &mut HashWriter(&mut hash),
+    );
     let digest = hash.finalize();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     dir.join(format!("guest-{hex}.cwasm"))
@@ -43,7 +46,11 @@ impl std::hash::Hasher for HashWriter<'_> {
 
 /// Load the component from the cache, or compile it and store it there.
 /// Cache problems are logged and never fatal.
-pub fn load_component(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> wasmtime::Result<Component> {
+pub fn load_component(
+    engine: &Engine,
+    wasm: &[u8],
+    dir: Option<&Path>,
+) -> wasmtime::Result<Component> {
     let Some(dir) = dir else {
         return Component::new(engine, wasm);
     };
@@ -56,13 +63,18 @@ pub fn load_component(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> wasmt
                 tracing::debug!(path = %path.display(), "guest component loaded from cache");
                 return Ok(c);
             }
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
+            }
         }
     }
     let started = std::time::Instant::now();
     tracing::info!("compiling the guest component (once; cached afterwards)");
     let component = Component::new(engine, wasm)?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "guest component compiled");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "guest component compiled"
+    );
     if let Err(e) = store(&path, &component) {
         tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
     }

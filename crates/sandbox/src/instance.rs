@@ -28,7 +28,10 @@ impl Instance {
     pub async fn new(tenant: Arc<Tenant>) -> Result<Instance, LoadFailure> {
         let spec = &tenant.spec;
         let ctx = Ctx::new(spec.id.as_str().into(), spec.myself.clone());
-        let mut store = Store::new(tenant.runtime.engine(), StoreData::new(ctx, spec.limits.memory));
+        let mut store = Store::new(
+            tenant.runtime.engine(),
+            StoreData::new(ctx, spec.limits.memory),
+        );
         store.limiter(|d| &mut d.memory);
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {
@@ -38,7 +41,8 @@ impl Instance {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let pre = KsrPre::new(tenant.pre.clone()).map_err(|e| LoadFailure::new(spec, None, format!("{e:#}")))?;
+        let pre = KsrPre::new(tenant.pre.clone())
+            .map_err(|e| LoadFailure::new(spec, None, format!("{e:#}")))?;
         let mut instance = Instance {
             bindings: {
                 arm(&mut store, &tenant);
@@ -91,7 +95,12 @@ impl Instance {
             return Vec::new();
         }
         arm(&mut self.store, &self.tenant);
-        match self.bindings.kemibox_ksr_script().call_functions(&mut self.store).await {
+        match self
+            .bindings
+            .kemibox_ksr_script()
+            .call_functions(&mut self.store)
+            .await
+        {
             Ok(list) => list,
             Err(trap) => {
                 self.trap_outcome(trap);
@@ -106,7 +115,12 @@ impl Instance {
             return Vec::new();
         }
         arm(&mut self.store, &self.tenant);
-        match self.bindings.kemibox_ksr_script().call_reachable(&mut self.store).await {
+        match self
+            .bindings
+            .kemibox_ksr_script()
+            .call_reachable(&mut self.store)
+            .await
+        {
             Ok(list) => list,
             Err(trap) => {
                 self.trap_outcome(trap);
@@ -137,7 +151,9 @@ impl Instance {
                 Err(trap) => self.trap_outcome(trap),
             }
         };
-        let fuel_used = limits.fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let fuel_used = limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
         let ctx = self.ctx();
         Invocation {
             tenant: ctx.tenant.to_string(),
@@ -156,7 +172,10 @@ impl Instance {
             Some(Trap::OutOfFuel) => Outcome::OutOfFuel,
             Some(Trap::Interrupt) => Outcome::Deadline,
             _ if self.store.data().memory.hit => Outcome::OutOfMemory {
-                message: format!("memory cap of {} bytes reached", self.tenant.spec.limits.memory),
+                message: format!(
+                    "memory cap of {} bytes reached",
+                    self.tenant.spec.limits.memory
+                ),
             },
             _ => Outcome::Trap {
                 message: format!("{error:#}"),

@@ -49,7 +49,10 @@ impl Limits {
     /// Refuse limits that cannot work, with the reason.
     pub fn validate(&self) -> Result<(), String> {
         if self.fuel < 100_000 {
-            return Err(format!("fuel = {} is too small: a script needs at least 100000", self.fuel));
+            return Err(format!(
+                "fuel = {} is too small: a script needs at least 100000",
+                self.fuel
+            ));
         }
         if self.memory < GUEST_BASE + (1 << 20) {
             return Err(format!(

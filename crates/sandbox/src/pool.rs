@@ -4,10 +4,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use kemibox_kemi::Message;
 
+use crate::Runtime;
 use crate::instance::Instance;
 use crate::outcome::Invocation;
 use crate::tenant::{LoadFailure, Tenant, TenantSpec};
-use crate::Runtime;
 
 /// Idle instances of one tenant's current script. Concurrent invocations
 /// each take an instance (creating one when none is idle) and give it back,
@@ -22,7 +22,11 @@ pub struct Pool {
 
 impl Pool {
     /// Validate `spec` and make a pool for it.
-    pub async fn new(runtime: &Runtime, spec: TenantSpec, max_idle: usize) -> Result<Pool, LoadFailure> {
+    pub async fn new(
+        runtime: &Runtime,
+        spec: TenantSpec,
+        max_idle: usize,
+    ) -> Result<Pool, LoadFailure> {
         let (tenant, instance) = Tenant::load(runtime, spec).await?;
         Ok(Pool {
             runtime: runtime.clone(),
@@ -34,7 +38,10 @@ impl Pool {
 
     /// The tenant version serving now.
     pub fn tenant(&self) -> Arc<Tenant> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replace the script. The new one is loaded in a scratch instance
@@ -74,7 +81,11 @@ impl Pool {
     }
 
     /// Run `function` on `message` in a pooled instance.
-    pub async fn invoke(&self, function: &str, message: Option<Message>) -> Result<Invocation, LoadFailure> {
+    pub async fn invoke(
+        &self,
+        function: &str,
+        message: Option<Message>,
+    ) -> Result<Invocation, LoadFailure> {
         let mut instance = self.checkout().await?;
         let invocation = instance.invoke(function, message).await;
         self.checkin(instance);

@@ -66,7 +66,11 @@ impl Runtime {
                 }
             })?;
         Ok(Runtime {
-            inner: Arc::new(Inner { engine, component, stop }),
+            inner: Arc::new(Inner {
+                engine,
+                component,
+                stop,
+            }),
         })
     }
 
@@ -105,7 +109,9 @@ impl Runtime {
             for (func, _) in instance.exports(engine) {
                 let denied = format!("{name}#{func} is not granted to this tenant");
                 // Fails with "already defined" for granted functions: skip those.
-                let _ = scope.func_new(func, move |_, _, _, _| Err(wasmtime::Error::msg(denied.clone())));
+                let _ = scope.func_new(func, move |_, _, _, _| {
+                    Err(wasmtime::Error::msg(denied.clone()))
+                });
             }
         }
         Ok(())

@@ -29,13 +29,20 @@ pub struct TenantSpec {
 impl TenantSpec {
     /// A spec with default limits, every module granted, and
     /// `ksr_request_route` required.
-    pub fn new(id: impl Into<String>, script_name: impl Into<String>, source: impl Into<String>) -> TenantSpec {
+    pub fn new(
+        id: impl Into<String>,
+        script_name: impl Into<String>,
+        source: impl Into<String>,
+    ) -> TenantSpec {
         TenantSpec {
             id: id.into(),
             script_name: script_name.into(),
             source: source.into(),
             limits: Limits::default(),
-            modules: kemibox_kemi::MODULES.iter().map(|m| m.to_string()).collect(),
+            modules: kemibox_kemi::MODULES
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
             entry: Some("ksr_request_route".into()),
             myself: Arc::new(Myself::default()),
         }
@@ -72,7 +79,11 @@ impl fmt::Display for LoadFailure {
 impl std::error::Error for LoadFailure {}
 
 impl LoadFailure {
-    pub(crate) fn new(spec: &TenantSpec, line: Option<u32>, message: impl Into<String>) -> LoadFailure {
+    pub(crate) fn new(
+        spec: &TenantSpec,
+        line: Option<u32>,
+        message: impl Into<String>,
+    ) -> LoadFailure {
         LoadFailure {
             tenant: spec.id.clone(),
             script: spec.script_name.clone(),
@@ -86,7 +97,9 @@ impl LoadFailure {
             Outcome::LuaError { message, line, .. } => (*line, message.clone()),
             Outcome::OutOfFuel => (None, "the top-level chunk ran out of fuel".into()),
             Outcome::Deadline => (None, "the top-level chunk passed its deadline".into()),
-            Outcome::OutOfMemory { message } => (None, format!("out of memory while loading: {message}")),
+            Outcome::OutOfMemory { message } => {
+                (None, format!("out of memory while loading: {message}"))
+            }
             Outcome::NotFound { message } | Outcome::Trap { message } => (None, message.clone()),
             Outcome::Ok { .. } => (None, "loaded".into()),
         };
@@ -98,8 +111,13 @@ impl Tenant {
     /// Link and validate `spec`: the script must load in a scratch instance
     /// and define the entry function. Returns the tenant and that instance,
     /// ready for use.
-    pub async fn load(runtime: &Runtime, spec: TenantSpec) -> Result<(Arc<Tenant>, Instance), LoadFailure> {
-        spec.limits.validate().map_err(|e| LoadFailure::new(&spec, None, e))?;
+    pub async fn load(
+        runtime: &Runtime,
+        spec: TenantSpec,
+    ) -> Result<(Arc<Tenant>, Instance), LoadFailure> {
+        spec.limits
+            .validate()
+            .map_err(|e| LoadFailure::new(&spec, None, e))?;
         let linker = runtime
             .linker(&spec.modules)
             .map_err(|e| LoadFailure::new(&spec, None, format!("linking: {e:#}")))?;

@@ -48,12 +48,21 @@ impl Ctx {
         })
     }
 
-    fn update_branch_flags(&mut self, function: &str, flag: i32, branch: i32, set: Option<bool>) -> bool {
+    fn update_branch_flags(
+        &mut self,
+        function: &str,
+        flag: i32,
+        branch: i32,
+        set: Option<bool>,
+    ) -> bool {
         let Some(bit) = self.flag_bit(function, flag) else {
             return false;
         };
         if !(0..MAX_BRANCHES).contains(&branch) {
-            self.script_error(function, format!("branch {branch} out of range 0..{}", MAX_BRANCHES - 1));
+            self.script_error(
+                function,
+                format!("branch {branch} out of range 0..{}", MAX_BRANCHES - 1),
+            );
             return false;
         }
         let index = branch as usize;
@@ -250,15 +259,25 @@ impl Host for Ctx {
         ruri.is_some_and(|u| self.uri_is_myself(&u))
     }
     async fn is_myself_furi(&mut self) -> bool {
-        let uri = self.message.as_ref().and_then(|m| m.sip.from()).map(|f| f.uri.to_string());
+        let uri = self
+            .message
+            .as_ref()
+            .and_then(|m| m.sip.from())
+            .map(|f| f.uri.to_string());
         uri.is_some_and(|u| self.uri_is_myself(&u))
     }
     async fn is_myself_turi(&mut self) -> bool {
-        let uri = self.message.as_ref().and_then(|m| m.sip.to()).map(|t| t.uri.to_string());
+        let uri = self
+            .message
+            .as_ref()
+            .and_then(|m| m.sip.to())
+            .map(|t| t.uri.to_string());
         uri.is_some_and(|u| self.uri_is_myself(&u))
     }
     async fn is_myself_srcip(&mut self) -> bool {
-        self.message.as_ref().is_some_and(|m| self.myself.has_ip(m.source.ip()))
+        self.message
+            .as_ref()
+            .is_some_and(|m| self.myself.has_ip(m.source.ip()))
     }
 
     async fn setflag(&mut self, flag: i32) -> bool {

@@ -11,20 +11,33 @@ pub(crate) fn header_line(raw: &str) -> Option<&str> {
     let line = raw.trim_end_matches(['\r', '\n']);
     let (name, _) = line.split_once(':')?;
     let name_ok = !name.trim().is_empty()
-        && name.trim_end().bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+        && name
+            .trim_end()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
     (name_ok && !line.contains(['\r', '\n'])).then_some(line)
 }
 
 /// Index `idx` into `count` values: 0 first, -1 last.
 fn resolve_index(idx: i32, count: usize) -> Option<usize> {
     let count = i64::try_from(count).ok()?;
-    let i = if idx < 0 { count + i64::from(idx) } else { i64::from(idx) };
+    let i = if idx < 0 {
+        count + i64::from(idx)
+    } else {
+        i64::from(idx)
+    };
     (0..count).contains(&i).then(|| i as usize)
 }
 
 impl Ctx {
     /// Add a header line with `place`, recording it. 1 on success, -1 otherwise.
-    fn add_header(&mut self, function: &str, raw: &str, position: &str, place: impl FnOnce(&mut Message, String) -> bool) -> i32 {
+    fn add_header(
+        &mut self,
+        function: &str,
+        raw: &str,
+        position: &str,
+        place: impl FnOnce(&mut Message, String) -> bool,
+    ) -> i32 {
         let Some(line) = header_line(raw) else {
             self.script_error(function, format!("not a single header line: {raw:?}"));
             return -1;
@@ -74,7 +87,9 @@ impl Host for Ctx {
     async fn append_after(&mut self, hdrval: String, hdrname: String) -> i32 {
         let position = format!("after {hdrname}");
         self.add_header("KSR.hdr.append_after", &hdrval, &position, |m, line| {
-            m.edits.append_after(&m.sip, &hdrname, &line).unwrap_or(false)
+            m.edits
+                .append_after(&m.sip, &hdrname, &line)
+                .unwrap_or(false)
         })
     }
     async fn insert(&mut self, hdrval: String) -> i32 {
@@ -85,7 +100,9 @@ impl Host for Ctx {
     async fn insert_before(&mut self, hdrval: String, hdrname: String) -> i32 {
         let position = format!("before {hdrname}");
         self.add_header("KSR.hdr.insert_before", &hdrval, &position, |m, line| {
-            m.edits.insert_before(&m.sip, &hdrname, &line).unwrap_or(false)
+            m.edits
+                .insert_before(&m.sip, &hdrname, &line)
+                .unwrap_or(false)
         })
     }
     async fn remove(&mut self, hdrname: String) -> i32 {
@@ -93,7 +110,10 @@ impl Host for Ctx {
     }
     async fn rmappend(&mut self, hrm: String, hadd: String) -> i32 {
         if header_line(&hadd).is_none() {
-            self.script_error("KSR.hdr.rmappend", format!("not a single header line: {hadd:?}"));
+            self.script_error(
+                "KSR.hdr.rmappend",
+                format!("not a single header line: {hadd:?}"),
+            );
             return -1;
         }
         self.remove_headers(&hrm);
@@ -102,12 +122,18 @@ impl Host for Ctx {
         })
     }
     async fn is_present(&mut self, hdrname: String) -> i32 {
-        let present = self.message.as_ref().is_some_and(|m| m.sip.header_count(&hdrname) > 0);
+        let present = self
+            .message
+            .as_ref()
+            .is_some_and(|m| m.sip.header_count(&hdrname) > 0);
         if present { 1 } else { -1 }
     }
     async fn append_to_reply(&mut self, hdrval: String) -> i32 {
         let Some(line) = header_line(&hdrval) else {
-            self.script_error("KSR.hdr.append_to_reply", format!("not a single header line: {hdrval:?}"));
+            self.script_error(
+                "KSR.hdr.append_to_reply",
+                format!("not a single header line: {hdrval:?}"),
+            );
             return -1;
         };
         let line = line.to_string();
@@ -120,10 +146,14 @@ impl Host for Ctx {
         }
     }
     async fn get(&mut self, hdrname: String) -> Xval {
-        self.header_at(&hdrname, 0).map(Xval::Str).unwrap_or(Xval::Null)
+        self.header_at(&hdrname, 0)
+            .map(Xval::Str)
+            .unwrap_or(Xval::Null)
     }
     async fn get_idx(&mut self, hdrname: String, idx: i32) -> Xval {
-        self.header_at(&hdrname, idx).map(Xval::Str).unwrap_or(Xval::Null)
+        self.header_at(&hdrname, idx)
+            .map(Xval::Str)
+            .unwrap_or(Xval::Null)
     }
     async fn gete(&mut self, hdrname: String) -> Xval {
         Xval::Str(self.header_at(&hdrname, 0).unwrap_or_default())
@@ -132,12 +162,24 @@ impl Host for Ctx {
         Xval::Str(self.header_at(&hdrname, idx).unwrap_or_default())
     }
     async fn getw(&mut self, hdrname: String) -> Xval {
-        Xval::Str(self.header_at(&hdrname, 0).unwrap_or_else(|| "<<null>>".into()))
+        Xval::Str(
+            self.header_at(&hdrname, 0)
+                .unwrap_or_else(|| "<<null>>".into()),
+        )
     }
     async fn getw_idx(&mut self, hdrname: String, idx: i32) -> Xval {
-        Xval::Str(self.header_at(&hdrname, idx).unwrap_or_else(|| "<<null>>".into()))
+        Xval::Str(
+            self.header_at(&hdrname, idx)
+                .unwrap_or_else(|| "<<null>>".into()),
+        )
     }
-    async fn match_content(&mut self, hname: String, op: String, mval: String, hidx: String) -> i32 {
+    async fn match_content(
+        &mut self,
+        hname: String,
+        op: String,
+        mval: String,
+        hidx: String,
+    ) -> i32 {
         let Some(m) = self.message.as_ref() else {
             return -1;
         };
@@ -149,13 +191,20 @@ impl Host for Ctx {
             _ => false,
         };
         if !matches!(op.as_str(), "eq" | "in" | "sw") {
-            self.script_error("KSR.hdr.match_content", format!("unknown operator {op:?} (eq, in, sw)"));
+            self.script_error(
+                "KSR.hdr.match_content",
+                format!("unknown operator {op:?} (eq, in, sw)"),
+            );
             return -1;
         }
         let matched = match hidx.as_str() {
             "a" => values.iter().any(test),
             "l" => values.last().is_some_and(test),
-            n => match n.parse::<i32>().ok().and_then(|i| resolve_index(i, values.len())) {
+            n => match n
+                .parse::<i32>()
+                .ok()
+                .and_then(|i| resolve_index(i, values.len()))
+            {
                 Some(i) => test(&values[i]),
                 None => false,
             },

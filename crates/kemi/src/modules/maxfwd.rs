@@ -7,7 +7,10 @@ use crate::{Ctx, Event};
 impl Host for Ctx {
     async fn process_maxfwd(&mut self, limit: i32) -> i32 {
         let Ok(limit) = u32::try_from(limit) else {
-            self.script_error("KSR.maxfwd.process_maxfwd", format!("invalid limit {limit}"));
+            self.script_error(
+                "KSR.maxfwd.process_maxfwd",
+                format!("invalid limit {limit}"),
+            );
             return -2;
         };
         let Some(m) = self.message.as_mut() else {

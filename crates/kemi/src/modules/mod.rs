@@ -20,7 +20,9 @@ use crate::Ctx;
 use crate::bindings::kemibox::ksr;
 
 /// Modules a tenant can be granted. `core` and `x` are always linked.
-pub const MODULES: &[&str] = &["core", "x", "pv", "hdr", "sl", "tm", "rr", "maxfwd", "siputils"];
+pub const MODULES: &[&str] = &[
+    "core", "x", "pv", "hdr", "sl", "tm", "rr", "maxfwd", "siputils",
+];
 
 /// Link the host side of every KSR module in `granted` into `linker`.
 /// Imports of modules not granted are left undefined here; the sandbox

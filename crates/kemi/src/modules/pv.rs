@@ -44,7 +44,9 @@ fn digest_param(header: &str, name: &str) -> Option<String> {
     let rest = header.trim().strip_prefix("Digest")?;
     rest.split(',').find_map(|part| {
         let (k, v) = part.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"').to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_string())
     })
 }
 
@@ -66,13 +68,21 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
         "fu" => from().map(|f| f.uri.to_string()).and_then(text),
         "fU" => from().and_then(|f| uri_part(Some(f.uri.to_string()), |u| u.user.and_then(text))),
         "fd" => from().and_then(|f| uri_part(Some(f.uri.to_string()), |u| text(u.host))),
-        "fn" => from().and_then(|f| f.display_name.map(|d| d.to_string())).and_then(text),
-        "ft" => from().and_then(|f| f.tag().map(str::to_string)).and_then(text),
+        "fn" => from()
+            .and_then(|f| f.display_name.map(|d| d.to_string()))
+            .and_then(text),
+        "ft" => from()
+            .and_then(|f| f.tag().map(str::to_string))
+            .and_then(text),
         "tu" => to().map(|t| t.uri.to_string()).and_then(text),
         "tU" => to().and_then(|t| uri_part(Some(t.uri.to_string()), |u| u.user.and_then(text))),
         "td" => to().and_then(|t| uri_part(Some(t.uri.to_string()), |u| text(u.host))),
-        "tn" => to().and_then(|t| t.display_name.map(|d| d.to_string())).and_then(text),
-        "tt" => to().and_then(|t| t.tag().map(str::to_string)).and_then(text),
+        "tn" => to()
+            .and_then(|t| t.display_name.map(|d| d.to_string()))
+            .and_then(text),
+        "tt" => to()
+            .and_then(|t| t.tag().map(str::to_string))
+            .and_then(text),
         "ci" => sip.call_id().and_then(text),
         "cs" => sip.cseq().and_then(|(n, _)| int(n)),
         "rm" => text(sip.method_str()),
@@ -94,12 +104,16 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
         "bf" => int(m.branch_flags.first().copied().unwrap_or(0) as i32),
         "T_branch_idx" => int(0),
         "au" | "ar" => {
-            let auth = sip.header("Authorization").or_else(|| sip.header("Proxy-Authorization"));
+            let auth = sip
+                .header("Authorization")
+                .or_else(|| sip.header("Proxy-Authorization"));
             let param = if class == "au" { "username" } else { "realm" };
             auth.and_then(|a| digest_param(a, param)).and_then(text)
         }
         "ad" => {
-            let auth = sip.header("Authorization").or_else(|| sip.header("Proxy-Authorization"));
+            let auth = sip
+                .header("Authorization")
+                .or_else(|| sip.header("Proxy-Authorization"));
             auth.and_then(|a| digest_param(a, "username"))
                 .and_then(|u| u.split_once('@').map(|(_, d)| d.to_string()))
                 .and_then(text)
@@ -112,11 +126,26 @@ impl Ctx {
     /// Evaluate a pseudo-variable; `Ok(None)` is `$null`.
     fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
         match pv_name::parse(name).ok_or(PvError::Malformed)? {
-            PvName::Named("var", v) => Ok(Some(self.vars.get(v).cloned().unwrap_or(PvValue::Int(0)))),
-            PvName::Named("avp", a) => Ok(self.message.as_ref().and_then(|m| m.avps.get(a)?.first().cloned())),
-            PvName::Named("hdr", h) => Ok(self.message.as_ref().and_then(|m| m.sip.header(h)).and_then(text)),
-            PvName::Named("hdrc", h) => Ok(self.message.as_ref().and_then(|m| int(m.sip.header_count(h)))),
-            PvName::Plain("ts") => Ok(int(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))),
+            PvName::Named("var", v) => {
+                Ok(Some(self.vars.get(v).cloned().unwrap_or(PvValue::Int(0))))
+            }
+            PvName::Named("avp", a) => Ok(self
+                .message
+                .as_ref()
+                .and_then(|m| m.avps.get(a)?.first().cloned())),
+            PvName::Named("hdr", h) => Ok(self
+                .message
+                .as_ref()
+                .and_then(|m| m.sip.header(h))
+                .and_then(text)),
+            PvName::Named("hdrc", h) => Ok(self
+                .message
+                .as_ref()
+                .and_then(|m| int(m.sip.header_count(h)))),
+            PvName::Plain("ts") => Ok(int(SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0))),
             PvName::Plain("sf") => Ok(int(self.sflags as i32)),
             PvName::Plain(class) => match &self.message {
                 Some(m) => read_message(m, class),
@@ -132,7 +161,8 @@ impl Ctx {
         let recorded = value.as_ref().map(PvValue::as_text);
         match parsed {
             PvName::Named("var", v) => {
-                self.vars.insert(v.to_string(), value.unwrap_or(PvValue::Int(0)));
+                self.vars
+                    .insert(v.to_string(), value.unwrap_or(PvValue::Int(0)));
             }
             PvName::Named("avp", a) => {
                 if let Some(m) = self.message.as_mut() {
@@ -163,7 +193,9 @@ impl Ctx {
                 };
                 let new = value.map(|v| v.as_text()).unwrap_or_default();
                 let rewritten = match part {
-                    "rU" => uri.with_user(Some(new.as_str()).filter(|u| !u.is_empty())).to_string(),
+                    "rU" => uri
+                        .with_user(Some(new.as_str()).filter(|u| !u.is_empty()))
+                        .to_string(),
                     "rd" => uri.with_host(&new).to_string(),
                     _ => uri.with_port(new.parse().ok()).to_string(),
                 };
@@ -171,11 +203,18 @@ impl Ctx {
                 return Ok(());
             }
             PvName::Plain(class) => {
-                return Err(if self.message.as_ref().map(|m| read_message(m, class).is_ok()).unwrap_or(true) {
-                    PvError::ReadOnly
-                } else {
-                    PvError::Unknown
-                });
+                return Err(
+                    if self
+                        .message
+                        .as_ref()
+                        .map(|m| read_message(m, class).is_ok())
+                        .unwrap_or(true)
+                    {
+                        PvError::ReadOnly
+                    } else {
+                        PvError::Unknown
+                    },
+                );
             }
             PvName::Named(..) => return Err(PvError::ReadOnly),
         }
@@ -210,7 +249,10 @@ impl Host for Ctx {
         or_default(self.pv_get("KSR.pv.get", &pvname), Xval::Null)
     }
     async fn gete(&mut self, pvname: String) -> Xval {
-        or_default(self.pv_get("KSR.pv.gete", &pvname), Xval::Str(String::new()))
+        or_default(
+            self.pv_get("KSR.pv.gete", &pvname),
+            Xval::Str(String::new()),
+        )
     }
     async fn getvn(&mut self, pvname: String, vn: i32) -> Xval {
         or_default(self.pv_get("KSR.pv.getvn", &pvname), Xval::Int(vn))
@@ -219,7 +261,10 @@ impl Host for Ctx {
         or_default(self.pv_get("KSR.pv.getvs", &pvname), Xval::Str(vs))
     }
     async fn getw(&mut self, pvname: String) -> Xval {
-        or_default(self.pv_get("KSR.pv.getw", &pvname), Xval::Str("<<null>>".into()))
+        or_default(
+            self.pv_get("KSR.pv.getw", &pvname),
+            Xval::Str("<<null>>".into()),
+        )
     }
     async fn seti(&mut self, pvname: String, val: i32) {
         self.pv_set("KSR.pv.seti", &pvname, Some(PvValue::Int(val)));

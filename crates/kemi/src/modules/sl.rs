@@ -6,7 +6,13 @@ use crate::{Ctx, Event};
 impl Ctx {
     /// Queue a reply to the current request. 1 on success, -1 when there is
     /// no request to answer or the status code is not 100..699.
-    pub(crate) fn reply(&mut self, function: &str, code: i32, reason: String, stateful: bool) -> i32 {
+    pub(crate) fn reply(
+        &mut self,
+        function: &str,
+        code: i32,
+        reason: String,
+        stateful: bool,
+    ) -> i32 {
         if !(100..=699).contains(&code) {
             self.script_error(function, format!("invalid status code {code}"));
             return -1;
@@ -37,6 +43,11 @@ impl Host for Ctx {
         self.reply("KSR.sl.send_reply", code, reason, false)
     }
     async fn sl_reply_error(&mut self) -> i32 {
-        self.reply("KSR.sl.sl_reply_error", 500, "Server Internal Error".into(), false)
+        self.reply(
+            "KSR.sl.sl_reply_error",
+            500,
+            "Server Internal Error".into(),
+            false,
+        )
     }
 }

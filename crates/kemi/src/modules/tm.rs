@@ -8,7 +8,10 @@ use crate::{Ctx, Event, Message};
 impl Ctx {
     fn arm_callback(&mut self, kind: &str, function: String) -> i32 {
         if function.is_empty() {
-            self.script_error(&format!("KSR.tm.t_on_{}", kind.replace('-', "_")), "empty function name");
+            self.script_error(
+                &format!("KSR.tm.t_on_{}", kind.replace('-', "_")),
+                "empty function name",
+            );
             return -1;
         }
         self.events.push(Event::Callback {
