@@ -87,5 +87,14 @@ fn store(path: &Path, component: &Component) -> wasmtime::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, component.serialize()?)?;
     std::fs::rename(&tmp, path)?;
+    // Artifacts of other guest builds or engine versions are dead weight.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let other = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if other != path && name.starts_with("guest-") && name.ends_with(".cwasm") {
+            let _ = std::fs::remove_file(other);
+        }
+    }
     Ok(())
 }
