@@ -91,42 +91,28 @@ impl Instance {
 
     /// Global functions the script defines.
     pub async fn functions(&mut self) -> Vec<String> {
-        if self.poisoned {
-            return Vec::new();
-        }
-        arm(&mut self.store, &self.tenant);
-        match self
-            .bindings
-            .kemibox_ksr_script()
-            .call_functions(&mut self.store)
-            .await
-        {
-            Ok(list) => list,
-            Err(trap) => {
-                self.trap_outcome(trap);
-                Vec::new()
-            }
-        }
+        self.listing(Listing::Functions).await
     }
 
     /// KSR functions reachable from Lua (`module.name`).
     pub async fn reachable(&mut self) -> Vec<String> {
+        self.listing(Listing::Reachable).await
+    }
+
+    async fn listing(&mut self, which: Listing) -> Vec<String> {
         if self.poisoned {
             return Vec::new();
         }
         arm(&mut self.store, &self.tenant);
-        match self
-            .bindings
-            .kemibox_ksr_script()
-            .call_reachable(&mut self.store)
-            .await
-        {
-            Ok(list) => list,
-            Err(trap) => {
-                self.trap_outcome(trap);
-                Vec::new()
-            }
-        }
+        let script = self.bindings.kemibox_ksr_script();
+        let result = match which {
+            Listing::Functions => script.call_functions(&mut self.store).await,
+            Listing::Reachable => script.call_reachable(&mut self.store).await,
+        };
+        result.unwrap_or_else(|trap| {
+            self.trap_outcome(trap);
+            Vec::new()
+        })
     }
 
     /// Run route function `function` on `message` under the tenant's limits.
@@ -182,6 +168,12 @@ impl Instance {
             },
         }
     }
+}
+
+/// The guest's two listing exports.
+enum Listing {
+    Functions,
+    Reachable,
 }
 
 /// Reset the per-invocation budget: fuel, deadline, memory-cap flag.

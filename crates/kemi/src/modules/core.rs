@@ -11,6 +11,16 @@ const FLAG_BITS: i32 = 32;
 /// Highest branch index accepted by `setbiflag` and friends.
 const MAX_BRANCHES: i32 = 12;
 
+/// Set (`Some(true)`), reset (`Some(false)`) or test (`None`) `bit`.
+fn apply_flag(flags: &mut u32, bit: u32, set: Option<bool>) -> bool {
+    match set {
+        Some(true) => *flags |= bit,
+        Some(false) => *flags &= !bit,
+        None => return *flags & bit != 0,
+    }
+    true
+}
+
 impl Ctx {
     fn method_is(&self, name: &str) -> bool {
         self.message
@@ -31,21 +41,19 @@ impl Ctx {
         self.message.as_mut().is_some_and(f)
     }
 
+    /// Set one of the message's boolean settings; false without a message.
+    fn raise(&mut self, field: fn(&mut Message) -> &mut bool) -> bool {
+        self.with_message(|m| {
+            *field(m) = true;
+            true
+        })
+    }
+
     fn update_flags(&mut self, function: &str, flag: i32, set: Option<bool>) -> bool {
         let Some(bit) = self.flag_bit(function, flag) else {
             return false;
         };
-        self.with_message(|m| match set {
-            Some(true) => {
-                m.flags |= bit;
-                true
-            }
-            Some(false) => {
-                m.flags &= !bit;
-                true
-            }
-            None => m.flags & bit != 0,
-        })
+        self.with_message(|m| apply_flag(&mut m.flags, bit, set))
     }
 
     fn update_branch_flags(
@@ -70,18 +78,7 @@ impl Ctx {
             if m.branch_flags.len() <= index {
                 m.branch_flags.resize(index + 1, 0);
             }
-            let flags = &mut m.branch_flags[index];
-            match set {
-                Some(true) => {
-                    *flags |= bit;
-                    true
-                }
-                Some(false) => {
-                    *flags &= !bit;
-                    true
-                }
-                None => *flags & bit != 0,
-            }
+            apply_flag(&mut m.branch_flags[index], bit, set)
         })
     }
 
@@ -89,12 +86,7 @@ impl Ctx {
         let Some(bit) = self.flag_bit(function, flag) else {
             return false;
         };
-        match set {
-            Some(true) => self.sflags |= bit,
-            Some(false) => self.sflags &= !bit,
-            None => return self.sflags & bit != 0,
-        }
-        true
+        apply_flag(&mut self.sflags, bit, set)
     }
 
     fn uri_is_myself(&self, uri: &str) -> bool {
@@ -337,47 +329,26 @@ impl Host for Ctx {
     }
 
     async fn force_rport(&mut self) -> bool {
-        self.with_message(|m| {
-            m.force_rport = true;
-            true
-        })
+        self.raise(|m| &mut m.force_rport)
     }
     async fn add_local_rport(&mut self) -> bool {
-        self.with_message(|m| {
-            m.add_local_rport = true;
-            true
-        })
+        self.raise(|m| &mut m.add_local_rport)
     }
     async fn set_drop(&mut self) {
-        if self.with_message(|m| {
-            m.drop = true;
-            true
-        }) {
+        if self.raise(|m| &mut m.drop) {
             self.events.push(Event::Drop);
         }
     }
     async fn set_reply_no_connect(&mut self) -> bool {
-        self.with_message(|m| {
-            m.reply_no_connect = true;
-            true
-        })
+        self.raise(|m| &mut m.reply_no_connect)
     }
     async fn set_reply_close(&mut self) -> bool {
-        self.with_message(|m| {
-            m.reply_close = true;
-            true
-        })
+        self.raise(|m| &mut m.reply_close)
     }
     async fn set_forward_no_connect(&mut self) -> bool {
-        self.with_message(|m| {
-            m.forward_no_connect = true;
-            true
-        })
+        self.raise(|m| &mut m.forward_no_connect)
     }
     async fn set_forward_close(&mut self) -> bool {
-        self.with_message(|m| {
-            m.forward_close = true;
-            true
-        })
+        self.raise(|m| &mut m.forward_close)
     }
 }
