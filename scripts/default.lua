@@ -80,7 +80,7 @@ function ksr_request_route()
         KSR.setflag(FLT_ACC)
     end
 
-    if KSR.is_myself_ruri() and not KSR.is_REGISTER() then
+    if KSR.is_myself_ruri() then
         KSR.sl.sl_send_reply(404, "Not Found")
         KSR.x.exit()
     end

@@ -21,13 +21,7 @@ thread_local! {
 const OUT_OF_MEMORY: &str = "not enough memory";
 
 pub fn load(source: &str, options: &LoadOptions) -> Result<(), LoadError> {
-    let failed = |e: mlua::Error| {
-        let message = error_text(&e);
-        LoadError {
-            line: line_of(&options.chunk_name, &message),
-            message,
-        }
-    };
+    let failed = |e: mlua::Error| load_error(&options.chunk_name, &error_text(&e));
     let sandbox = sandbox::new(&options.modules, options.memory_limit).map_err(failed)?;
     let chunk = sandbox
         .lua
@@ -40,10 +34,7 @@ pub fn load(source: &str, options: &LoadOptions) -> Result<(), LoadError> {
     if !ok && !value.equals(&sandbox.exit).unwrap_or(false) {
         let text = value_text(&value);
         let (message, _) = split_traceback(&text);
-        return Err(LoadError {
-            line: line_of(&options.chunk_name, &text),
-            message: message.to_string(),
-        });
+        return Err(load_error(&options.chunk_name, message));
     }
     STATE.with(|s| {
         *s.borrow_mut() = Some(Loaded {
@@ -173,6 +164,20 @@ fn route_error(kind: Failure, message: String, traceback: String, line: Option<u
         traceback,
         line,
     }
+}
+
+/// A load failure: the line Lua reported, and the message without Lua's
+/// `chunk:LINE:` prefix (the host prints `SCRIPT:LINE: message` itself).
+fn load_error(chunk: &str, text: &str) -> LoadError {
+    let line = line_of(chunk, text);
+    let message = match line {
+        Some(l) => text
+            .strip_prefix(&format!("{chunk}:{l}: "))
+            .unwrap_or(text)
+            .to_string(),
+        None => text.to_string(),
+    };
+    LoadError { line, message }
 }
 
 /// A route's return value as the KEMI integer.

@@ -65,8 +65,6 @@ pub enum Event {
         function: String,
         destination: Option<String>,
     },
-    /// A stateless forward (`KSR.forward`).
-    Forward { destination: String },
     /// `KSR.x.exit()`.
     Exit,
     /// `KSR.x.drop()` or `KSR.set_drop()`.

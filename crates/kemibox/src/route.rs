@@ -3,7 +3,8 @@
 //! Output (documented in docs/route-output.md): one JSON object per line,
 //! first one per event in the order the script caused them (`log`, `reply`,
 //! `header-added`, `header-removed`, `pv-set`, `callback`, `tm`, `exit`,
-//! `drop`), then one `result` line. Exit status: 0 when the outcome is `ok`,
+//! `drop`), then one `result` line (also when the script cannot be loaded:
+//! outcome `load-error`). Exit status: 0 when the outcome is `ok`,
 //! 1 for any other outcome, 2 when the script or message cannot be read.
 
 use std::io::Read;
@@ -40,6 +41,9 @@ pub struct Args {
     /// Memory cap in bytes.
     #[arg(long)]
     memory: Option<u64>,
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -62,14 +66,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(memory) = args.memory {
         spec.limits.memory = memory;
     }
+    if let Some(deadline_ms) = args.deadline_ms {
+        spec.limits.deadline_ms = deadline_ms;
+    }
     let loaded = crate::block_on(Tenant::load(&runtime, spec))?;
     let (_, mut instance) = match loaded {
         Ok(loaded) => loaded,
         Err(failure) => {
-            println!(
-                "{}",
-                json!({"event": "result", "outcome": "load-error", "error": failure.to_string()})
-            );
+            let result = json!({
+                "event": "result",
+                "error": failure.to_string(),
+                "function": args.function,
+                "line": failure.line,
+                "message": failure.message,
+                "outcome": "load-error",
+                "ret": null,
+            });
+            println!("{result}");
             return Ok(ExitCode::from(1));
         }
     };

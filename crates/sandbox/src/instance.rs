@@ -45,7 +45,7 @@ impl Instance {
             .map_err(|e| LoadFailure::new(spec, None, format!("{e:#}")))?;
         let mut instance = Instance {
             bindings: {
-                arm(&mut store, &tenant);
+                arm(&mut store, &tenant, spec.limits.load_fuel());
                 pre.instantiate_async(&mut store)
                     .await
                     .map_err(|e| LoadFailure::new(spec, None, format!("instantiating: {e:#}")))?
@@ -59,7 +59,7 @@ impl Instance {
             modules: spec.modules.clone(),
             memory_limit: spec.limits.lua_memory(),
         };
-        arm(&mut instance.store, &tenant);
+        arm(&mut instance.store, &tenant, spec.limits.load_fuel());
         let result = instance
             .bindings
             .kemibox_ksr_script()
@@ -103,7 +103,7 @@ impl Instance {
         if self.poisoned {
             return Vec::new();
         }
-        arm(&mut self.store, &self.tenant);
+        arm(&mut self.store, &self.tenant, self.tenant.spec.limits.fuel);
         let script = self.bindings.kemibox_ksr_script();
         let result = match which {
             Listing::Functions => script.call_functions(&mut self.store).await,
@@ -125,7 +125,7 @@ impl Instance {
                 message: "instance was poisoned by an earlier trap".into(),
             }
         } else {
-            arm(&mut self.store, &self.tenant);
+            arm(&mut self.store, &self.tenant, self.tenant.spec.limits.fuel);
             let result = self
                 .bindings
                 .kemibox_ksr_script()
@@ -176,11 +176,12 @@ enum Listing {
     Reachable,
 }
 
-/// Reset the per-invocation budget: fuel, deadline, memory-cap flag.
-fn arm(store: &mut Store<StoreData>, tenant: &Tenant) {
+/// Reset the budget for one call into the guest: fuel, deadline,
+/// memory-cap flag.
+fn arm(store: &mut Store<StoreData>, tenant: &Tenant, fuel: u64) {
     let limits = tenant.spec.limits;
     // Fuel is enabled on the engine, so this cannot fail.
-    let _ = store.set_fuel(limits.fuel);
+    let _ = store.set_fuel(fuel);
     store.data_mut().deadline = Instant::now() + limits.deadline();
     store.data_mut().memory.hit = false;
     store.set_epoch_deadline(1);

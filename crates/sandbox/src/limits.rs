@@ -29,11 +29,21 @@ impl Default for Limits {
     }
 }
 
+/// Minimum fuel for loading a script (see [`Limits::load_fuel`]).
+pub const LOAD_FUEL: u64 = 50_000_000;
+
 /// Linear memory the guest needs before the Lua heap: the 1 MiB shadow
 /// stack, data and Rust's own allocations.
 const GUEST_BASE: u64 = 3 << 20;
 
 impl Limits {
+    /// Fuel for loading the script: creating the Lua state and the sandbox
+    /// costs about 2.5 M by itself, and the script's top level runs too, so
+    /// loading gets at least [`LOAD_FUEL`] whatever the route budget.
+    pub fn load_fuel(&self) -> u64 {
+        self.fuel.max(LOAD_FUEL)
+    }
+
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
     }

@@ -26,7 +26,7 @@ fn resolve_index(idx: i32, count: usize) -> Option<usize> {
     } else {
         i64::from(idx)
     };
-    (0..count).contains(&i).then(|| i as usize)
+    (0..count).contains(&i).then_some(i as usize)
 }
 
 impl Ctx {

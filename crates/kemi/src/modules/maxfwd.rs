@@ -1,6 +1,10 @@
 //! `KSR.maxfwd`: loop protection through Max-Forwards (RFC 3261 16.3 step 3,
 //! 16.6 step 3).
 
+/// Kamailio's `max_limit` default: a decremented value above it is lowered
+/// to it.
+const MAX_LIMIT: u32 = 70;
+
 use crate::bindings::kemibox::ksr::maxfwd::Host;
 use crate::{Ctx, Event};
 
@@ -21,7 +25,7 @@ impl Host for Ctx {
             (false, _) => (2, limit),
             (true, None) => return -2,
             (true, Some(0)) => return -1,
-            (true, Some(v)) => (1, v.min(limit) - 1),
+            (true, Some(v)) => (1, (v - 1).min(MAX_LIMIT)),
         };
         m.edits.set_max_forwards(&m.sip, value);
         self.events.push(Event::HeaderAdded {
