@@ -15,7 +15,8 @@ pub struct Args {
     /// Routing script (default: the embedded scripts/default.lua).
     #[arg(long)]
     script: Option<PathBuf>,
-    /// Socket to listen on, `udp:IP:PORT`; repeat for several.
+    /// Socket to listen on, `udp:IP:PORT` or `tcp:IP:PORT`; repeat for
+    /// several.
     #[arg(long = "listen", default_value = "udp:127.0.0.1:5060")]
     listen: Vec<Listen>,
     /// Fuel per invocation.
@@ -67,10 +68,10 @@ async fn serve(
     limits: Limits,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(None)?;
-    let sockets = Proxy::bind(config.clone()).await?;
+    let transports = Proxy::bind(&config).await?;
     let mut spec = TenantSpec::new("default", name, source);
     spec.limits = limits;
-    spec.myself = Arc::new(Proxy::myself(&sockets));
+    spec.myself = Arc::new(Proxy::myself(&transports));
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -81,7 +82,7 @@ async fn serve(
             return Ok(ExitCode::from(1));
         }
     };
-    let proxy = Proxy::new(config, pool, sockets);
+    let proxy = Proxy::new(config, pool, transports);
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

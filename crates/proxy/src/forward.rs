@@ -1,57 +1,73 @@
 //! Sending requests on, and replies back (RFC 3261 16.6, 16.7, 16.11).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use kemibox_kemi::Message;
+use kemibox_kemi::{Message, Transport};
 use kemibox_sip::{Received, Uri, Via, render};
-use tokio::net::UdpSocket;
 
 use crate::{Shared, reply};
 
+/// A resolved next hop.
+struct Hop {
+    transport: Transport,
+    addr: SocketAddr,
+}
+
 /// Where the request goes: `$du` if set, else the R-URI (port 5060 when
-/// none is given). Host names are resolved through the system resolver.
-async fn resolve(uri: &str) -> Result<SocketAddr, String> {
+/// none is given; `;transport=tcp` for TCP). Host names are resolved
+/// through the system resolver.
+async fn resolve(uri: &str) -> Result<Hop, String> {
     let parsed = Uri::parse(uri).map_err(|e| format!("bad destination URI {uri:?}: {e}"))?;
-    if let Some(Some(transport)) = parsed.param("transport")
-        && !transport.eq_ignore_ascii_case("udp")
-    {
-        return Err(format!("{uri}: transport {transport} is not supported yet"));
-    }
+    let transport = match parsed.param("transport") {
+        Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        Some(Some(t)) if !t.eq_ignore_ascii_case("udp") => {
+            return Err(format!("{uri}: transport {t} is not supported"));
+        }
+        _ => Transport::Udp,
+    };
     let port = parsed.port.unwrap_or(5060);
     let host = parsed.host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} has no address"))?,
+    };
+    Ok(Hop { transport, addr })
+}
+
+fn host_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
     }
-    let mut addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    addrs.next().ok_or_else(|| format!("{host} has no address"))
 }
 
 /// Forward a request statelessly: stamp the sender's Via with
 /// received/rport, add our own Via with a branch derived from the request
 /// (so retransmissions get the same one, 16.11), send to $du or the R-URI.
-pub async fn request(shared: &Shared, socket: &UdpSocket, message: &mut Message) {
+pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
     let Some(target) = message.dst_uri.clone().or_else(|| message.ruri()) else {
         return;
     };
-    let destination = match resolve(&target).await {
-        Ok(d) => d,
+    let hop = match resolve(&target).await {
+        Ok(h) => h,
         Err(e) => {
             tracing::warn!(tenant = %shared.pool.tenant().spec.id, "cannot relay: {e}");
-            let (code, reason) = &shared.config.error_reply;
-            reply::send(
-                socket,
-                &message.sip,
-                message.source,
-                message.force_rport,
-                *code,
-                reason,
-                &[],
-            )
-            .await;
+            reply::error(shared, message).await;
             return;
         }
+    };
+    let Some(own) = shared.transports.own_address(hop.transport, message.local) else {
+        tracing::warn!(
+            "cannot relay to {target}: no {} listener",
+            hop.transport.as_str()
+        );
+        reply::error(shared, message).await;
+        return;
     };
     let sip = &message.sip;
     let ip = message.source.ip().to_string();
@@ -72,44 +88,54 @@ pub async fn request(shared: &Shared, socket: &UdpSocket, message: &mut Message)
         &shared.branch_salt,
         &[&top_branch, &ruri, sip.call_id().unwrap_or(""), &target],
     );
-    let local = message.local;
-    let host = match local.ip() {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        v4 => v4.to_string(),
-    };
     let rport = if message.add_local_rport {
         ";rport"
     } else {
         ""
     };
     let via = format!(
-        "SIP/2.0/UDP {host}:{};branch=z9hG4bK{branch:016x}{rport}",
-        local.port()
+        "SIP/2.0/{} {}:{};branch=z9hG4bK{branch:016x}{rport}",
+        hop.transport.as_str().to_ascii_uppercase(),
+        host_text(own.ip()),
+        own.port()
     );
     if let Err(e) = message.edits.add_via(sip, &via) {
         tracing::warn!(error = %e, "cannot add Via");
         return;
     }
     let bytes = render(sip, &message.edits);
-    if let Err(e) = socket.send_to(&bytes, destination).await {
-        tracing::warn!(peer = %destination, error = %e, "relaying request failed");
+    if let Err(e) = shared
+        .transports
+        .send(shared, hop.transport, own, hop.addr, bytes)
+        .await
+    {
+        tracing::warn!(peer = %hop.addr, error = %e, "relaying request failed");
     }
 }
 
-/// The next hop of a reply: the Via below ours. `None` (logged) when the
-/// top Via is not ours or there is no next one.
-pub fn reply_destination(message: &Message, socket: &UdpSocket) -> Option<SocketAddr> {
-    let local = socket.local_addr().ok()?;
+/// The next hop of a reply: the Via below ours, with its transport. `None`
+/// (logged) when the top Via is not ours or there is no next one.
+pub fn reply_destination(
+    shared: &Arc<Shared>,
+    message: &Message,
+) -> Option<(Transport, SocketAddr)> {
     let sip = &message.sip;
     let mut vias = sip.header_elements("Via");
     let ours = vias.next().and_then(|v| Via::parse(v).ok());
+    let own: Vec<SocketAddr> = shared
+        .transports
+        .local_addrs()
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
     let is_ours = ours.as_ref().is_some_and(|v| {
-        v.host
+        let ip = v
+            .host
             .trim_start_matches('[')
             .trim_end_matches(']')
-            .parse::<IpAddr>()
-            == Ok(local.ip())
-            && v.port.unwrap_or(5060) == local.port()
+            .parse::<IpAddr>();
+        let port = v.port.unwrap_or(5060);
+        ip.is_ok_and(|ip| own.contains(&SocketAddr::new(ip, port)))
     });
     if !is_ours {
         tracing::info!(peer = %message.source, "dropping reply whose top Via is not ours");
@@ -119,24 +145,41 @@ pub fn reply_destination(message: &Message, socket: &UdpSocket) -> Option<Socket
         tracing::info!(peer = %message.source, "dropping reply with no Via below ours");
         return None;
     };
+    let transport = if next.transport.eq_ignore_ascii_case("TCP") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
     let host = next.received().unwrap_or(next.host);
-    let ip: IpAddr = host
+    let Ok(ip) = host
         .trim_start_matches('[')
         .trim_end_matches(']')
-        .parse()
-        .ok()?;
+        .parse::<IpAddr>()
+    else {
+        tracing::info!(peer = %message.source, via_host = host, "dropping reply: next Via has no IP address");
+        return None;
+    };
     let port = match next.rport() {
         Some(Some(p)) => p,
         _ => next.port.unwrap_or(5060),
     };
-    Some(SocketAddr::new(ip, port))
+    Some((transport, SocketAddr::new(ip, port)))
 }
 
 /// Send a reply on to `next_hop` without our Via.
-pub async fn reply(socket: &UdpSocket, message: &mut Message, next_hop: SocketAddr) {
+pub async fn reply(shared: &Arc<Shared>, message: &mut Message, next_hop: (Transport, SocketAddr)) {
     message.edits.remove_top_via(&message.sip);
     let bytes = render(&message.sip, &message.edits);
-    if let Err(e) = socket.send_to(&bytes, next_hop).await {
-        tracing::warn!(peer = %next_hop, error = %e, "relaying reply failed");
+    let (transport, to) = next_hop;
+    let local = shared
+        .transports
+        .own_address(transport, message.local)
+        .unwrap_or(message.local);
+    if let Err(e) = shared
+        .transports
+        .send(shared, transport, local, to, bytes)
+        .await
+    {
+        tracing::warn!(peer = %to, error = %e, "relaying reply failed");
     }
 }

@@ -1,21 +1,23 @@
 //! What happens to one received message.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use kemibox_kemi::{Event, Message, Transport};
+use kemibox_kemi::{Event, Message};
 use kemibox_sandbox::{Invocation, Outcome};
 use kemibox_sip::SipMessage;
-use tokio::net::UdpSocket;
 
+use crate::transport::Inbound;
 use crate::{Shared, forward, reply};
 
-pub async fn handle(
-    shared: &Shared,
-    socket: &UdpSocket,
-    local: SocketAddr,
-    source: SocketAddr,
-    data: Vec<u8>,
-) {
+/// Route one received message through the script and act on the result.
+pub async fn handle(shared: &Arc<Shared>, inbound: Inbound) {
+    let Inbound {
+        transport,
+        local,
+        source,
+        data,
+    } = inbound;
     if data.iter().all(|b| b.is_ascii_whitespace()) {
         return; // keep-alive
     }
@@ -29,32 +31,37 @@ pub async fn handle(
     if let Err(e) = sip.validate() {
         if sip.is_request() && sip.method_str() != "ACK" {
             tracing::info!(peer = %source, reason = e.reason(), "bad request: answering 400");
-            reply::send(socket, &sip, source, false, 400, e.reason(), &[]).await;
+            let message = Message::new(sip, source, local, transport);
+            reply::send(shared, &message, 400, e.reason(), &[]).await;
         } else {
             tracing::info!(peer = %source, reason = e.reason(), "dropping malformed message");
         }
         return;
     }
-    let message = Message::new(sip, source, local, Transport::Udp);
+    let message = Message::new(sip, source, local, transport);
     if message.sip.is_request() {
-        request(shared, socket, message).await;
+        request(shared, message).await;
     } else {
-        response(shared, socket, message).await;
+        response(shared, message).await;
     }
 }
 
-async fn request(shared: &Shared, socket: &UdpSocket, message: Message) {
+async fn request(shared: &Arc<Shared>, message: Message) {
     let source = message.source;
     let is_ack = message.sip.method_str() == "ACK";
     // Kept for the error reply: the route consumes the message.
-    let original = message.sip.clone();
+    let original = Message::new(
+        message.sip.clone(),
+        source,
+        message.local,
+        message.transport,
+    );
     let invocation = match shared.pool.invoke("ksr_request_route", Some(message)).await {
         Ok(inv) => inv,
         Err(failure) => {
             tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");
             if !is_ack {
-                let (code, reason) = &shared.config.error_reply;
-                reply::send(socket, &original, source, false, *code, reason, &[]).await;
+                reply::error(shared, &original).await;
             }
             return;
         }
@@ -62,8 +69,7 @@ async fn request(shared: &Shared, socket: &UdpSocket, message: Message) {
     if !invocation.outcome.is_ok() {
         log_failure(shared, &invocation, source);
         if !is_ack {
-            let (code, reason) = &shared.config.error_reply;
-            reply::send(socket, &original, source, false, *code, reason, &[]).await;
+            reply::error(shared, &original).await;
         }
         return;
     }
@@ -80,20 +86,11 @@ async fn request(shared: &Shared, socket: &UdpSocket, message: Message) {
                 ..
             } => {
                 let code = u16::try_from(code).unwrap_or(500);
-                reply::send(
-                    socket,
-                    &message.sip,
-                    source,
-                    message.force_rport,
-                    code,
-                    &reason,
-                    &headers,
-                )
-                .await;
+                reply::send(shared, &message, code, &reason, &headers).await;
             }
             Event::Tm { function, .. } if function == "t_relay" => {
                 if !message.drop {
-                    forward::request(shared, socket, &mut message).await;
+                    forward::request(shared, &mut message).await;
                 }
             }
             _ => {}
@@ -101,9 +98,9 @@ async fn request(shared: &Shared, socket: &UdpSocket, message: Message) {
     }
 }
 
-async fn response(shared: &Shared, socket: &UdpSocket, message: Message) {
+async fn response(shared: &Arc<Shared>, message: Message) {
     let source = message.source;
-    let Some(next_hop) = forward::reply_destination(&message, socket) else {
+    let Some(next_hop) = forward::reply_destination(shared, &message) else {
         return;
     };
     let invocation = match shared.pool.invoke("ksr_reply_route", Some(message)).await {
@@ -123,7 +120,7 @@ async fn response(shared: &Shared, socket: &UdpSocket, message: Message) {
     if let Some(mut message) = invocation.message
         && !message.drop
     {
-        forward::reply(socket, &mut message, next_hop).await;
+        forward::reply(shared, &mut message, next_hop).await;
     }
 }
 

@@ -2,10 +2,10 @@
 //!
 //! Every request runs the tenant's `ksr_request_route`, every reply its
 //! `ksr_reply_route` (when defined), in the sandbox; the proxy then acts on
-//! what the route asked for: replies (`KSR.sl`), relays (`KSR.tm.t_relay`,
-//! `KSR.forward`). A route that fails (Lua error, fuel, deadline, memory) is
-//! answered with the configured error reply and logged with the tenant, the
-//! script line and the cause.
+//! what the route asked for: replies (`KSR.sl`) and relays
+//! (`KSR.tm.t_relay`). A route that fails (Lua error, fuel, deadline,
+//! memory) is answered with the configured error reply and logged with the
+//! tenant, the script line and the cause.
 //!
 //! Transactions (RFC 3261 section 17) are not kept yet: `t_relay` forwards
 //! statelessly (section 16.11), replies are routed back by their Via.
@@ -14,15 +14,16 @@ mod forward;
 mod handler;
 mod listen;
 mod reply;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kemibox_kemi::Myself;
+use kemibox_kemi::{Myself, Transport};
 use kemibox_sandbox::Pool;
-use tokio::net::UdpSocket;
 
 pub use listen::Listen;
+pub use transport::Transports;
 
 /// What the proxy needs besides its tenant.
 #[derive(Debug, Clone)]
@@ -45,53 +46,47 @@ impl Default for ProxyConfig {
 pub(crate) struct Shared {
     pub pool: Arc<Pool>,
     pub config: ProxyConfig,
+    pub transports: Transports,
     pub branch_salt: std::collections::hash_map::RandomState,
 }
 
-/// A bound proxy, ready to serve.
+/// A proxy with its sockets bound, ready to serve.
 pub struct Proxy {
     shared: Arc<Shared>,
-    sockets: Vec<Arc<UdpSocket>>,
 }
 
 impl Proxy {
-    /// Bind every listen address. The addresses (with the ports actually
-    /// bound) are what `is_myself` and Record-Route use: see [`Proxy::myself`].
-    pub async fn bind(config: ProxyConfig) -> anyhow::Result<Vec<Arc<UdpSocket>>> {
-        let mut sockets = Vec::new();
-        for listen in &config.listen {
-            let socket = UdpSocket::bind(listen.addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            sockets.push(Arc::new(socket));
-        }
-        Ok(sockets)
+    /// Bind every listen address (the error names the one that failed).
+    pub async fn bind(config: &ProxyConfig) -> anyhow::Result<Transports> {
+        Transports::bind(&config.listen).await
     }
 
     /// The proxy's own addresses, for the tenant's `is_myself`.
-    pub fn myself(sockets: &[Arc<UdpSocket>]) -> Myself {
+    pub fn myself(transports: &Transports) -> Myself {
         Myself {
-            addresses: sockets.iter().filter_map(|s| s.local_addr().ok()).collect(),
+            addresses: transports
+                .local_addrs()
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect(),
             domains: Vec::new(),
         }
     }
 
-    pub fn new(config: ProxyConfig, pool: Arc<Pool>, sockets: Vec<Arc<UdpSocket>>) -> Proxy {
+    pub fn new(config: ProxyConfig, pool: Arc<Pool>, transports: Transports) -> Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 pool,
                 config,
+                transports,
                 branch_salt: Default::default(),
             }),
-            sockets,
         }
     }
 
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sockets
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect()
+    /// Bound addresses with their transports.
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.shared.transports.local_addrs()
     }
 
     /// Serve until `shutdown` completes.
@@ -100,9 +95,7 @@ impl Proxy {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        for socket in &self.sockets {
-            tasks.spawn(listen::receive_loop(self.shared.clone(), socket.clone()));
-        }
+        self.shared.transports.start(&self.shared, &mut tasks);
         tokio::select! {
             _ = shutdown => {
                 tracing::info!("shutting down");

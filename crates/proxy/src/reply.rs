@@ -2,21 +2,25 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use kemibox_kemi::{Message, Transport};
 use kemibox_sip::{Received, SipMessage, build_reply};
-use tokio::net::UdpSocket;
 
-/// Where a reply to `req` goes (RFC 3261 18.2.2, RFC 3581): the source
-/// address when the top Via asks for rport (or the script forced it),
-/// otherwise the source IP with the Via's port.
-pub fn destination(req: &SipMessage, source: SocketAddr, force_rport: bool) -> SocketAddr {
-    let via = req.top_via();
+use crate::Shared;
+
+/// Where a reply to the request in `m` goes (RFC 3261 18.2.2, RFC 3581):
+/// back over the connection for TCP; for UDP the source address when the
+/// top Via asks for rport (or the script forced it), otherwise the source
+/// IP with the Via's port.
+pub fn destination(m: &Message) -> SocketAddr {
+    let via = m.sip.top_via();
     let rport = via.as_ref().is_some_and(|v| v.rport().is_some());
-    if rport || force_rport {
-        return source;
+    if m.transport == Transport::Tcp || rport || m.force_rport {
+        return m.source;
     }
     let port = via.and_then(|v| v.port).unwrap_or(5060);
-    SocketAddr::new(source.ip(), port)
+    SocketAddr::new(m.source.ip(), port)
 }
 
 /// A To-tag for the proxy's own replies: the same for retransmissions of a
@@ -33,34 +37,36 @@ fn local_tag(req: &SipMessage) -> String {
     format!("kbx{:016x}", h.finish())
 }
 
-/// Build and send a reply to `req`.
-pub async fn send(
-    socket: &UdpSocket,
-    req: &SipMessage,
-    source: SocketAddr,
-    force_rport: bool,
-    code: u16,
-    reason: &str,
-    headers: &[String],
-) {
-    let ip = source.ip().to_string();
+/// Build and send a reply to the request in `m`.
+pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, headers: &[String]) {
+    let ip = m.source.ip().to_string();
     let received = Received {
         ip: &ip,
-        port: source.port(),
-        force_rport,
+        port: m.source.port(),
+        force_rport: m.force_rport,
     };
-    let tag = local_tag(req);
-    let bytes = match build_reply(req, code, reason, Some(&tag), Some(received), headers) {
+    let tag = local_tag(&m.sip);
+    let bytes = match build_reply(&m.sip, code, reason, Some(&tag), Some(received), headers) {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(peer = %source, code, error = %e, "cannot build reply");
+            tracing::warn!(peer = %m.source, code, error = %e, "cannot build reply");
             return;
         }
     };
-    let to = destination(req, source, force_rport);
-    if let Err(e) = socket.send_to(&bytes, to).await {
+    let to = destination(m);
+    if let Err(e) = shared
+        .transports
+        .send(shared, m.transport, m.local, to, bytes)
+        .await
+    {
         tracing::warn!(peer = %to, code, error = %e, "sending reply failed");
     }
+}
+
+/// The configured error reply (default `500 Server Error`).
+pub async fn error(shared: &Arc<Shared>, m: &Message) {
+    let (code, reason) = &shared.config.error_reply;
+    send(shared, m, *code, reason, &[]).await;
 }
 
 /// Salted hash used for Via branches (see forward.rs).

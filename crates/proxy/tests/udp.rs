@@ -3,37 +3,23 @@
 //! error reply for a failing script, and no harm from garbage.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use kemibox_proxy::{Listen, Proxy, ProxyConfig};
-use kemibox_sandbox::{Pool, Runtime, TenantSpec};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
+mod common;
+
 const RELAY: &str = include_str!("../../../scripts/relay.lua");
 
-/// Start a proxy for `script` on an ephemeral port; returns its address.
+/// Start a proxy for `script` (its UAS address replaced by `uas`) on an
+/// ephemeral UDP port; returns its address.
 async fn start(script: &str, uas: Option<SocketAddr>) -> SocketAddr {
     let script = match uas {
         Some(uas) => script.replace("sip:127.0.0.1:5080", &format!("sip:{uas}")),
         None => script.to_string(),
     };
-    let runtime = Runtime::new(None).unwrap();
-    let config = ProxyConfig {
-        listen: vec![Listen {
-            addr: "127.0.0.1:0".parse().unwrap(),
-        }],
-        ..ProxyConfig::default()
-    };
-    let sockets = Proxy::bind(config.clone()).await.unwrap();
-    let mut spec = TenantSpec::new("test", "test.lua", script);
-    spec.myself = Arc::new(Proxy::myself(&sockets));
-    let pool = Arc::new(Pool::new(&runtime, spec, 4).await.unwrap());
-    let proxy = Proxy::new(config, pool, sockets);
-    let addr = proxy.local_addrs()[0];
-    tokio::spawn(proxy.serve(std::future::pending()));
-    addr
+    common::start(&script, &["udp:127.0.0.1:0"]).await[0].1
 }
 
 async fn socket() -> UdpSocket {

@@ -1,0 +1,142 @@
+//! Sockets: UDP datagrams and TCP connections (framed by Content-Length),
+//! behind one `send` so the rest of the proxy does not care which.
+
+mod tcp;
+mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kemibox_kemi::Transport;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::{Listen, Shared};
+
+pub(crate) use tcp::Connections;
+
+/// One message as it arrived.
+pub(crate) struct Inbound {
+    pub transport: Transport,
+    /// Our address it arrived on (the listener for TCP).
+    pub local: SocketAddr,
+    pub source: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// The proxy's bound sockets and open TCP connections.
+pub struct Transports {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: std::sync::Mutex<Vec<TcpListener>>,
+    tcp_local: Vec<SocketAddr>,
+    connections: Connections,
+}
+
+impl Transports {
+    /// Bind every listen address; the error names the one that failed.
+    pub async fn bind(listen: &[Listen]) -> anyhow::Result<Transports> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut tcp_local = Vec::new();
+        for l in listen {
+            let failed = |e: io::Error| anyhow::anyhow!("cannot listen on {l}: {e}");
+            match l.transport {
+                Transport::Udp => {
+                    udp.push(Arc::new(UdpSocket::bind(l.addr).await.map_err(failed)?))
+                }
+                Transport::Tcp => {
+                    let listener = TcpListener::bind(l.addr).await.map_err(failed)?;
+                    tcp_local.push(listener.local_addr()?);
+                    tcp.push(listener);
+                }
+            }
+        }
+        Ok(Transports {
+            udp,
+            tcp: std::sync::Mutex::new(tcp),
+            tcp_local,
+            connections: Connections::default(),
+        })
+    }
+
+    pub(crate) fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Every bound address with its transport (ports as actually bound).
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        let udp = self
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| (Transport::Udp, a));
+        let tcp = self.tcp_local.iter().map(|a| (Transport::Tcp, *a));
+        udp.chain(tcp).collect()
+    }
+
+    /// Start receiving on every socket; each message goes to the handler.
+    pub(crate) fn start(
+        &self,
+        shared: &Arc<Shared>,
+        tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    ) {
+        for socket in &self.udp {
+            tasks.spawn(udp::receive_loop(shared.clone(), socket.clone()));
+        }
+        let listeners = std::mem::take(&mut *self.tcp.lock().unwrap_or_else(|e| e.into_inner()));
+        for listener in listeners {
+            tasks.spawn(tcp::accept_loop(shared.clone(), listener));
+        }
+    }
+
+    /// Our address for `transport` to put in Via and Record-Route: the one
+    /// a message arrived on when it is of that transport, else the first
+    /// listener of that transport with the same IP family.
+    pub fn own_address(&self, transport: Transport, arrived_on: SocketAddr) -> Option<SocketAddr> {
+        let candidates: Vec<SocketAddr> = match transport {
+            Transport::Udp => self
+                .udp
+                .iter()
+                .filter_map(|s| s.local_addr().ok())
+                .collect(),
+            Transport::Tcp => self.tcp_local.clone(),
+        };
+        candidates
+            .iter()
+            .find(|a| **a == arrived_on)
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .find(|a| a.is_ipv4() == arrived_on.is_ipv4())
+            })
+            .copied()
+    }
+
+    /// Send `bytes` to `to` over `transport`, from our address `local` for
+    /// UDP; over TCP through the open connection to `to`, or a new one.
+    pub(crate) async fn send(
+        &self,
+        shared: &Arc<Shared>,
+        transport: Transport,
+        local: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> io::Result<()> {
+        match transport {
+            Transport::Udp => {
+                let socket = self
+                    .udp
+                    .iter()
+                    .find(|s| s.local_addr().is_ok_and(|a| a == local))
+                    .or_else(|| {
+                        self.udp
+                            .iter()
+                            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()))
+                    })
+                    .ok_or_else(|| io::Error::other(format!("no UDP socket to reach {to}")))?;
+                socket.send_to(&bytes, to).await.map(|_| ())
+            }
+            Transport::Tcp => self.connections.send(shared, to, bytes).await,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! TCP: accepted and outgoing connections, messages framed by
+//! Content-Length (RFC 3261 18.3), one writer task per connection so sends
+//! never interleave, connections found again by peer address so replies and
+//! in-dialog requests reuse them.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kemibox_kemi::Transport;
+use kemibox_sip::{MAX_MESSAGE_SIZE, stream_frame_len};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::Inbound;
+use crate::Shared;
+
+/// Most connections open at once; more are refused (accept) or fail (send).
+const MAX_CONNECTIONS: usize = 4096;
+/// A connection with nothing received for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages queued for one connection's writer before sends fail.
+const WRITE_QUEUE: usize = 1024;
+
+/// Open connections by peer address.
+#[derive(Default)]
+pub struct Connections {
+    by_peer: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> {
+        self.by_peer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Send over the connection to `to`, connecting first if there is none.
+    pub(crate) async fn send(
+        &self,
+        shared: &Arc<Shared>,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> io::Result<()> {
+        let existing = self.lock().get(&to).cloned();
+        let sender = match existing {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("connecting to {to} timed out"),
+                        )
+                    })??;
+                let local = stream.local_addr()?;
+                self.register(shared, stream, local, to)?
+            }
+        };
+        sender
+            .try_send(bytes)
+            .map_err(|e| io::Error::other(format!("connection to {to}: {e}")))
+    }
+
+    /// Track a new connection and start its reader and writer.
+    fn register(
+        &self,
+        shared: &Arc<Shared>,
+        stream: TcpStream,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> io::Result<mpsc::Sender<Vec<u8>>> {
+        let mut map = self.lock();
+        map.retain(|_, s| !s.is_closed());
+        if map.len() >= MAX_CONNECTIONS {
+            return Err(io::Error::other(format!(
+                "too many TCP connections ({MAX_CONNECTIONS})"
+            )));
+        }
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        map.insert(peer, tx.clone());
+        drop(map);
+        tokio::spawn(writer(write, rx, peer));
+        tokio::spawn(reader(shared.clone(), read, local, peer));
+        Ok(tx)
+    }
+}
+
+/// Accept connections on `listener`.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "listening on tcp");
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(e) = shared
+            .transports
+            .connections()
+            .register(&shared, stream, local, peer)
+        {
+            tracing::warn!(%peer, error = %e, "refusing tcp connection");
+        }
+    }
+}
+
+async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, peer: SocketAddr) {
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = write.write_all(&bytes).await {
+            tracing::info!(%peer, error = %e, "tcp write failed; closing");
+            break;
+        }
+    }
+}
+
+/// Read messages off a connection until it closes, errs, idles out or
+/// sends something that cannot be framed.
+async fn reader(shared: Arc<Shared>, mut read: OwnedReadHalf, local: SocketAddr, peer: SocketAddr) {
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16384];
+    loop {
+        loop {
+            // Keep-alives between messages (RFC 5626 3.5.1): a double CRLF
+            // ping gets a single CRLF pong.
+            let blank = buf
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            if blank > 0 {
+                if buf.starts_with(b"\r\n\r\n") {
+                    let _ = shared
+                        .transports
+                        .send(&shared, Transport::Tcp, local, peer, b"\r\n".to_vec())
+                        .await;
+                }
+                buf.drain(..blank);
+            }
+            match stream_frame_len(&buf) {
+                Ok(Some(len)) if len <= buf.len() => {
+                    let data: Vec<u8> = buf.drain(..len).collect();
+                    let inbound = Inbound {
+                        transport: Transport::Tcp,
+                        local,
+                        source: peer,
+                        data,
+                    };
+                    let shared = shared.clone();
+                    tokio::spawn(async move { crate::handler::handle(&shared, inbound).await });
+                }
+                Ok(_) if buf.len() > MAX_MESSAGE_SIZE => {
+                    tracing::info!(%peer, "tcp message over {MAX_MESSAGE_SIZE} bytes; closing");
+                    return;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::info!(%peer, reason = e.reason(), "unframeable tcp stream; closing");
+                    return;
+                }
+            }
+        }
+        match tokio::time::timeout(IDLE_TIMEOUT, read.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) => return,
+            Ok(Ok(n)) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "tcp read failed");
+                return;
+            }
+        }
+    }
+}
