@@ -88,10 +88,8 @@ async fn request(shared: &Arc<Shared>, message: Message) {
                 let code = u16::try_from(code).unwrap_or(500);
                 reply::send(shared, &message, code, &reason, &headers).await;
             }
-            Event::Tm { function, .. } if function == "t_relay" => {
-                if !message.drop {
-                    forward::request(shared, &mut message).await;
-                }
+            Event::Tm { function, .. } if function == "t_relay" && !message.drop => {
+                forward::request(shared, &mut message).await;
             }
             _ => {}
         }
