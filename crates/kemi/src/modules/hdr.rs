@@ -186,19 +186,23 @@ impl Host for Ctx {
         let values: Vec<&str> = m.sip.header_values(&hname).collect();
         let test = |v: &&str| match op.as_str() {
             "eq" => *v == mval,
+            "ne" => *v != mval,
             "in" => v.contains(mval.as_str()),
             "sw" => v.starts_with(mval.as_str()),
             _ => false,
         };
-        if !matches!(op.as_str(), "eq" | "in" | "sw") {
+        if !matches!(op.as_str(), "eq" | "ne" | "in" | "sw") {
             self.script_error(
                 "KSR.hdr.match_content",
-                format!("unknown operator {op:?} (eq, in, sw)"),
+                format!("unknown operator {op:?} (eq, ne, in, sw)"),
             );
             return -1;
         }
+        // Kamailio's index expressions: first, last, all, at least one.
         let matched = match hidx.as_str() {
-            "a" => values.iter().any(test),
+            "f" => values.first().is_some_and(test),
+            "a" => !values.is_empty() && values.iter().all(test),
+            "o" => values.iter().any(test),
             "l" => values.last().is_some_and(test),
             n => match n
                 .parse::<i32>()

@@ -108,7 +108,13 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
                 .header("Authorization")
                 .or_else(|| sip.header("Proxy-Authorization"));
             let param = if class == "au" { "username" } else { "realm" };
-            auth.and_then(|a| digest_param(a, param)).and_then(text)
+            // `$au` is the user part of the username (`alice` of `alice@example.com`).
+            auth.and_then(|a| digest_param(a, param))
+                .map(|v| match class {
+                    "au" => v.split('@').next().unwrap_or_default().to_string(),
+                    _ => v,
+                })
+                .and_then(text)
         }
         "ad" => {
             let auth = sip
@@ -168,8 +174,13 @@ impl Ctx {
                 if let Some(m) = self.message.as_mut() {
                     match value {
                         Some(v) => m.avps.entry(a.to_string()).or_default().insert(0, v),
+                        // `$avp(x) = $null` removes the newest value only.
                         None => {
-                            m.avps.remove(a);
+                            if let Some(stack) = m.avps.get_mut(a)
+                                && !stack.is_empty()
+                            {
+                                stack.remove(0);
+                            }
                         }
                     }
                 }
@@ -216,7 +227,8 @@ impl Ctx {
                     },
                 );
             }
-            PvName::Named(..) => return Err(PvError::ReadOnly),
+            PvName::Named("hdr" | "hdrc", _) => return Err(PvError::ReadOnly),
+            PvName::Named(..) => return Err(PvError::Unknown),
         }
         self.events.push(Event::PvSet {
             name: name.to_string(),

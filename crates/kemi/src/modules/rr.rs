@@ -19,15 +19,6 @@ fn own_uri(m: &Message) -> String {
     format!("sip:{host}:{}{transport};lr", m.local.port())
 }
 
-/// The URI inside a Route/Record-Route entry (`<sip:x;lr>;param`).
-fn entry_uri(entry: &str) -> &str {
-    let e = entry.trim();
-    match (e.find('<'), e.find('>')) {
-        (Some(a), Some(b)) if a < b => &e[a + 1..b],
-        _ => e.split(';').next().unwrap_or(e),
-    }
-}
-
 impl Host for Ctx {
     async fn record_route(&mut self) -> i32 {
         let Some(m) = self.message.as_mut() else {
@@ -53,8 +44,10 @@ impl Host for Ctx {
         let Some(m) = self.message.as_mut() else {
             return -1;
         };
+        let preloaded = m.sip.to().is_none_or(|t| t.tag().is_none());
+        // The URIs of the Route entries, with their parameters (`;lr`).
         let routes: Vec<String> = match m.sip.routes() {
-            Ok(r) => r.iter().map(|e| entry_uri(e).to_string()).collect(),
+            Ok(r) => r.iter().map(|uri| uri.to_string()).collect(),
             Err(_) => return -1,
         };
         let Some(first) = routes.first() else {
@@ -96,6 +89,9 @@ impl Host for Ctx {
                 self.set_dst_uri("KSR.rr.loose_route", Some(hop));
                 1
             }
+            // Our entry was the last of a preloaded route set (a request
+            // outside a dialog): not routed by Route, as in Kamailio.
+            None if preloaded => -1,
             // Our entry was the last: the request goes to its R-URI.
             None => 1,
         }
