@@ -139,8 +139,21 @@ impl PvValue {
     }
 }
 
+/// Transaction facts the proxy sets before a route runs, for the tm
+/// functions to read.
+#[derive(Debug, Clone, Default)]
+pub struct TmInfo {
+    /// The status of the reply being routed, or in a failure route the
+    /// winning failure (408 for a timeout).
+    pub status: Option<u16>,
+    /// The transaction was canceled by the caller.
+    pub canceled: bool,
+    /// The route runs as a failure route.
+    pub in_failure_route: bool,
+}
+
 /// The message being routed and everything the script set on it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pub sip: SipMessage,
     pub edits: Edits,
@@ -164,6 +177,8 @@ pub struct Message {
     pub reply_close: bool,
     pub forward_no_connect: bool,
     pub forward_close: bool,
+    /// What the transaction layer knows (see [`TmInfo`]).
+    pub tm: TmInfo,
 }
 
 impl Message {
@@ -191,6 +206,7 @@ impl Message {
             reply_close: false,
             forward_no_connect: false,
             forward_close: false,
+            tm: TmInfo::default(),
         }
     }
 

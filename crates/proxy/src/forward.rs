@@ -9,15 +9,16 @@ use kemibox_sip::{Received, Uri, Via, render};
 use crate::{Shared, reply};
 
 /// A resolved next hop.
-struct Hop {
-    transport: Transport,
-    addr: SocketAddr,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    pub transport: Transport,
+    pub addr: SocketAddr,
 }
 
 /// Where the request goes: `$du` if set, else the R-URI (port 5060 when
 /// none is given; `;transport=tcp` for TCP). Host names are resolved
 /// through the system resolver.
-async fn resolve(uri: &str) -> Result<Hop, String> {
+pub async fn resolve(uri: &str) -> Result<Hop, String> {
     let parsed = Uri::parse(uri).map_err(|e| format!("bad destination URI {uri:?}: {e}"))?;
     let transport = match parsed.param("transport") {
         Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
@@ -46,28 +47,18 @@ fn host_text(ip: IpAddr) -> String {
     }
 }
 
-/// Forward a request statelessly: stamp the sender's Via with
-/// received/rport, add our own Via with a branch derived from the request
-/// (so retransmissions get the same one, 16.11), send to $du or the R-URI.
-pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
-    let Some(target) = message.dst_uri.clone().or_else(|| message.ruri()) else {
-        return;
-    };
-    let hop = match resolve(&target).await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(tenant = %shared.pool.tenant().spec.id, "cannot relay: {e}");
-            reply::error(shared, message).await;
-            return;
-        }
-    };
+/// Stamp the sender's Via with received/rport (RFC 3581), add our own Via
+/// with a branch derived from `branch_key` and render the request for
+/// `hop`. `None` (logged) when there is no listener for the hop's transport.
+pub fn branch_bytes(
+    shared: &Arc<Shared>,
+    message: &mut Message,
+    hop: Hop,
+    branch_key: &str,
+) -> Option<Vec<u8>> {
     let Some(own) = shared.transports.own_address(hop.transport, message.local) else {
-        tracing::warn!(
-            "cannot relay to {target}: no {} listener",
-            hop.transport.as_str()
-        );
-        reply::error(shared, message).await;
-        return;
+        tracing::warn!(peer = %hop.addr, "cannot relay: no {} listener", hop.transport.as_str());
+        return None;
     };
     let sip = &message.sip;
     let ip = message.source.ip().to_string();
@@ -79,15 +70,7 @@ pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
             force_rport: message.force_rport,
         },
     );
-    let top_branch = sip
-        .top_via()
-        .and_then(|v| v.branch().map(str::to_string))
-        .unwrap_or_default();
-    let ruri = message.ruri().unwrap_or_default();
-    let branch = reply::salted_hash(
-        &shared.branch_salt,
-        &[&top_branch, &ruri, sip.call_id().unwrap_or(""), &target],
-    );
+    let branch = reply::salted_hash(&shared.branch_salt, &[branch_key]);
     let rport = if message.add_local_rport {
         ";rport"
     } else {
@@ -101,12 +84,44 @@ pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
     );
     if let Err(e) = message.edits.add_via(sip, &via) {
         tracing::warn!(error = %e, "cannot add Via");
-        return;
+        return None;
     }
-    let bytes = render(sip, &message.edits);
+    Some(render(sip, &message.edits))
+}
+
+/// Forward a request statelessly (RFC 3261 16.11; ACKs of 2xx): the branch
+/// is derived from the request so retransmissions get the same one.
+pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
+    let Some(target) = message.dst_uri.clone().or_else(|| message.ruri()) else {
+        return;
+    };
+    let hop = match resolve(&target).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(tenant = %shared.pool.tenant().spec.id, "cannot relay: {e}");
+            return;
+        }
+    };
+    let top_branch = message
+        .sip
+        .top_via()
+        .and_then(|v| v.branch().map(str::to_string))
+        .unwrap_or_default();
+    let ruri = message.ruri().unwrap_or_default();
+    let key = format!(
+        "{top_branch}|{ruri}|{}|{target}",
+        message.sip.call_id().unwrap_or("")
+    );
+    let Some(bytes) = branch_bytes(shared, message, hop, &key) else {
+        return;
+    };
+    let local = shared
+        .transports
+        .own_address(hop.transport, message.local)
+        .unwrap_or(message.local);
     if let Err(e) = shared
         .transports
-        .send(shared, hop.transport, own, hop.addr, bytes)
+        .send(shared, hop.transport, local, hop.addr, bytes)
         .await
     {
         tracing::warn!(peer = %hop.addr, error = %e, "relaying request failed");

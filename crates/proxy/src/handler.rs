@@ -7,6 +7,7 @@ use kemibox_kemi::{Event, Message};
 use kemibox_sandbox::{Invocation, Outcome};
 use kemibox_sip::SipMessage;
 
+use crate::stateful::{Callbacks, Stateful, Verdict};
 use crate::transport::Inbound;
 use crate::{Shared, forward, reply};
 
@@ -47,6 +48,9 @@ pub async fn handle(shared: &Arc<Shared>, inbound: Inbound) {
 }
 
 async fn request(shared: &Arc<Shared>, message: Message) {
+    if let Verdict::Done = Stateful::on_request(shared, &message).await {
+        return;
+    }
     let source = message.source;
     let is_ack = message.sip.method_str() == "ACK";
     // Kept for the error reply: the route consumes the message.
@@ -67,7 +71,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         }
     };
     if !invocation.outcome.is_ok() {
-        log_failure(shared, &invocation, source);
+        log_failure(shared, &invocation, Some(source));
         if !is_ack {
             reply::error(shared, &original).await;
         }
@@ -76,20 +80,59 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     let Invocation {
         events, message, ..
     } = invocation;
-    let Some(mut message) = message else { return };
+    let Some(message) = message else { return };
+    act(shared, events, message).await;
+}
+
+/// Carry out what the request route asked for, in order: callbacks,
+/// transactions, relays, replies.
+async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
+    let is_ack = message.sip.method_str() == "ACK";
+    let mut callbacks = Callbacks::default();
+    let mut server = None;
     for event in events {
         match event {
+            Event::Callback { kind, function } => callbacks.arm(&kind, function),
+            Event::Tm { function, .. } if function == "t_newtran" && !is_ack => {
+                server = Stateful::ensure_server(shared, &message, &callbacks)
+                    .await
+                    .ok();
+            }
+            Event::Tm { function, .. } if function == "t_relay" && !message.drop => {
+                if is_ack {
+                    // The ACK of a 2xx has no transaction (RFC 3261 17.2.1).
+                    forward::request(shared, &mut message).await;
+                    continue;
+                }
+                if server.is_none() {
+                    server = Stateful::ensure_server(shared, &message, &callbacks)
+                        .await
+                        .ok();
+                }
+                let Some(server) = server else { continue };
+                if !Stateful::relay(shared, server, message.clone(), &callbacks).await {
+                    let (code, reason) = shared.config.error_reply.clone();
+                    Stateful::reply(shared, server, &message, code, &reason, &[]).await;
+                }
+            }
             Event::Reply {
                 code,
                 reason,
                 headers,
-                ..
+                stateful,
             } => {
                 let code = u16::try_from(code).unwrap_or(500);
-                reply::send(shared, &message, code, &reason, &headers).await;
-            }
-            Event::Tm { function, .. } if function == "t_relay" && !message.drop => {
-                forward::request(shared, &mut message).await;
+                if stateful && server.is_none() {
+                    server = Stateful::ensure_server(shared, &message, &callbacks)
+                        .await
+                        .ok();
+                }
+                match server {
+                    Some(server) => {
+                        Stateful::reply(shared, server, &message, code, &reason, &headers).await
+                    }
+                    None => reply::send(shared, &message, code, &reason, &headers).await,
+                }
             }
             _ => {}
         }
@@ -97,6 +140,12 @@ async fn request(shared: &Arc<Shared>, message: Message) {
 }
 
 async fn response(shared: &Arc<Shared>, message: Message) {
+    Stateful::on_response(shared, message).await;
+}
+
+/// A response no transaction knows (a 2xx retransmission, or a reply to a
+/// statelessly forwarded request): `ksr_reply_route`, then on by Via.
+pub(crate) async fn stateless_response(shared: &Arc<Shared>, message: Message) {
     let source = message.source;
     let Some(next_hop) = forward::reply_destination(shared, &message) else {
         return;
@@ -111,7 +160,7 @@ async fn response(shared: &Arc<Shared>, message: Message) {
     match &invocation.outcome {
         Outcome::Ok { .. } | Outcome::NotFound { .. } => {}
         _ => {
-            log_failure(shared, &invocation, source);
+            log_failure(shared, &invocation, Some(source));
             return;
         }
     }
@@ -122,7 +171,8 @@ async fn response(shared: &Arc<Shared>, message: Message) {
     }
 }
 
-fn log_failure(shared: &Shared, invocation: &Invocation, peer: SocketAddr) {
+/// Log a failed route with the tenant, `script:line`, the cause and the peer.
+pub(crate) fn log_failure(shared: &Shared, invocation: &Invocation, peer: Option<SocketAddr>) {
     let tenant = shared.pool.tenant();
     let script = &tenant.spec.script_name;
     let location = invocation
@@ -140,7 +190,7 @@ fn log_failure(shared: &Shared, invocation: &Invocation, peer: SocketAddr) {
         function = %invocation.function,
         outcome = invocation.outcome.label(),
         fuel_used = invocation.fuel_used,
-        %peer,
+        peer = ?peer,
         "{location}: {cause}"
     );
 }

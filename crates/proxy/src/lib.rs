@@ -7,13 +7,15 @@
 //! memory) is answered with the configured error reply and logged with the
 //! tenant, the script line and the cause.
 //!
-//! Transactions (RFC 3261 section 17) are not kept yet: `t_relay` forwards
-//! statelessly (section 16.11), replies are routed back by their Via.
+//! `t_relay` is stateful (RFC 3261 sections 16 and 17, see [`stateful`]):
+//! retransmissions are absorbed, branches retransmit and time out, CANCEL
+//! is answered and propagated, failure routes can re-route.
 
 mod forward;
 mod handler;
 mod listen;
 mod reply;
+mod stateful;
 mod transport;
 
 use std::net::SocketAddr;
@@ -31,6 +33,8 @@ pub struct ProxyConfig {
     pub listen: Vec<Listen>,
     /// Reply sent when the request route fails (default `500 Server Error`).
     pub error_reply: (u16, String),
+    /// Transaction timers and limits (RFC 3261 defaults).
+    pub transactions: kemibox_tm::Config,
 }
 
 impl Default for ProxyConfig {
@@ -38,6 +42,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: vec![Listen::default()],
             error_reply: (500, "Server Error".into()),
+            transactions: kemibox_tm::Config::default(),
         }
     }
 }
@@ -47,6 +52,7 @@ pub(crate) struct Shared {
     pub pool: Arc<Pool>,
     pub config: ProxyConfig,
     pub transports: Transports,
+    pub stateful: stateful::Stateful,
     pub branch_salt: std::collections::hash_map::RandomState,
 }
 
@@ -76,6 +82,7 @@ impl Proxy {
     pub fn new(config: ProxyConfig, pool: Arc<Pool>, transports: Transports) -> Proxy {
         Proxy {
             shared: Arc::new(Shared {
+                stateful: stateful::Stateful::new(config.transactions),
                 pool,
                 config,
                 transports,
@@ -96,6 +103,7 @@ impl Proxy {
     ) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         self.shared.transports.start(&self.shared, &mut tasks);
+        tasks.spawn(stateful::Stateful::drive_timers(self.shared.clone()));
         tokio::select! {
             _ = shutdown => {
                 tracing::info!("shutting down");

@@ -37,8 +37,10 @@ fn local_tag(req: &SipMessage) -> String {
     format!("kbx{:016x}", h.finish())
 }
 
-/// Build and send a reply to the request in `m`.
-pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, headers: &[String]) {
+/// A reply of the proxy's own to the request in `m` (Via stamped with
+/// received/rport, a To-tag of ours); `None`, logged, when it cannot be
+/// built.
+pub fn build(m: &Message, code: u16, reason: &str, headers: &[String]) -> Option<Vec<u8>> {
     let ip = m.source.ip().to_string();
     let received = Received {
         ip: &ip,
@@ -46,12 +48,19 @@ pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, he
         force_rport: m.force_rport,
     };
     let tag = local_tag(&m.sip);
-    let bytes = match build_reply(&m.sip, code, reason, Some(&tag), Some(received), headers) {
-        Ok(b) => b,
+    match build_reply(&m.sip, code, reason, Some(&tag), Some(received), headers) {
+        Ok(b) => Some(b),
         Err(e) => {
             tracing::warn!(peer = %m.source, code, error = %e, "cannot build reply");
-            return;
+            None
         }
+    }
+}
+
+/// Build and send a reply to the request in `m`, statelessly.
+pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, headers: &[String]) {
+    let Some(bytes) = build(m, code, reason, headers) else {
+        return;
     };
     let to = destination(m);
     if let Err(e) = shared

@@ -3,21 +3,32 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kemibox_kemi::Transport;
 use kemibox_proxy::{Listen, Proxy, ProxyConfig};
 use kemibox_sandbox::{Pool, Runtime, TenantSpec};
+use tokio::net::UdpSocket;
 
 /// Start a proxy running `script` on `listen` (e.g. `udp:127.0.0.1:0`);
 /// returns the bound addresses, in the order given.
 pub async fn start(script: &str, listen: &[&str]) -> Vec<(Transport, SocketAddr)> {
+    start_with(script, listen, ProxyConfig::default()).await
+}
+
+/// Like [`start`] with a configuration (its listen list is replaced).
+pub async fn start_with(
+    script: &str,
+    listen: &[&str],
+    config: ProxyConfig,
+) -> Vec<(Transport, SocketAddr)> {
     let runtime = Runtime::new(None).unwrap();
     let config = ProxyConfig {
         listen: listen
             .iter()
             .map(|l| l.parse::<Listen>().unwrap())
             .collect(),
-        ..ProxyConfig::default()
+        ..config
     };
     let transports = Proxy::bind(&config).await.unwrap();
     let mut spec = TenantSpec::new("test", "test.lua", script);
@@ -27,4 +38,100 @@ pub async fn start(script: &str, listen: &[&str]) -> Vec<(Transport, SocketAddr)
     let addrs = proxy.local_addrs();
     tokio::spawn(proxy.serve(std::future::pending()));
     addrs
+}
+
+/// A UDP user agent for tests.
+pub struct Ua {
+    pub socket: UdpSocket,
+    pub addr: SocketAddr,
+}
+
+impl Ua {
+    pub async fn new() -> Ua {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        Ua { socket, addr }
+    }
+
+    pub async fn send(&self, text: &str, to: SocketAddr) {
+        self.socket.send_to(text.as_bytes(), to).await.unwrap();
+    }
+
+    /// The next message, within `secs` seconds.
+    pub async fn recv_within(&self, secs: f64) -> Option<(String, SocketAddr)> {
+        let mut buf = vec![0u8; 65536];
+        let got = tokio::time::timeout(
+            Duration::from_secs_f64(secs),
+            self.socket.recv_from(&mut buf),
+        )
+        .await;
+        match got {
+            Ok(Ok((n, from))) => Some((String::from_utf8_lossy(&buf[..n]).into_owned(), from)),
+            _ => None,
+        }
+    }
+
+    /// The next message whose first line starts with `start`, skipping
+    /// others (e.g. `100 Trying`), within 5 s.
+    pub async fn expect(&self, start: &str) -> (String, SocketAddr) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs_f64();
+            let Some((msg, from)) = self.recv_within(left).await else {
+                panic!(
+                    "{}: no message starting with {start:?} within 5 s",
+                    self.addr
+                );
+            };
+            if msg.starts_with(start) {
+                return (msg, from);
+            }
+        }
+    }
+}
+
+/// A request from `ua` (Via with rport, branch `branch`).
+pub fn request(
+    method: &str,
+    ruri: &str,
+    ua: SocketAddr,
+    branch: &str,
+    call: &str,
+    cseq: u32,
+) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {ua};branch=z9hG4bK-{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:bob@example.com>\r\n\
+         Call-ID: {call}@test\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Contact: <sip:alice@{ua}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A response to `req` as a UAS makes it: its Vias, From, To with `tag`,
+/// Call-ID and CSeq.
+pub fn respond(req: &str, status: u16, reason: &str, tag: &str) -> String {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for line in req.split("\r\n").skip(1) {
+        if line.is_empty() {
+            break;
+        }
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "from" | "call-id" | "cseq" | "record-route" => {
+                out.push_str(&format!("{line}\r\n"))
+            }
+            "to" if line.contains(";tag=") => out.push_str(&format!("{line}\r\n")),
+            "to" => out.push_str(&format!("{line};tag={tag}\r\n")),
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
 }

@@ -1,0 +1,794 @@
+//! The stateful proxy core (RFC 3261 section 16) on top of the transaction
+//! layer (`kemibox-tm`): server transactions for relayed requests, one
+//! client transaction per branch, branch/reply/failure routes, response
+//! selection, CANCEL.
+//!
+//! The transaction table is sans-IO: everything it asks for (sends, timers,
+//! events for us) comes back as effects, carried out by [`Stateful::run`].
+//! Timers go into one queue driven by one task.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kemibox_kemi::{Event, Message, Transport};
+use kemibox_sandbox::Outcome;
+use kemibox_sip::{SipMessage, render};
+use kemibox_tm::{
+    ClientId, ClientState, Config, Effect, Millis, Peer, Received, ServerId, TimerId,
+    TransactionTable, TuEvent, TxError, TxId,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::forward::{self, Hop};
+use crate::{Shared, handler, reply};
+
+/// Transaction callbacks armed by the script (`t_on_branch` ...).
+#[derive(Debug, Clone, Default)]
+pub struct Callbacks {
+    pub branch: Option<String>,
+    pub reply: Option<String>,
+    pub failure: Option<String>,
+}
+
+impl Callbacks {
+    /// Take note of a `callback` event.
+    pub fn arm(&mut self, kind: &str, function: String) {
+        match kind {
+            "branch" => self.branch = Some(function),
+            "reply" => self.reply = Some(function),
+            "failure" => self.failure = Some(function),
+            _ => {}
+        }
+    }
+}
+
+/// One branch of a proxied request.
+#[derive(Debug)]
+struct Branch {
+    client: Option<ClientId>,
+    hop: Hop,
+    /// Final status, once known (408 on timeout).
+    status: Option<u16>,
+    /// The final response received, our Via already removed.
+    response: Option<Vec<u8>>,
+    /// A CANCEL is owed once the branch gets a provisional response.
+    cancel_pending: bool,
+}
+
+/// Proxy state kept per server transaction.
+#[derive(Debug)]
+struct Proxied {
+    /// The request as routed: the received message with the edits the
+    /// request route made (before our Via).
+    request: Message,
+    callbacks: Callbacks,
+    branches: Vec<Branch>,
+    canceled: bool,
+    final_sent: bool,
+}
+
+struct State {
+    table: TransactionTable,
+    proxied: HashMap<ServerId, Proxied>,
+    branch_of: HashMap<ClientId, (ServerId, usize)>,
+}
+
+/// A due timer, ordered by deadline.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Due(Reverse<(Millis, u64)>, TimerId);
+
+/// The transaction layer and what the proxy keeps beside it.
+pub struct Stateful {
+    state: Mutex<State>,
+    epoch: Instant,
+    timers: Mutex<(BinaryHeap<Due>, u64)>,
+    timer_added: Notify,
+}
+
+/// What a received request is, for the handler.
+pub enum Verdict {
+    /// Handled by a transaction (retransmission, non-2xx ACK, CANCEL).
+    Done,
+    /// A new request (or a 2xx ACK) for the script.
+    Route,
+}
+
+impl Stateful {
+    pub fn new(config: Config) -> Stateful {
+        Stateful {
+            state: Mutex::new(State {
+                table: TransactionTable::new(config),
+                proxied: HashMap::new(),
+                branch_of: HashMap::new(),
+            }),
+            epoch: Instant::now(),
+            timers: Mutex::new((BinaryHeap::new(), 0)),
+            timer_added: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// Carry out what the transaction layer asked for.
+    pub async fn run(shared: &Arc<Shared>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    to,
+                    bytes,
+                    reliable,
+                } => {
+                    let transport = if reliable {
+                        Transport::Tcp
+                    } else {
+                        Transport::Udp
+                    };
+                    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                    let local = shared.transports.own_address(transport, any).unwrap_or(any);
+                    if let Err(e) = shared
+                        .transports
+                        .send(shared, transport, local, to, bytes.to_vec())
+                        .await
+                    {
+                        tracing::info!(peer = %to, error = %e, "send failed");
+                    }
+                }
+                Effect::Arm { timer, at } => shared.stateful.arm(timer, at),
+                Effect::Tu(event) => Box::pin(Stateful::tu_event(shared, event)).await,
+            }
+        }
+    }
+
+    fn arm(&self, timer: TimerId, at: Millis) {
+        let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = timers.1;
+        timers.1 += 1;
+        let earliest = timers.0.peek().map(|d| (d.0).0.0);
+        timers.0.push(Due(Reverse((at, seq)), timer));
+        if earliest.is_none_or(|e| at < e) {
+            self.timer_added.notify_one();
+        }
+    }
+
+    /// The timer driver: fires due timers into the table.
+    pub async fn drive_timers(shared: Arc<Shared>) -> anyhow::Result<()> {
+        let me = &shared.stateful;
+        loop {
+            let next = {
+                let timers = me.timers.lock().unwrap_or_else(|e| e.into_inner());
+                timers.0.peek().map(|d| (d.0).0.0)
+            };
+            match next {
+                None => me.timer_added.notified().await,
+                Some(at) => {
+                    let deadline = me.epoch + std::time::Duration::from_millis(at.0);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => {}
+                        _ = me.timer_added.notified() => continue,
+                    }
+                }
+            }
+            let now = me.now();
+            loop {
+                let due = {
+                    let mut timers = me.timers.lock().unwrap_or_else(|e| e.into_inner());
+                    match timers.0.peek() {
+                        Some(d) if (d.0).0.0 <= now => timers.0.pop(),
+                        _ => None,
+                    }
+                };
+                let Some(Due(_, timer)) = due else { break };
+                let effects = me.lock().table.on_timer(timer, now);
+                Stateful::run(&shared, effects).await;
+            }
+        }
+    }
+
+    /// Events from the transaction layer that need the proxy core.
+    async fn tu_event(shared: &Arc<Shared>, event: TuEvent) {
+        match event {
+            TuEvent::Timeout { client } => branch_final(shared, client, 408, None).await,
+            TuEvent::TimerC { client } => {
+                let cancel = {
+                    let mut st = shared.stateful.lock();
+                    let proceeding = st.table.client_state(client) == Some(ClientState::Proceeding);
+                    if proceeding {
+                        st.table.build_cancel(client)
+                    } else {
+                        st.table.terminate(client);
+                        None
+                    }
+                };
+                match cancel {
+                    Some(cancel) => send_cancel(shared, client, cancel).await,
+                    None => branch_final(shared, client, 408, None).await,
+                }
+            }
+            TuEvent::TransportError {
+                id: TxId::Client(client),
+            } => branch_final(shared, client, 503, None).await,
+            TuEvent::Terminated { id } => {
+                let mut st = shared.stateful.lock();
+                match id {
+                    TxId::Server(server) => {
+                        if let Some(p) = st.proxied.remove(&server) {
+                            for b in p.branches {
+                                if let Some(c) = b.client {
+                                    st.branch_of.remove(&c);
+                                }
+                            }
+                        }
+                    }
+                    TxId::Client(client) => {
+                        // Keep the mapping until the server side ends: a
+                        // final response may still be owed upstream.
+                        let _ = client;
+                    }
+                }
+            }
+            TuEvent::AckTimeout { server } => {
+                tracing::info!(
+                    server = server.get(),
+                    "no ACK for a final response (Timer H)"
+                );
+            }
+            TuEvent::TransportError {
+                id: TxId::Server(_),
+            } => {}
+        }
+    }
+
+    /// Match a received request against the transactions.
+    pub async fn on_request(shared: &Arc<Shared>, m: &Message) -> Verdict {
+        let now = shared.stateful.now();
+        let received = shared.stateful.lock().table.on_received(&m.sip, now);
+        match received {
+            Received::Absorbed { effects, .. } => {
+                Stateful::run(shared, effects).await;
+                Verdict::Done
+            }
+            Received::Cancel { invite } => {
+                cancel(shared, m, invite).await;
+                Verdict::Done
+            }
+            Received::Request | Received::Ack => Verdict::Route,
+            Received::Invalid(e) => {
+                tracing::info!(peer = %m.source, error = ?e, "request cannot be matched to transactions");
+                Verdict::Done
+            }
+            // A response-only outcome cannot happen for a request.
+            Received::Response { .. } | Received::Stray => Verdict::Done,
+        }
+    }
+
+    /// The server transaction for the request in `m`, created when needed.
+    /// `Err` after answering 503 when the table is full.
+    pub async fn ensure_server(
+        shared: &Arc<Shared>,
+        m: &Message,
+        callbacks: &Callbacks,
+    ) -> Result<ServerId, ()> {
+        let now = shared.stateful.now();
+        let reliable = m.transport == Transport::Tcp;
+        let mut peer = Peer::for_request(&m.sip, m.source, reliable);
+        if m.force_rport {
+            peer.reply_to = m.source;
+        }
+        let created = {
+            let mut st = shared.stateful.lock();
+            match st.table.new_server(&m.sip, peer, now) {
+                Ok((server, effects)) => {
+                    st.proxied.insert(
+                        server,
+                        Proxied {
+                            request: m.clone(),
+                            callbacks: callbacks.clone(),
+                            branches: Vec::new(),
+                            canceled: false,
+                            final_sent: false,
+                        },
+                    );
+                    Ok((server, effects))
+                }
+                Err(TxError::Exists(TxId::Server(server))) => Ok((server, Vec::new())),
+                Err(e) => Err(e),
+            }
+        };
+        match created {
+            Ok((server, effects)) => {
+                Stateful::run(shared, effects).await;
+                Ok(server)
+            }
+            Err(TxError::Full) => {
+                tracing::warn!("transaction table full: answering 503");
+                reply::send(shared, m, 503, "Service Unavailable", &[]).await;
+                Err(())
+            }
+            Err(e) => {
+                tracing::info!(peer = %m.source, error = ?e, "cannot create a transaction");
+                Err(())
+            }
+        }
+    }
+
+    /// Answer the request of `server` with `code`, through its transaction.
+    pub async fn reply(
+        shared: &Arc<Shared>,
+        server: ServerId,
+        m: &Message,
+        code: u16,
+        reason: &str,
+        headers: &[String],
+    ) {
+        let Some(bytes) = reply::build(m, code, reason, headers) else {
+            return;
+        };
+        send_upstream(shared, server, code, bytes).await;
+    }
+
+    /// Relay the request in `m` on a new branch of `server`.
+    pub async fn relay(
+        shared: &Arc<Shared>,
+        server: ServerId,
+        m: Message,
+        callbacks: &Callbacks,
+    ) -> bool {
+        let Some(target) = m.dst_uri.clone().or_else(|| m.ruri()) else {
+            return false;
+        };
+        let hop = match forward::resolve(&target).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(tenant = %shared.pool.tenant().spec.id, "cannot relay: {e}");
+                return false;
+            }
+        };
+        {
+            let mut st = shared.stateful.lock();
+            if let Some(p) = st.proxied.get_mut(&server) {
+                if p.canceled {
+                    // No new branches once the caller canceled (as Kamailio's tm).
+                    tracing::debug!(server = server.get(), "not relaying: transaction canceled");
+                    return false;
+                }
+                p.callbacks = callbacks.clone();
+                p.request.edits = m.edits.clone();
+                p.request.flags = m.flags;
+                p.request.avps = m.avps.clone();
+            }
+        }
+        // The branch route may change (or drop) this branch only.
+        let mut m = m;
+        if let Some(function) = callbacks.branch.clone() {
+            match shared.pool.invoke(&function, Some(m)).await {
+                Ok(inv) if inv.outcome.is_ok() => match inv.message {
+                    Some(bm) if !bm.drop => m = bm,
+                    _ => return true,
+                },
+                Ok(inv) => {
+                    handler::log_failure(shared, &inv, inv.message.as_ref().map(|x| x.source));
+                    return false;
+                }
+                Err(failure) => {
+                    tracing::error!(error = %failure, "branch route");
+                    return false;
+                }
+            }
+        }
+        let index = {
+            let mut st = shared.stateful.lock();
+            let Some(p) = st.proxied.get_mut(&server) else {
+                return false;
+            };
+            p.branches.push(Branch {
+                client: None,
+                hop,
+                status: None,
+                response: None,
+                cancel_pending: false,
+            });
+            p.branches.len() - 1
+        };
+        let Some(bytes) =
+            forward::branch_bytes(shared, &mut m, hop, &format!("{}.{index}", server.get()))
+        else {
+            return false;
+        };
+        let Ok(request) = SipMessage::parse(bytes) else {
+            return false;
+        };
+        let now = shared.stateful.now();
+        let sent = {
+            let mut st = shared.stateful.lock();
+            match st
+                .table
+                .send_request(request, hop.addr, hop.transport == Transport::Tcp, now)
+            {
+                Ok((client, effects)) => {
+                    st.branch_of.insert(client, (server, index));
+                    if let Some(b) = st
+                        .proxied
+                        .get_mut(&server)
+                        .and_then(|p| p.branches.get_mut(index))
+                    {
+                        b.client = Some(client);
+                    }
+                    Some(effects)
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cannot create the branch transaction");
+                    None
+                }
+            }
+        };
+        match sent {
+            Some(effects) => {
+                Stateful::run(shared, effects).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A received response: to a branch, absorbed, or stray.
+    pub async fn on_response(shared: &Arc<Shared>, m: Message) {
+        let now = shared.stateful.now();
+        let received = shared.stateful.lock().table.on_received(&m.sip, now);
+        match received {
+            Received::Response { client, effects } => {
+                Stateful::run(shared, effects).await;
+                branch_response(shared, client, m).await;
+            }
+            Received::Absorbed { effects, .. } => Stateful::run(shared, effects).await,
+            _ => handler::stateless_response(shared, m).await,
+        }
+    }
+}
+
+/// Answer a CANCEL and cancel the branches of the INVITE it names (RFC 3261
+/// 9.2, 16.10).
+async fn cancel(shared: &Arc<Shared>, m: &Message, invite: Option<ServerId>) {
+    let Some(invite) = invite else {
+        reply::send(shared, m, 481, "Call/Transaction Does Not Exist", &[]).await;
+        return;
+    };
+    if let Ok(server) = Stateful::ensure_server(shared, m, &Callbacks::default()).await {
+        Stateful::reply(shared, server, m, 200, "OK", &[]).await;
+    }
+    let cancels: Vec<(ClientId, Option<SipMessage>)> = {
+        let mut st = shared.stateful.lock();
+        let st = &mut *st;
+        let Some(p) = st.proxied.get_mut(&invite) else {
+            return;
+        };
+        p.canceled = true;
+        let mut out = Vec::new();
+        for b in p.branches.iter_mut().filter(|b| b.status.is_none()) {
+            let Some(client) = b.client else { continue };
+            if st.table.client_state(client) == Some(ClientState::Proceeding) {
+                out.push((client, st.table.build_cancel(client)));
+            } else {
+                b.cancel_pending = true;
+            }
+        }
+        out
+    };
+    for (client, cancel) in cancels {
+        if let Some(cancel) = cancel {
+            send_cancel(shared, client, cancel).await;
+        }
+    }
+}
+
+async fn send_cancel(shared: &Arc<Shared>, branch: ClientId, cancel: SipMessage) {
+    let now = shared.stateful.now();
+    let hop = {
+        let st = shared.stateful.lock();
+        st.branch_of
+            .get(&branch)
+            .and_then(|(s, i)| st.proxied.get(s)?.branches.get(*i))
+            .map(|b| b.hop)
+    };
+    let Some(hop) = hop else { return };
+    let sent = shared.stateful.lock().table.send_request(
+        cancel,
+        hop.addr,
+        hop.transport == Transport::Tcp,
+        now,
+    );
+    match sent {
+        Ok((_, effects)) => Stateful::run(shared, effects).await,
+        Err(e) => tracing::info!(error = ?e, "cannot send CANCEL"),
+    }
+}
+
+/// A response for one of our branches (RFC 3261 16.7).
+async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
+    let Some(status) = m.sip.status() else { return };
+    let found = {
+        let st = shared.stateful.lock();
+        st.branch_of
+            .get(&client)
+            .and_then(|(s, i)| Some((*s, *i, st.proxied.get(s)?.callbacks.clone())))
+    };
+    // Responses to our own CANCELs end here.
+    let Some((server, _index, callbacks)) = found else {
+        return;
+    };
+
+    // ksr_reply_route for every reply, then the transaction's reply route.
+    let mut m = m;
+    for function in std::iter::once("ksr_reply_route".to_string()).chain(callbacks.reply.clone()) {
+        let Ok(inv) = shared.pool.invoke(&function, Some(m.clone())).await else {
+            return;
+        };
+        match &inv.outcome {
+            Outcome::Ok { .. } => {}
+            Outcome::NotFound { .. } if function == "ksr_reply_route" => {}
+            _ => {
+                handler::log_failure(shared, &inv, Some(m.source));
+                return;
+            }
+        }
+        match inv.message {
+            Some(next) if next.drop && status < 200 => return,
+            Some(next) => m = next,
+            None => return,
+        }
+    }
+
+    m.edits.remove_top_via(&m.sip);
+    let bytes = render(&m.sip, &m.edits);
+    if status < 200 {
+        let owed_cancel = {
+            let mut st = shared.stateful.lock();
+            let st = &mut *st;
+            let branch = st
+                .branch_of
+                .get(&client)
+                .copied()
+                .and_then(|(s, i)| st.proxied.get_mut(&s)?.branches.get_mut(i));
+            match branch {
+                Some(b) if b.cancel_pending => {
+                    b.cancel_pending = false;
+                    st.table.build_cancel(client)
+                }
+                _ => None,
+            }
+        };
+        if let Some(cancel) = owed_cancel {
+            send_cancel(shared, client, cancel).await;
+        }
+        if status > 100 {
+            send_upstream(shared, server, status, bytes).await;
+        }
+        return;
+    }
+    branch_final(shared, client, status, Some(bytes)).await;
+}
+
+/// A branch ended with `status` (`bytes`: the response, our Via removed;
+/// `None` when we made it up, e.g. 408 on timeout).
+async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes: Option<Vec<u8>>) {
+    let decision = {
+        let mut st = shared.stateful.lock();
+        let Some(&(server, index)) = st.branch_of.get(&client) else {
+            return;
+        };
+        let Some(p) = st.proxied.get_mut(&server) else {
+            return;
+        };
+        if let Some(b) = p.branches.get_mut(index) {
+            if b.status.is_some() {
+                return;
+            }
+            b.status = Some(status);
+            b.response = bytes.clone();
+        }
+        if (200..300).contains(&status) {
+            // Forward every 2xx; cancel the other pending branches (16.7 step 10).
+            let others: Vec<ClientId> = p
+                .branches
+                .iter()
+                .filter(|b| b.status.is_none())
+                .filter_map(|b| b.client)
+                .collect();
+            p.final_sent = true;
+            Decision::Success { server, others }
+        } else if p.final_sent || p.branches.iter().any(|b| b.status.is_none()) {
+            Decision::Wait
+        } else {
+            let best = best_branch(&p.branches);
+            let failure = p.callbacks.failure.take();
+            let request = Box::new(p.request.clone());
+            Decision::AllFailed {
+                server,
+                best,
+                failure,
+                request,
+                canceled: p.canceled,
+            }
+        }
+    };
+    match decision {
+        Decision::Wait => {}
+        Decision::Success { server, others } => {
+            if let Some(bytes) = bytes {
+                send_upstream(shared, server, status, bytes).await;
+            }
+            for other in others {
+                let cancel = {
+                    let st = shared.stateful.lock();
+                    if st.table.client_state(other) == Some(ClientState::Proceeding) {
+                        st.table.build_cancel(other)
+                    } else {
+                        None
+                    }
+                };
+                if let Some(cancel) = cancel {
+                    send_cancel(shared, other, cancel).await;
+                }
+            }
+        }
+        Decision::AllFailed {
+            server,
+            best,
+            failure,
+            request,
+            canceled,
+        } => all_failed(shared, server, best, failure, *request, canceled).await,
+    }
+}
+
+enum Decision {
+    Wait,
+    Success {
+        server: ServerId,
+        others: Vec<ClientId>,
+    },
+    AllFailed {
+        server: ServerId,
+        best: (u16, Option<Vec<u8>>),
+        failure: Option<String>,
+        request: Box<Message>,
+        canceled: bool,
+    },
+}
+
+/// RFC 3261 16.7 step 6: a 6xx wins, else the lowest class; 503 goes
+/// upstream as 500.
+fn best_branch(branches: &[Branch]) -> (u16, Option<Vec<u8>>) {
+    let finals = branches
+        .iter()
+        .filter_map(|b| Some((b.status?, b.response.clone())));
+    let best = finals.min_by_key(|(status, _)| {
+        if *status >= 600 {
+            0
+        } else {
+            *status / 100 * 1000 + status % 100
+        }
+    });
+    match best {
+        Some((503, _)) => (500, None),
+        Some(best) => best,
+        None => (500, None),
+    }
+}
+
+/// Every branch failed: run the failure route, which may relay again
+/// (serial forking) or answer; otherwise send the best response up.
+async fn all_failed(
+    shared: &Arc<Shared>,
+    server: ServerId,
+    best: (u16, Option<Vec<u8>>),
+    failure: Option<String>,
+    request: Message,
+    canceled: bool,
+) {
+    let (status, bytes) = best;
+    if let Some(function) = failure {
+        let mut m = request.clone();
+        m.tm.status = Some(status);
+        m.tm.canceled = canceled;
+        m.tm.in_failure_route = true;
+        m.dst_uri = None;
+        match shared.pool.invoke(&function, Some(m)).await {
+            Ok(inv) if inv.outcome.is_ok() => {
+                if let Some(fm) = inv.message
+                    && handle_failure_events(shared, server, inv.events, fm).await
+                {
+                    return;
+                }
+            }
+            Ok(inv) => handler::log_failure(shared, &inv, Some(request.source)),
+            Err(failure) => tracing::error!(error = %failure, "failure route"),
+        }
+    }
+    let bytes = match bytes {
+        Some(b) => b,
+        None => match reply::build(&request, status, reason_phrase(status), &[]) {
+            Some(b) => b,
+            None => return,
+        },
+    };
+    send_upstream(shared, server, status, bytes).await;
+}
+
+/// Act on what a failure route did. True when it took care of the
+/// transaction (a new branch or a reply).
+async fn handle_failure_events(
+    shared: &Arc<Shared>,
+    server: ServerId,
+    events: Vec<Event>,
+    m: Message,
+) -> bool {
+    let mut callbacks = {
+        let st = shared.stateful.lock();
+        st.proxied
+            .get(&server)
+            .map(|p| p.callbacks.clone())
+            .unwrap_or_default()
+    };
+    let mut handled = false;
+    for event in events {
+        match event {
+            Event::Callback { kind, function } => callbacks.arm(&kind, function),
+            Event::Tm { function, .. } if function == "t_relay" => {
+                handled |= Stateful::relay(shared, server, m.clone(), &callbacks).await;
+            }
+            Event::Reply {
+                code,
+                reason,
+                headers,
+                ..
+            } => {
+                let code = u16::try_from(code).unwrap_or(500);
+                Stateful::reply(shared, server, &m, code, &reason, &headers).await;
+                handled = true;
+            }
+            _ => {}
+        }
+    }
+    handled
+}
+
+/// Send a response for `server` upstream (through its transaction, or
+/// statelessly by Via when the transaction is gone, e.g. a 2xx
+/// retransmission).
+async fn send_upstream(shared: &Arc<Shared>, server: ServerId, status: u16, bytes: Vec<u8>) {
+    let now = shared.stateful.now();
+    let result = {
+        let mut st = shared.stateful.lock();
+        if status >= 200
+            && let Some(p) = st.proxied.get_mut(&server)
+        {
+            p.final_sent = true;
+        }
+        st.table.send_response(server, status, bytes, now)
+    };
+    match result {
+        Ok(effects) => Stateful::run(shared, effects).await,
+        Err(e) => tracing::debug!(error = ?e, status, "response not sent through the transaction"),
+    }
+}
+
+/// The reason phrase for responses the proxy makes up.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        487 => "Request Terminated",
+        500 => "Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}

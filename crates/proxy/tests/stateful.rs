@@ -1,0 +1,173 @@
+//! The stateful proxy over real UDP sockets: retransmissions absorbed,
+//! timeouts answered 408, failure routes re-routing, CANCEL propagated,
+//! non-2xx ACKs generated hop by hop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Ua, request, respond};
+use kemibox_proxy::ProxyConfig;
+
+mod common;
+
+/// A proxy with RFC 3261 timers scaled down (T1 = 20 ms: Timer B 1.28 s).
+fn fast() -> ProxyConfig {
+    let mut config = ProxyConfig::default();
+    config.transactions.timers.t1 = Duration::from_millis(20);
+    config.transactions.timers.t2 = Duration::from_millis(160);
+    config.transactions.timers.t4 = Duration::from_millis(200);
+    config.transactions.timers.d_unreliable = Duration::from_millis(1280);
+    config
+}
+
+fn script(uas1: SocketAddr, uas2: SocketAddr) -> String {
+    format!(
+        r#"
+function ksr_request_route()
+    if KSR.siputils.has_totag() > 0 then
+        KSR.rr.loose_route()
+        KSR.tm.t_relay()
+        return
+    end
+    KSR.rr.record_route()
+    KSR.pv.sets("$du", "sip:{uas1}")
+    KSR.tm.t_on_failure("reroute")
+    KSR.tm.t_relay()
+end
+
+function reroute()
+    if KSR.isflagset(5) then return end
+    KSR.setflag(5)
+    KSR.info("rerouting\n")
+    KSR.pv.sets("$du", "sip:{uas2}")
+    KSR.tm.t_relay()
+end
+"#
+    )
+}
+
+async fn setup() -> (SocketAddr, Ua, Ua, Ua) {
+    let (uac, uas1, uas2) = (Ua::new().await, Ua::new().await, Ua::new().await);
+    let proxy =
+        common::start_with(&script(uas1.addr, uas2.addr), &["udp:127.0.0.1:0"], fast()).await[0].1;
+    (proxy, uac, uas1, uas2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retransmitted_invite_is_absorbed_and_answered_100() {
+    let (proxy, uac, uas1, _uas2) = setup().await;
+    let invite = request(
+        "INVITE",
+        "sip:bob@example.com",
+        uac.addr,
+        "r1",
+        "retrans",
+        1,
+    );
+    uac.send(&invite, proxy).await;
+    let (first, _) = uas1.expect("INVITE ").await;
+    uac.send(&invite, proxy).await;
+    uac.send(&invite, proxy).await;
+    uac.expect("SIP/2.0 100 ").await;
+    // The callee sees our own retransmission (Timer A) but none caused by the caller's.
+    let ringing = respond(&first, 180, "Ringing", "b1");
+    let (_, from) = uas1
+        .recv_within(0.0)
+        .await
+        .map_or((String::new(), proxy), |m| m);
+    uas1.send(&ringing, from).await;
+    uac.expect("SIP/2.0 180 ").await;
+    uac.send(&invite, proxy).await;
+    let (again, _) = uac.expect("SIP/2.0 180 ").await;
+    assert!(
+        again.contains("tag=b1"),
+        "the last provisional is re-sent: {again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_branches_time_out_with_408() {
+    let uac = Ua::new().await;
+    let silent = Ua::new().await;
+    let script = format!(
+        "function ksr_request_route()\n KSR.pv.sets('$du', 'sip:{}')\n KSR.tm.t_relay()\nend\n",
+        silent.addr
+    );
+    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
+    uac.send(
+        &request(
+            "INVITE",
+            "sip:bob@example.com",
+            uac.addr,
+            "t1",
+            "timeout",
+            1,
+        ),
+        proxy,
+    )
+    .await;
+    let (reply, _) = uac.expect("SIP/2.0 408 ").await;
+    assert!(reply.contains("Call-ID: timeout@test"), "{reply}");
+    // The callee got the INVITE and our retransmissions of it.
+    let mut count = 0;
+    while silent.recv_within(0.05).await.is_some() {
+        count += 1;
+    }
+    assert!(count >= 3, "Timer A retransmissions: {count}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_callee_is_acked_and_the_failure_route_reroutes() {
+    let (proxy, uac, uas1, uas2) = setup().await;
+    uac.send(
+        &request("INVITE", "sip:bob@example.com", uac.addr, "b1", "busy", 1),
+        proxy,
+    )
+    .await;
+    let (invite1, from) = uas1.expect("INVITE ").await;
+    uas1.send(&respond(&invite1, 486, "Busy Here", "u1"), from)
+        .await;
+    let (ack, _) = uas1.expect("ACK ").await;
+    assert!(ack.contains("CSeq: 1 ACK"), "{ack}");
+    let (invite2, from2) = uas2.expect("INVITE ").await;
+    assert!(invite2.contains("Call-ID: busy@test"));
+    uas2.send(&respond(&invite2, 200, "OK", "u2"), from2).await;
+    let (ok, _) = uac.expect("SIP/2.0 200 ").await;
+    assert!(ok.contains("tag=u2"), "{ok}");
+    assert_eq!(ok.matches("Via:").count(), 1, "{ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_ringing_gives_487_and_cancels_the_callee() {
+    let (proxy, uac, uas1, _uas2) = setup().await;
+    let invite = request("INVITE", "sip:bob@example.com", uac.addr, "c1", "cancel", 1);
+    uac.send(&invite, proxy).await;
+    let (inv, from) = uas1.expect("INVITE ").await;
+    uas1.send(&respond(&inv, 180, "Ringing", "u1"), from).await;
+    uac.expect("SIP/2.0 180 ").await;
+
+    let cancel = request("CANCEL", "sip:bob@example.com", uac.addr, "c1", "cancel", 1);
+    uac.send(&cancel, proxy).await;
+    let (cancel_ok, _) = uac.expect("SIP/2.0 200 ").await;
+    assert!(cancel_ok.contains("CSeq: 1 CANCEL"), "{cancel_ok}");
+
+    let (cancel_out, from) = uas1.expect("CANCEL ").await;
+    uas1.send(&respond(&cancel_out, 200, "OK", "u1"), from)
+        .await;
+    uas1.send(&respond(&inv, 487, "Request Terminated", "u1"), from)
+        .await;
+    uas1.expect("ACK ").await;
+
+    let (terminated, _) = uac.expect("SIP/2.0 487 ").await;
+    assert!(terminated.contains("CSeq: 1 INVITE"), "{terminated}");
+    // The caller's ACK for the 487 is absorbed by the server transaction.
+    let ack = request("ACK", "sip:bob@example.com", uac.addr, "c1", "cancel", 1).replace(
+        "To: <sip:bob@example.com>",
+        "To: <sip:bob@example.com>;tag=u1",
+    );
+    uac.send(&ack, proxy).await;
+    assert!(
+        uas1.recv_within(0.3).await.is_none(),
+        "the 487 ACK must not reach the callee"
+    );
+}
