@@ -9,7 +9,9 @@
 use mlua::{Lua, Result, Table, Value};
 
 use crate::args::{KemiResult, bad_argument, int_arg, str_arg};
-use crate::kemibox::ksr::{core, hdr, maxfwd, pv, rr, siputils, sl, tm, x};
+use crate::kemibox::ksr::{
+    core, corex, hdr, kx, maxfwd, pv, rr, sanity, siputils, sl, textops, tm, x,
+};
 
 macro_rules! arg_value {
     (str, $v:expr, $function:expr, $position:expr) => {
@@ -110,6 +112,19 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
     export!(lua, ksr, "KSR", "is_myself_furi", core::is_myself_furi() -> bool);
     export!(lua, ksr, "KSR", "is_myself_turi", core::is_myself_turi() -> bool);
     export!(lua, ksr, "KSR", "is_myself_srcip", core::is_myself_srcip() -> bool);
+    export!(lua, ksr, "KSR", "is_myself_suri", core::is_myself_suri() -> bool);
+    export!(lua, ksr, "KSR", "is_myself_duri", core::is_myself_duri() -> bool);
+    export!(lua, ksr, "KSR", "is_myself_nhuri", core::is_myself_nhuri() -> bool);
+    export!(lua, ksr, "KSR", "is_UDP", core::is_udp() -> bool);
+    export!(lua, ksr, "KSR", "is_TCP", core::is_tcp() -> bool);
+    export!(lua, ksr, "KSR", "is_TLS", core::is_tls() -> bool);
+    export!(lua, ksr, "KSR", "is_WS", core::is_ws() -> bool);
+    export!(lua, ksr, "KSR", "is_WSS", core::is_wss() -> bool);
+    export!(lua, ksr, "KSR", "is_WSX", core::is_wsx() -> bool);
+    export!(lua, ksr, "KSR", "is_SCTP", core::is_sctp() -> bool);
+    export!(lua, ksr, "KSR", "is_proto", core::is_proto(sproto: str) -> bool);
+    export!(lua, ksr, "KSR", "is_src_port", core::is_src_port(vport: int) -> bool);
+    export!(lua, ksr, "KSR", "is_dst_port", core::is_dst_port(vport: int) -> bool);
     export!(lua, ksr, "KSR", "setflag", core::setflag(flag: int) -> bool);
     export!(lua, ksr, "KSR", "resetflag", core::resetflag(flag: int) -> bool);
     export!(lua, ksr, "KSR", "isflagset", core::isflagset(flag: int) -> bool);
@@ -198,6 +213,14 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         let t = lua.create_table()?;
         export!(lua, t, "KSR.rr", "record_route", rr::record_route() -> int);
         export!(lua, t, "KSR.rr", "loose_route", rr::loose_route() -> int);
+        export!(lua, t, "KSR.rr", "record_route_params", rr::record_route_params(params: str) -> int);
+        export!(lua, t, "KSR.rr", "record_route_preset_one", rr::record_route_preset_one(addr: str) -> int);
+        export!(lua, t, "KSR.rr", "record_route_preset", rr::record_route_preset(addr1: str, addr2: str) -> int);
+        export!(lua, t, "KSR.rr", "record_route_advertised_address", rr::record_route_advertised_address(addr: str) -> int);
+        export!(lua, t, "KSR.rr", "remove_record_route", rr::remove_record_route() -> int);
+        export!(lua, t, "KSR.rr", "add_rr_param", rr::add_rr_param(sparam: str) -> int);
+        export!(lua, t, "KSR.rr", "check_route_param", rr::check_route_param(sre: str) -> int);
+        export!(lua, t, "KSR.rr", "is_direction", rr::is_direction(dir: str) -> int);
         ksr.raw_set("rr", t)?;
     }
     if grants("maxfwd") {
@@ -211,7 +234,126 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         export!(lua, t, "KSR.siputils", "is_request", siputils::is_request() -> int);
         export!(lua, t, "KSR.siputils", "is_reply", siputils::is_reply() -> int);
         export!(lua, t, "KSR.siputils", "is_first_hop", siputils::is_first_hop() -> int);
+        export!(lua, t, "KSR.siputils", "is_uri", siputils::is_uri(suri: str) -> int);
+        export!(lua, t, "KSR.siputils", "uri_param", siputils::uri_param(sparam: str) -> int);
+        export!(lua, t, "KSR.siputils", "uri_param_value", siputils::uri_param_value(sparam: str, svalue: str) -> int);
+        export!(lua, t, "KSR.siputils", "uri_param_any", siputils::uri_param_any(sparam: str) -> int);
+        export!(lua, t, "KSR.siputils", "uri_param_rm", siputils::uri_param_rm(sparam: str) -> int);
+        export!(lua, t, "KSR.siputils", "is_tel_number", siputils::is_tel_number(tval: str) -> int);
+        export!(lua, t, "KSR.siputils", "is_numeric", siputils::is_numeric(tval: str) -> int);
+        export!(lua, t, "KSR.siputils", "is_alphanum", siputils::is_alphanum(tval: str) -> int);
+        export!(lua, t, "KSR.siputils", "is_alphanumex", siputils::is_alphanumex(tval: str, eset: str) -> int);
+        export!(lua, t, "KSR.siputils", "options_reply", siputils::options_reply() -> int);
+        export!(lua, t, "KSR.siputils", "cmp_uri", siputils::cmp_uri(uri1: str, uri2: str) -> int);
+        export!(lua, t, "KSR.siputils", "cmp_aor", siputils::cmp_aor(uri1: str, uri2: str) -> int);
+        export!(lua, t, "KSR.siputils", "cmp_hdr_name", siputils::cmp_hdr_name(shname1: str, shname2: str) -> int);
+        export!(lua, t, "KSR.siputils", "is_gruu", siputils::is_gruu() -> int);
         ksr.raw_set("siputils", t)?;
+    }
+    if grants("sanity") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.sanity", "sanity_check", sanity::sanity_check(mflags: int, uflags: int) -> int);
+        export!(lua, t, "KSR.sanity", "sanity_check_defaults", sanity::sanity_check_defaults() -> int);
+        export!(lua, t, "KSR.sanity", "sanity_reply", sanity::sanity_reply() -> int);
+        ksr.raw_set("sanity", t)?;
+    }
+    if grants("kx") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.kx", "get_ruri", kx::get_ruri() -> xval);
+        export!(lua, t, "KSR.kx", "get_ouri", kx::get_ouri() -> xval);
+        export!(lua, t, "KSR.kx", "get_ruser", kx::get_ruser() -> xval);
+        export!(lua, t, "KSR.kx", "gete_ruser", kx::gete_ruser() -> xval);
+        export!(lua, t, "KSR.kx", "getw_ruser", kx::getw_ruser() -> xval);
+        export!(lua, t, "KSR.kx", "get_rhost", kx::get_rhost() -> xval);
+        export!(lua, t, "KSR.kx", "gete_rhost", kx::gete_rhost() -> xval);
+        export!(lua, t, "KSR.kx", "getw_rhost", kx::getw_rhost() -> xval);
+        export!(lua, t, "KSR.kx", "get_furi", kx::get_furi() -> xval);
+        export!(lua, t, "KSR.kx", "get_fuser", kx::get_fuser() -> xval);
+        export!(lua, t, "KSR.kx", "gete_fuser", kx::gete_fuser() -> xval);
+        export!(lua, t, "KSR.kx", "getw_fuser", kx::getw_fuser() -> xval);
+        export!(lua, t, "KSR.kx", "get_fhost", kx::get_fhost() -> xval);
+        export!(lua, t, "KSR.kx", "gete_fhost", kx::gete_fhost() -> xval);
+        export!(lua, t, "KSR.kx", "getw_fhost", kx::getw_fhost() -> xval);
+        export!(lua, t, "KSR.kx", "get_turi", kx::get_turi() -> xval);
+        export!(lua, t, "KSR.kx", "get_tuser", kx::get_tuser() -> xval);
+        export!(lua, t, "KSR.kx", "gete_tuser", kx::gete_tuser() -> xval);
+        export!(lua, t, "KSR.kx", "getw_tuser", kx::getw_tuser() -> xval);
+        export!(lua, t, "KSR.kx", "get_thost", kx::get_thost() -> xval);
+        export!(lua, t, "KSR.kx", "gete_thost", kx::gete_thost() -> xval);
+        export!(lua, t, "KSR.kx", "getw_thost", kx::getw_thost() -> xval);
+        export!(lua, t, "KSR.kx", "get_duri", kx::get_duri() -> xval);
+        export!(lua, t, "KSR.kx", "gete_duri", kx::gete_duri() -> xval);
+        export!(lua, t, "KSR.kx", "getw_duri", kx::getw_duri() -> xval);
+        export!(lua, t, "KSR.kx", "get_cturi", kx::get_cturi() -> xval);
+        export!(lua, t, "KSR.kx", "gete_cturi", kx::gete_cturi() -> xval);
+        export!(lua, t, "KSR.kx", "getw_cturi", kx::getw_cturi() -> xval);
+        export!(lua, t, "KSR.kx", "get_nhuri", kx::get_nhuri() -> xval);
+        export!(lua, t, "KSR.kx", "get_srcuri", kx::get_srcuri() -> xval);
+        export!(lua, t, "KSR.kx", "get_ua", kx::get_ua() -> xval);
+        export!(lua, t, "KSR.kx", "gete_ua", kx::gete_ua() -> xval);
+        export!(lua, t, "KSR.kx", "getw_ua", kx::getw_ua() -> xval);
+        export!(lua, t, "KSR.kx", "get_srcip", kx::get_srcip() -> xval);
+        export!(lua, t, "KSR.kx", "get_srcport", kx::get_srcport() -> xval);
+        export!(lua, t, "KSR.kx", "get_send_sock", kx::get_send_sock() -> xval);
+        export!(lua, t, "KSR.kx", "get_send_sock_port", kx::get_send_sock_port() -> int);
+        export!(lua, t, "KSR.kx", "get_rcvip", kx::get_rcvip() -> xval);
+        export!(lua, t, "KSR.kx", "get_rcvport", kx::get_rcvport() -> xval);
+        export!(lua, t, "KSR.kx", "get_rcvadvip", kx::get_rcvadvip() -> xval);
+        export!(lua, t, "KSR.kx", "get_rcvadvport", kx::get_rcvadvport() -> xval);
+        export!(lua, t, "KSR.kx", "get_proto", kx::get_proto() -> xval);
+        export!(lua, t, "KSR.kx", "get_protoid", kx::get_protoid() -> int);
+        export!(lua, t, "KSR.kx", "get_au", kx::get_au() -> xval);
+        export!(lua, t, "KSR.kx", "gete_au", kx::gete_au() -> xval);
+        export!(lua, t, "KSR.kx", "getw_au", kx::getw_au() -> xval);
+        export!(lua, t, "KSR.kx", "get_method", kx::get_method() -> xval);
+        export!(lua, t, "KSR.kx", "get_status", kx::get_status() -> int);
+        export!(lua, t, "KSR.kx", "gets_status", kx::gets_status() -> xval);
+        export!(lua, t, "KSR.kx", "get_body", kx::get_body() -> xval);
+        export!(lua, t, "KSR.kx", "gete_body", kx::gete_body() -> xval);
+        export!(lua, t, "KSR.kx", "getw_body", kx::getw_body() -> xval);
+        export!(lua, t, "KSR.kx", "get_bodylen", kx::get_bodylen() -> int);
+        export!(lua, t, "KSR.kx", "get_timestamp", kx::get_timestamp() -> int);
+        export!(lua, t, "KSR.kx", "get_callid", kx::get_callid() -> xval);
+        export!(lua, t, "KSR.kx", "get_msgbuf", kx::get_msgbuf() -> xval);
+        export!(lua, t, "KSR.kx", "get_msglen", kx::get_msglen() -> int);
+        export!(lua, t, "KSR.kx", "get_msgtype", kx::get_msgtype() -> int);
+        export!(lua, t, "KSR.kx", "get_def", kx::get_def(dname: str) -> xval);
+        export!(lua, t, "KSR.kx", "get_defn", kx::get_defn(dname: str) -> int);
+        export!(lua, t, "KSR.kx", "ifdef", kx::ifdef(dname: str) -> bool);
+        export!(lua, t, "KSR.kx", "ifndef", kx::ifndef(dname: str) -> bool);
+        export!(lua, t, "KSR.kx", "get_env", kx::get_env(envname: str) -> xval);
+        export!(lua, t, "KSR.kx", "get_envn", kx::get_envn(envname: str) -> int);
+        ksr.raw_set("kx", t)?;
+    }
+    if grants("corex") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.corex", "has_ruri_user", corex::has_ruri_user() -> int);
+        export!(lua, t, "KSR.corex", "has_user_agent", corex::has_user_agent() -> int);
+        export!(lua, t, "KSR.corex", "setxflag", corex::setxflag(fval: int) -> int);
+        export!(lua, t, "KSR.corex", "resetxflag", corex::resetxflag(fval: int) -> int);
+        export!(lua, t, "KSR.corex", "isxflagset", corex::isxflagset(fval: int) -> int);
+        export!(lua, t, "KSR.corex", "set_send_socket", corex::set_send_socket(ssock: str) -> int);
+        ksr.raw_set("corex", t)?;
+    }
+    if grants("textops") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.textops", "search", textops::search(sre: str) -> int);
+        export!(lua, t, "KSR.textops", "search_body", textops::search_body(sre: str) -> int);
+        export!(lua, t, "KSR.textops", "search_hf", textops::search_hf(hname: str, sre: str, flags: str) -> int);
+        export!(lua, t, "KSR.textops", "is_present_hf", textops::is_present_hf(hname: str) -> int);
+        export!(lua, t, "KSR.textops", "is_present_hf_re", textops::is_present_hf_re(ematch: str) -> int);
+        export!(lua, t, "KSR.textops", "remove_hf_re", textops::remove_hf_re(ematch: str) -> int);
+        export!(lua, t, "KSR.textops", "remove_hf_exp", textops::remove_hf_exp(ematch: str, eskip: str) -> int);
+        export!(lua, t, "KSR.textops", "set_body", textops::set_body(nb: str, nc: str) -> int);
+        export!(lua, t, "KSR.textops", "has_body", textops::has_body() -> int);
+        export!(lua, t, "KSR.textops", "has_body_type", textops::has_body_type(ctype: str) -> int);
+        export!(lua, t, "KSR.textops", "is_privacy", textops::is_privacy(privacy: str) -> int);
+        export!(lua, t, "KSR.textops", "in_list", textops::in_list(subject: str, list: str, vsep: str) -> int);
+        export!(lua, t, "KSR.textops", "in_list_prefix", textops::in_list_prefix(subject: str, list: str, vsep: str) -> int);
+        export!(lua, t, "KSR.textops", "cmp_str", textops::cmp_str(s1: str, s2: str) -> int);
+        export!(lua, t, "KSR.textops", "cmp_istr", textops::cmp_istr(s1: str, s2: str) -> int);
+        export!(lua, t, "KSR.textops", "starts_with", textops::starts_with(s1: str, s2: str) -> int);
+        ksr.raw_set("textops", t)?;
     }
     Ok(ksr)
 }

@@ -179,6 +179,48 @@ pub struct Message {
     pub forward_close: bool,
     /// What the transaction layer knows (see [`TmInfo`]).
     pub tm: TmInfo,
+    /// Extended flags 0..63 (`KSR.corex.setxflag`).
+    pub xflags: u64,
+    /// The local socket the proxy should send this message from
+    /// (`KSR.corex.set_send_socket`): one of `Myself::addresses`, with the
+    /// transport asked for. `None`: the proxy's usual choice.
+    pub send_socket: Option<(Transport, SocketAddr)>,
+    /// Record-Route state of `KSR.rr` for this message.
+    pub rr: RecordRouteState,
+}
+
+/// What `KSR.rr` did to a message: the Record-Route it added (Kamailio's
+/// "RR added" flag: a second attempt fails), parameters buffered by
+/// `add_rr_param` before it, and the Route entry of this proxy that
+/// `loose_route` consumed (for `check_route_param` and `is_direction`).
+#[derive(Debug, Clone, Default)]
+pub struct RecordRouteState {
+    /// A Record-Route was added (`record_route*`); later attempts fail.
+    pub added: bool,
+    /// Parameters from `add_rr_param` (`;name=value...`), waiting for a
+    /// `record_route` or already in the Record-Route added.
+    pub params: String,
+    /// How to redo the Record-Route(s) added, for `add_rr_param` after
+    /// `record_route` and for `remove_record_route`.
+    pub inserted: Option<InsertedRecordRoute>,
+    /// The URI of this proxy's Route entry `loose_route` removed.
+    pub routed: Option<String>,
+}
+
+/// Record-Route header values a `record_route*` function inserted, with the
+/// edits as they were just before and just after, so the insertion can be
+/// redone (new parameters) or undone while nothing else changed since.
+#[derive(Debug, Clone)]
+pub struct InsertedRecordRoute {
+    /// The edits before the insertion.
+    pub before: Edits,
+    /// The edits right after the last insertion (to detect later changes).
+    pub after: Edits,
+    /// The URIs inserted, without the `add_rr_param` parameters.
+    pub uris: Vec<String>,
+    /// Whether `add_rr_param` parameters go into these (not for the preset
+    /// functions, as in Kamailio).
+    pub takes_params: bool,
 }
 
 impl Message {
@@ -207,6 +249,9 @@ impl Message {
             forward_no_connect: false,
             forward_close: false,
             tm: TmInfo::default(),
+            xflags: 0,
+            send_socket: None,
+            rr: RecordRouteState::default(),
         }
     }
 

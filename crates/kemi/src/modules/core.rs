@@ -4,7 +4,7 @@
 use kemibox_sip::Uri;
 
 use crate::bindings::kemibox::ksr::core::Host;
-use crate::{Ctx, Event, Level, Message};
+use crate::{Ctx, Event, Level, Message, Transport};
 
 /// Number of flag bits (message, branch and script flags).
 const FLAG_BITS: i32 = 32;
@@ -87,6 +87,12 @@ impl Ctx {
             return false;
         };
         apply_flag(&mut self.sflags, bit, set)
+    }
+
+    fn transport_is(&self, transport: Transport) -> bool {
+        self.message
+            .as_ref()
+            .is_some_and(|m| m.transport == transport)
     }
 
     fn uri_is_myself(&self, uri: &str) -> bool {
@@ -270,6 +276,62 @@ impl Host for Ctx {
         self.message
             .as_ref()
             .is_some_and(|m| self.myself.has_ip(m.source.ip()))
+    }
+    async fn is_myself_suri(&mut self) -> bool {
+        self.message.as_ref().is_some_and(|m| {
+            self.myself
+                .matches(&m.source.ip().to_string(), Some(m.source.port()))
+        })
+    }
+    async fn is_myself_duri(&mut self) -> bool {
+        let duri = self.message.as_ref().and_then(|m| m.dst_uri.clone());
+        duri.is_some_and(|u| self.uri_is_myself(&u))
+    }
+    async fn is_myself_nhuri(&mut self) -> bool {
+        let next_hop = self
+            .message
+            .as_ref()
+            .and_then(|m| m.dst_uri.clone().or_else(|| m.ruri()));
+        next_hop.is_some_and(|u| self.uri_is_myself(&u))
+    }
+    async fn is_udp(&mut self) -> bool {
+        self.transport_is(Transport::Udp)
+    }
+    async fn is_tcp(&mut self) -> bool {
+        self.transport_is(Transport::Tcp)
+    }
+    async fn is_tls(&mut self) -> bool {
+        false
+    }
+    async fn is_ws(&mut self) -> bool {
+        false
+    }
+    async fn is_wss(&mut self) -> bool {
+        false
+    }
+    async fn is_wsx(&mut self) -> bool {
+        false
+    }
+    async fn is_sctp(&mut self) -> bool {
+        false
+    }
+    async fn is_proto(&mut self, sproto: String) -> bool {
+        sproto.chars().any(|c| match c.to_ascii_lowercase() {
+            'u' => self.transport_is(Transport::Udp),
+            't' => self.transport_is(Transport::Tcp),
+            // e TLS, s SCTP, v WS, w WSS: not transports of kemibox.
+            _ => false,
+        })
+    }
+    async fn is_src_port(&mut self, vport: i32) -> bool {
+        self.message
+            .as_ref()
+            .is_some_and(|m| i32::from(m.source.port()) == vport)
+    }
+    async fn is_dst_port(&mut self, vport: i32) -> bool {
+        self.message
+            .as_ref()
+            .is_some_and(|m| i32::from(m.local.port()) == vport)
     }
 
     async fn setflag(&mut self, flag: i32) -> bool {

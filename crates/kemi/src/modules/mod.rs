@@ -4,12 +4,16 @@
 //! and (for a new module) one entry in [`MODULES`] and [`add_to_linker`].
 
 mod core;
+mod corex;
 mod hdr;
+mod kx;
 mod maxfwd;
 mod pv;
 mod rr;
+mod sanity;
 mod siputils;
 mod sl;
+mod textops;
 mod tm;
 mod types;
 mod x;
@@ -21,7 +25,8 @@ use crate::bindings::kemibox::ksr;
 
 /// Modules a tenant can be granted. `core` and `x` are always linked.
 pub const MODULES: &[&str] = &[
-    "core", "x", "pv", "hdr", "sl", "tm", "rr", "maxfwd", "siputils",
+    "core", "x", "pv", "hdr", "sl", "tm", "rr", "maxfwd", "siputils", "sanity", "kx", "corex",
+    "textops",
 ];
 
 /// Link the host side of every KSR module in `granted` into `linker`.
@@ -57,6 +62,18 @@ pub fn add_to_linker<T: Send + 'static>(
     }
     if has("siputils") {
         ksr::siputils::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("sanity") {
+        ksr::sanity::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("kx") {
+        ksr::kx::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("corex") {
+        ksr::corex::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("textops") {
+        ksr::textops::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
     }
     Ok(())
 }

@@ -50,6 +50,22 @@ fn digest_param(header: &str, name: &str) -> Option<String> {
     })
 }
 
+/// The SIP version of the start line as received (`SIP/2.0`).
+fn sip_version(sip: &kemibox_sip::SipMessage) -> String {
+    let raw = sip.raw();
+    let end = raw
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(raw.len());
+    let line = String::from_utf8_lossy(&raw[..end]);
+    let version = if sip.is_request() {
+        line.rsplit(' ').next()
+    } else {
+        line.split(' ').next()
+    };
+    version.unwrap_or_default().to_string()
+}
+
 fn uri_part(uri: Option<String>, part: fn(&Uri) -> Option<PvValue>) -> Option<PvValue> {
     uri.and_then(|u| Uri::parse(&u).ok().as_ref().and_then(part))
 }
@@ -65,6 +81,20 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
         "rp" => uri_part(m.ruri(), |u| int(u.port.unwrap_or(5060))),
         "rz" => uri_part(m.ruri(), |u| text(u.scheme)),
         "du" => m.dst_uri.clone().and_then(text),
+        "dd" => uri_part(m.dst_uri.clone(), |u| {
+            Some(u.host).filter(|h| !h.is_empty()).and_then(text)
+        }),
+        "dp" => uri_part(m.dst_uri.clone(), |u| {
+            let tls = u.scheme.eq_ignore_ascii_case("sips")
+                || u.param("transport")
+                    .flatten()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+            int(u.port.unwrap_or(if tls { 5061 } else { 5060 }))
+        }),
+        "dP" => uri_part(m.dst_uri.clone(), |u| {
+            text(u.param("transport").flatten().unwrap_or("udp"))
+        }),
+        "rv" => text(sip_version(sip)),
         "fu" => from().map(|f| f.uri.to_string()).and_then(text),
         "fU" => from().and_then(|f| uri_part(Some(f.uri.to_string()), |u| u.user.and_then(text))),
         "fd" => from().and_then(|f| uri_part(Some(f.uri.to_string()), |u| text(u.host))),
@@ -148,7 +178,7 @@ impl Ctx {
                 .message
                 .as_ref()
                 .and_then(|m| int(m.sip.header_count(h)))),
-            PvName::Plain("ts") => Ok(int(SystemTime::now()
+            PvName::Plain("ts" | "Ts") => Ok(int(SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0))),

@@ -1,8 +1,9 @@
 //! `KSR.siputils`: tests on the SIP message.
 
+use std::cmp::Ordering;
 use std::net::IpAddr;
 
-use kemibox_sip::Uri;
+use kemibox_sip::{Params, Uri};
 
 use crate::bindings::kemibox::ksr::siputils::Host;
 use crate::{Ctx, Message, Myself};
@@ -34,6 +35,143 @@ fn first_hop(m: &Message, myself: &Myself) -> bool {
     myself.matches(uri.host, uri.port) && !from_itself
 }
 
+/// Schemes Kamailio's URI parser accepts: sip, sips, tel, tels.
+fn kamailio_uri(text: &str) -> Option<Uri<'_>> {
+    Uri::parse(text).ok().filter(|u| {
+        ["sip", "sips", "tel", "tels"]
+            .iter()
+            .any(|s| u.scheme.eq_ignore_ascii_case(s))
+    })
+}
+
+/// The port as written (`""` when absent), as Kamailio compares it.
+fn port_text(uri: &Uri) -> String {
+    uri.port.map(|p| p.to_string()).unwrap_or_default()
+}
+
+/// Kamailio's `cmp_uri` (RFC 3261 19.1.4 as far as Kamailio goes).
+fn same_uri(a: &Uri, b: &Uri) -> bool {
+    if !a.scheme.eq_ignore_ascii_case(b.scheme)
+        || a.user != b.user
+        || a.password != b.password
+        || port_text(a) != port_text(b)
+        || !a.host.eq_ignore_ascii_case(b.host)
+    {
+        return false;
+    }
+    // Parameters that must match when only one URI has parameters.
+    let special = |p: &Params| {
+        ["user", "ttl", "method", "maddr"]
+            .iter()
+            .any(|n| p.contains(n))
+    };
+    if a.params.is_empty() && b.params.is_empty() {
+        return true;
+    }
+    if (a.params.is_empty() && special(&b.params)) || (b.params.is_empty() && special(&a.params)) {
+        return false;
+    }
+    a.params.iter().all(|pa| {
+        b.params
+            .iter()
+            .filter(|pb| pb.name.eq_ignore_ascii_case(pa.name))
+            .all(|pb| {
+                pa.value
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case(pb.value.unwrap_or(""))
+            })
+    })
+}
+
+/// Kamailio's `cmp_aor`: user, host and port (missing means 5060).
+fn same_aor(a: &Uri, b: &Uri) -> bool {
+    a.user == b.user
+        && a.host.eq_ignore_ascii_case(b.host)
+        && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
+}
+
+/// 1 equal, -1 different, -2 a value is not a URI (Kamailio's codes).
+fn compare_uris(a: &str, b: &str, same: fn(&Uri, &Uri) -> bool) -> i32 {
+    match (kamailio_uri(a), kamailio_uri(b)) {
+        (Some(a), Some(b)) => kemi(same(&a, &b)),
+        _ => -2,
+    }
+}
+
+/// `uri` without its first parameter named `name` (case-insensitive);
+/// `None` when it has no such parameter.
+fn without_param(uri: &Uri, name: &str) -> Option<String> {
+    let position = uri
+        .params
+        .iter()
+        .position(|p| p.name.eq_ignore_ascii_case(name))?;
+    let mut base = uri.clone();
+    base.params = Params::default();
+    base.headers = Params::default();
+    let mut text = base.to_string();
+    for (i, p) in uri.params.iter().enumerate() {
+        if i == position {
+            continue;
+        }
+        text.push(';');
+        text.push_str(p.name);
+        if let Some(v) = p.value {
+            text.push('=');
+            text.push_str(v);
+        }
+    }
+    for (i, h) in uri.headers.iter().enumerate() {
+        text.push(if i == 0 { '?' } else { '&' });
+        text.push_str(h.name);
+        if let Some(v) = h.value {
+            text.push('=');
+            text.push_str(v);
+        }
+    }
+    Some(text)
+}
+
+/// Kamailio's `is_alphanumex` check: -2 empty, -3 a character outside
+/// letters, digits and `extra`, 1 otherwise.
+fn alphanumeric(text: &str, extra: &str) -> i32 {
+    if text.is_empty() {
+        return -2;
+    }
+    let ok = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+    if ok { 1 } else { -3 }
+}
+
+/// Headers of Kamailio's `options_reply` with the siputils defaults
+/// (`options_accept`, `options_accept_encoding`, `options_accept_language`,
+/// `options_support`).
+const OPTIONS_HEADERS: [&str; 4] = [
+    "Accept: */*",
+    "Accept-Encoding: ",
+    "Accept-Language: en",
+    "Supported: ",
+];
+
+impl Ctx {
+    /// The current R-URI, parsed by `read`; `None` (logged) when it does
+    /// not parse.
+    fn with_ruri<T>(&mut self, function: &str, read: impl FnOnce(&Uri) -> T) -> Option<T> {
+        let ruri = self
+            .message
+            .as_ref()
+            .filter(|m| m.sip.is_request())
+            .and_then(Message::ruri)?;
+        match Uri::parse(&ruri) {
+            Ok(uri) => Some(read(&uri)),
+            Err(e) => {
+                self.script_error(function, format!("cannot parse R-URI {ruri:?}: {e}"));
+                None
+            }
+        }
+    }
+}
+
 impl Host for Ctx {
     async fn has_totag(&mut self) -> i32 {
         kemi(
@@ -54,5 +192,135 @@ impl Host for Ctx {
                 .as_ref()
                 .is_some_and(|m| first_hop(m, &self.myself)),
         )
+    }
+    async fn is_uri(&mut self, suri: String) -> i32 {
+        kemi(kamailio_uri(&suri).is_some())
+    }
+
+    async fn uri_param(&mut self, sparam: String) -> i32 {
+        let found = self.with_ruri("KSR.siputils.uri_param", |u| {
+            u.params
+                .iter()
+                .find(|p| p.name == sparam)
+                .is_some_and(|p| p.value.is_none_or(str::is_empty))
+        });
+        kemi(found == Some(true))
+    }
+
+    async fn uri_param_value(&mut self, sparam: String, svalue: String) -> i32 {
+        let found = self.with_ruri("KSR.siputils.uri_param_value", |u| {
+            u.params
+                .iter()
+                .find(|p| p.name == sparam)
+                .is_some_and(|p| p.value.unwrap_or("") == svalue)
+        });
+        kemi(found == Some(true))
+    }
+
+    async fn uri_param_any(&mut self, sparam: String) -> i32 {
+        let found = self.with_ruri("KSR.siputils.uri_param_any", |u| {
+            u.params
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case(&sparam))
+        });
+        kemi(found == Some(true))
+    }
+
+    async fn uri_param_rm(&mut self, sparam: String) -> i32 {
+        const FUNCTION: &str = "KSR.siputils.uri_param_rm";
+        match self.with_ruri(FUNCTION, |u| without_param(u, &sparam)) {
+            None => -1,
+            Some(None) => 1,
+            Some(Some(uri)) => kemi(self.set_ruri(FUNCTION, uri)),
+        }
+    }
+
+    async fn is_tel_number(&mut self, tval: String) -> i32 {
+        let digits = match tval.strip_prefix('+') {
+            Some(rest) if rest.starts_with(|c: char| ('1'..='9').contains(&c)) => rest,
+            Some(_) => return -2,
+            None => tval.as_str(),
+        };
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            1
+        } else {
+            -2
+        }
+    }
+
+    async fn is_numeric(&mut self, tval: String) -> i32 {
+        if !tval.is_empty() && tval.bytes().all(|b| b.is_ascii_digit()) {
+            1
+        } else {
+            -2
+        }
+    }
+
+    async fn is_alphanum(&mut self, tval: String) -> i32 {
+        alphanumeric(&tval, "")
+    }
+
+    async fn is_alphanumex(&mut self, tval: String, eset: String) -> i32 {
+        alphanumeric(&tval, &eset)
+    }
+
+    async fn options_reply(&mut self) -> i32 {
+        const FUNCTION: &str = "KSR.siputils.options_reply";
+        let is_options = self
+            .message
+            .as_ref()
+            .is_some_and(|m| m.sip.is_request() && m.sip.method_str() == "OPTIONS");
+        if !is_options {
+            self.script_error(FUNCTION, "called for a non-OPTIONS request");
+            return -1;
+        }
+        match self.with_ruri(FUNCTION, |u| u.user.is_some_and(|s| !s.is_empty())) {
+            None => return -1,
+            Some(true) => {
+                self.script_error(FUNCTION, "the R-URI contains a user");
+                return -1;
+            }
+            Some(false) => {}
+        }
+        if let Some(m) = self.message.as_mut() {
+            m.reply_headers
+                .extend(OPTIONS_HEADERS.iter().map(|h| h.to_string()));
+        }
+        if self.reply(FUNCTION, 200, "OK".into(), false) < 0 {
+            return -1;
+        }
+        // Kamailio returns 0 once the reply is sent.
+        0
+    }
+
+    async fn cmp_uri(&mut self, uri1: String, uri2: String) -> i32 {
+        compare_uris(&uri1, &uri2, same_uri)
+    }
+
+    async fn cmp_aor(&mut self, uri1: String, uri2: String) -> i32 {
+        compare_uris(&uri1, &uri2, same_aor)
+    }
+
+    async fn cmp_hdr_name(&mut self, shname1: String, shname2: String) -> i32 {
+        let order = shname1
+            .to_ascii_lowercase()
+            .as_bytes()
+            .cmp(shname2.to_ascii_lowercase().as_bytes());
+        match order {
+            Ordering::Equal => 1,
+            Ordering::Greater => -1,
+            Ordering::Less => -2,
+        }
+    }
+
+    async fn is_gruu(&mut self) -> i32 {
+        let gr = self.with_ruri("KSR.siputils.is_gruu", |u| {
+            u.param("gr").map(|v| v.is_some_and(|v| !v.is_empty()))
+        });
+        match gr.flatten() {
+            Some(true) => 1,
+            Some(false) => 2,
+            None => -1,
+        }
     }
 }

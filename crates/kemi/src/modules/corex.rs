@@ -1,0 +1,167 @@
+//! `KSR.corex`: Kamailio's corex functions that apply to kemibox: extended
+//! flags, the send socket, R-URI user and User-Agent tests.
+
+use std::net::{IpAddr, SocketAddr};
+
+use kemibox_sip::Uri;
+
+use crate::bindings::kemibox::ksr::corex::Host;
+use crate::{Ctx, Level, Message, Transport};
+
+/// Highest extended flag (Kamailio's `KSR_MAX_XFLAG`).
+const MAX_XFLAG: i32 = 63;
+
+/// A socket specification `[proto:]host[:port]` (Kamailio's
+/// `parse_phostport`): the protocol name if given, the host (brackets
+/// removed) and the port (`None`: any).
+fn parse_socket(spec: &str) -> Option<(Option<String>, String, Option<u16>)> {
+    let (proto, rest) = match spec.split_once(':') {
+        Some((p, rest))
+            if ["udp", "tcp", "tls", "sctp", "ws", "wss"]
+                .iter()
+                .any(|k| p.eq_ignore_ascii_case(k)) =>
+        {
+            (Some(p.to_ascii_lowercase()), rest)
+        }
+        _ => (None, spec),
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (host, port)
+    } else if rest.matches(':').count() > 1 {
+        // A bare IPv6 address.
+        (rest, None)
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p != 0)?),
+        None => None,
+    };
+    Some((proto, host.to_string(), port))
+}
+
+impl Ctx {
+    fn xflag(&mut self, function: &str, fval: i32, set: Option<bool>) -> i32 {
+        if !(0..=MAX_XFLAG).contains(&fval) {
+            self.script_error(function, format!("flag {fval} out of range 0..{MAX_XFLAG}"));
+            return -1;
+        }
+        let bit = 1u64 << fval;
+        let Some(m) = self.message.as_mut() else {
+            return -1;
+        };
+        match set {
+            Some(true) => m.xflags |= bit,
+            Some(false) => m.xflags &= !bit,
+            None => return if m.xflags & bit != 0 { 1 } else { -1 },
+        }
+        1
+    }
+}
+
+impl Host for Ctx {
+    async fn has_ruri_user(&mut self) -> i32 {
+        let user = self
+            .message
+            .as_ref()
+            .filter(|m| m.sip.is_request())
+            .and_then(Message::ruri)
+            .is_some_and(|u| Uri::parse(&u).is_ok_and(|u| u.user.is_some_and(|s| !s.is_empty())));
+        if user { 1 } else { -1 }
+    }
+    async fn has_user_agent(&mut self) -> i32 {
+        let present = self
+            .message
+            .as_ref()
+            .and_then(|m| m.sip.user_agent())
+            .is_some_and(|ua| !ua.is_empty());
+        if present { 1 } else { -1 }
+    }
+    async fn setxflag(&mut self, fval: i32) -> i32 {
+        self.xflag("KSR.corex.setxflag", fval, Some(true))
+    }
+    async fn resetxflag(&mut self, fval: i32) -> i32 {
+        self.xflag("KSR.corex.resetxflag", fval, Some(false))
+    }
+    async fn isxflagset(&mut self, fval: i32) -> i32 {
+        self.xflag("KSR.corex.isxflagset", fval, None)
+    }
+    async fn set_send_socket(&mut self, ssock: String) -> i32 {
+        const FUNCTION: &str = "KSR.corex.set_send_socket";
+        if self.message.is_none() {
+            return -1;
+        }
+        if ssock.is_empty() {
+            if let Some(m) = self.message.as_mut() {
+                m.send_socket = None;
+            }
+            return 1;
+        }
+        let Some((proto, host, port)) = parse_socket(&ssock) else {
+            self.script_error(FUNCTION, format!("invalid socket {ssock:?}"));
+            return -1;
+        };
+        let transport = match proto.as_deref() {
+            Some("udp") => Some(Transport::Udp),
+            Some("tcp") => Some(Transport::Tcp),
+            Some(_) => None,
+            None => self.message.as_ref().map(|m| m.transport),
+        };
+        let found: Option<SocketAddr> = match (transport, host.parse::<IpAddr>()) {
+            (Some(_), Ok(ip)) => self
+                .myself
+                .addresses
+                .iter()
+                .find(|a| a.ip() == ip && port.is_none_or(|p| p == a.port()))
+                .copied(),
+            _ => None,
+        };
+        match (transport, found) {
+            (Some(t), Some(addr)) => {
+                if let Some(m) = self.message.as_mut() {
+                    m.send_socket = Some((t, addr));
+                }
+            }
+            // As Kamailio: a warning, and the proxy keeps its choice.
+            _ => self.log(
+                Level::Warn,
+                &format!("{FUNCTION}: no socket found to match {ssock:?}"),
+            ),
+        }
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_socket;
+
+    #[test]
+    fn socket_specifications() {
+        let p = |s: &str| parse_socket(s);
+        assert_eq!(
+            p("udp:127.0.0.1:5060"),
+            Some((Some("udp".into()), "127.0.0.1".into(), Some(5060)))
+        );
+        assert_eq!(p("127.0.0.1"), Some((None, "127.0.0.1".into(), None)));
+        assert_eq!(
+            p("TCP:[::1]:5080"),
+            Some((Some("tcp".into()), "::1".into(), Some(5080)))
+        );
+        assert_eq!(p("::1"), Some((None, "::1".into(), None)));
+        assert_eq!(p("udp:1.2.3.4:x"), None);
+        assert_eq!(p("udp:"), None);
+        assert_eq!(p("[::1"), None);
+    }
+}
