@@ -4,6 +4,7 @@
 # Installs what the machine lacks and nothing else, idempotently:
 #   - the wasm32-wasip2 Rust target (the Lua guest is built for it);
 #   - python3-venv (Debian's python3 needs it to create a venv);
+#   - SIPp, which the end-to-end tests drive calls with;
 #   - zig 0.17 (the ziglang Python package) in build/zig-venv: its clang 22
 #     compiles Lua with the wasm exception-handling the guest needs
 #     (Debian's clang-19 cannot; see docs/architecture.md).
@@ -32,6 +33,14 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     as_root apt-get install -y python3-venv
 else
     echo "already available"
+fi
+
+step "SIPp (sip-tester), for the end-to-end tests"
+if ! command -v sipp >/dev/null 2>&1; then
+    as_root apt-get update
+    as_root apt-get install -y sip-tester
+else
+    echo "already installed"
 fi
 
 step "zig $zig_version (ziglang) in build/zig-venv"
