@@ -43,6 +43,12 @@ pub struct Timers {
     /// transaction keeps absorbing final response retransmissions (the RFC
     /// asks for "> 32 s"; default 32 s).
     pub d_unreliable: Duration,
+    /// Timer J over unreliable transports: how long a non-INVITE server
+    /// transaction keeps absorbing request retransmissions after its final
+    /// response (RFC 3261: 64*T1, the default, 32 s). A busy proxy may
+    /// lower it (Kamailio keeps finished transactions 5 s), trading late
+    /// retransmissions after lost responses for memory.
+    pub j_unreliable: Duration,
     /// Timer C, the proxy's INVITE transaction timeout (RFC 3261 16.6
     /// step 11, "> 3 min"; default 180 s), or `None` to leave it to the
     /// TU. Armed when an INVITE client transaction starts and restarted on
@@ -57,6 +63,7 @@ impl Default for Timers {
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
             d_unreliable: Duration::from_secs(32),
+            j_unreliable: Duration::from_secs(32),
             c: Some(Duration::from_secs(180)),
         }
     }
@@ -109,10 +116,10 @@ impl Timers {
         unreliable_only(reliable, self.t4)
     }
 
-    /// Timer J: wait for non-INVITE request retransmits (64*T1
-    /// unreliable, 0 reliable).
+    /// Timer J: wait for non-INVITE request retransmits (`j_unreliable`,
+    /// 64*T1 by default, over unreliable transports; 0 reliable).
     pub fn j(&self, reliable: bool) -> Duration {
-        unreliable_only(reliable, self.t1.saturating_mul(64))
+        unreliable_only(reliable, self.j_unreliable)
     }
 
     /// Timer K: wait for non-INVITE response retransmits (T4 unreliable,

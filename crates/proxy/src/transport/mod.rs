@@ -16,6 +16,7 @@ use crate::{Listen, Shared};
 pub(crate) use tcp::Connections;
 
 /// One message as it arrived.
+#[derive(Debug)]
 pub(crate) struct Inbound {
     pub transport: Transport,
     /// Our address it arrived on (the listener for TCP).
@@ -41,9 +42,7 @@ impl Transports {
         for l in listen {
             let failed = |e: io::Error| anyhow::anyhow!("cannot listen on {l}: {e}");
             match l.transport {
-                Transport::Udp => {
-                    udp.push(Arc::new(UdpSocket::bind(l.addr).await.map_err(failed)?))
-                }
+                Transport::Udp => udp.push(Arc::new(udp::bind(l.addr).map_err(failed)?)),
                 Transport::Tcp => {
                     let listener = TcpListener::bind(l.addr).await.map_err(failed)?;
                     tcp_local.push(listener.local_addr()?);
@@ -81,7 +80,9 @@ impl Transports {
         tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
     ) {
         for socket in &self.udp {
-            tasks.spawn(udp::receive_loop(shared.clone(), socket.clone()));
+            for _ in 0..udp::RECEIVERS {
+                tasks.spawn(udp::receive_loop(shared.clone(), socket.clone()));
+            }
         }
         let listeners = std::mem::take(&mut *self.tcp.lock().unwrap_or_else(|e| e.into_inner()));
         for listener in listeners {

@@ -155,8 +155,7 @@ async fn reader(shared: Arc<Shared>, mut read: OwnedReadHalf, local: SocketAddr,
                         source: peer,
                         data,
                     };
-                    let shared = shared.clone();
-                    tokio::spawn(async move { crate::handler::handle(&shared, inbound).await });
+                    shared.dispatch.send(inbound).await;
                 }
                 Ok(_) if buf.len() > MAX_MESSAGE_SIZE => {
                     tracing::info!(%peer, "tcp message over {MAX_MESSAGE_SIZE} bytes; closing");

@@ -1,15 +1,40 @@
-//! The UDP receive loop.
+//! UDP sockets and their receive loops.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kemibox_kemi::Transport;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::Inbound;
 use crate::Shared;
 
-/// Receive datagrams and handle each in its own task, so a slow route
-/// (waiting on I/O) never holds up the socket.
+/// Kernel buffer sizes asked for (capped by net.core.rmem_max/wmem_max):
+/// bursts of thousands of messages must queue in the kernel, not be dropped
+/// there, while the workers are busy.
+const BUFFER_BYTES: usize = 4 << 20;
+
+/// Receive tasks per socket.
+pub const RECEIVERS: usize = 2;
+
+/// Bind a UDP socket with large kernel buffers.
+pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(BUFFER_BYTES) {
+        tracing::warn!(%addr, error = %e, "cannot enlarge the receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(BUFFER_BYTES) {
+        tracing::warn!(%addr, error = %e, "cannot enlarge the send buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Receive datagrams and hand each to the dispatcher, which keeps the
+/// messages of one call in order.
 pub async fn receive_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) -> anyhow::Result<()> {
     let local = socket.local_addr()?;
     tracing::info!(%local, "listening on udp");
@@ -30,7 +55,6 @@ pub async fn receive_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) -> anyhow
             source,
             data: data.to_vec(),
         };
-        let shared = shared.clone();
-        tokio::spawn(async move { crate::handler::handle(&shared, inbound).await });
+        shared.dispatch.send(inbound).await;
     }
 }
