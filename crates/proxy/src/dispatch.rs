@@ -4,6 +4,7 @@
 //! different calls run in parallel.
 
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -11,15 +12,19 @@ use tokio::sync::mpsc;
 use crate::Shared;
 use crate::transport::Inbound;
 
-/// Messages queued per worker before receivers wait (back-pressure: the
-/// kernel buffers then absorb bursts).
-const QUEUE: usize = 4096;
+/// Messages queued per worker. A receive loop never waits for one busy
+/// worker (that would stall every call behind it): when a worker's queue
+/// is full the message is dropped and counted, as the kernel would drop it
+/// with a full socket buffer, and the sender's retransmission comes back.
+const QUEUE: usize = 1024;
 
 /// The queues of the message workers.
 pub struct Dispatch {
     queues: Vec<mpsc::Sender<Inbound>>,
     receivers: Mutex<Vec<mpsc::Receiver<Inbound>>>,
     salt: std::collections::hash_map::RandomState,
+    /// Messages dropped because their worker's queue was full.
+    overflow: AtomicU64,
 }
 
 impl Dispatch {
@@ -30,6 +35,7 @@ impl Dispatch {
             queues,
             receivers: Mutex::new(receivers),
             salt: Default::default(),
+            overflow: AtomicU64::new(0),
         }
     }
 
@@ -53,18 +59,28 @@ impl Dispatch {
         }
     }
 
-    /// Queue a message for the worker of its call.
-    pub async fn send(&self, inbound: Inbound) {
+    /// Queue a message for the worker of its call, without waiting.
+    pub fn send(&self, inbound: Inbound) {
         let mut h = self.salt.build_hasher();
         match call_id(&inbound.data) {
             Some(id) => id.hash(&mut h),
             None => inbound.source.hash(&mut h),
         }
         let index = (h.finish() % self.queues.len() as u64) as usize;
-        if let Some(queue) = self.queues.get(index)
-            && queue.send(inbound).await.is_err()
-        {
-            tracing::warn!("message worker gone; message dropped");
+        let Some(queue) = self.queues.get(index) else {
+            return;
+        };
+        match queue.try_send(inbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(dropped)) => {
+                let total = self.overflow.fetch_add(1, Ordering::Relaxed) + 1;
+                if total.is_power_of_two() {
+                    tracing::warn!(peer = %dropped.source, dropped = total, "worker queue full: message dropped (overload)");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("message worker gone; message dropped")
+            }
         }
     }
 }

@@ -7,8 +7,7 @@
 //! events for us) comes back as effects, carried out by [`Stateful::run`].
 //! Timers go into one queue driven by one task.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -76,15 +75,17 @@ struct State {
     branch_of: HashMap<ClientId, (ServerId, usize)>,
 }
 
-/// A due timer, ordered by deadline.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Due(Reverse<(Millis, u64)>, TimerId);
+/// Timers fire in slots of this many milliseconds: up to one slot late,
+/// which SIP's timers (T1 = 500 ms) do not notice, and a queue whose size
+/// follows the number of slots in use rather than the number of timers
+/// (most of which are stale by the time they fire, e.g. Timer C).
+const TIMER_SLOT_MS: u64 = 10;
 
 /// The transaction layer and what the proxy keeps beside it.
 pub struct Stateful {
     state: Mutex<State>,
     epoch: Instant,
-    timers: Mutex<(BinaryHeap<Due>, u64)>,
+    timers: Mutex<BTreeMap<u64, Vec<TimerId>>>,
     timer_added: Notify,
 }
 
@@ -105,7 +106,7 @@ impl Stateful {
                 branch_of: HashMap::new(),
             }),
             epoch: Instant::now(),
-            timers: Mutex::new((BinaryHeap::new(), 0)),
+            timers: Mutex::new(BTreeMap::new()),
             timer_added: Notify::new(),
         }
     }
@@ -149,12 +150,11 @@ impl Stateful {
     }
 
     fn arm(&self, timer: TimerId, at: Millis) {
+        let slot = at.0.div_ceil(TIMER_SLOT_MS);
         let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = timers.1;
-        timers.1 += 1;
-        let earliest = timers.0.peek().map(|d| (d.0).0.0);
-        timers.0.push(Due(Reverse((at, seq)), timer));
-        if earliest.is_none_or(|e| at < e) {
+        let earliest = timers.first_key_value().map(|(s, _)| *s);
+        timers.entry(slot).or_default().push(timer);
+        if earliest.is_none_or(|e| slot < e) {
             self.timer_added.notify_one();
         }
     }
@@ -165,12 +165,13 @@ impl Stateful {
         loop {
             let next = {
                 let timers = me.timers.lock().unwrap_or_else(|e| e.into_inner());
-                timers.0.peek().map(|d| (d.0).0.0)
+                timers.first_key_value().map(|(slot, _)| *slot)
             };
             match next {
                 None => me.timer_added.notified().await,
-                Some(at) => {
-                    let deadline = me.epoch + std::time::Duration::from_millis(at.0);
+                Some(slot) => {
+                    let deadline =
+                        me.epoch + std::time::Duration::from_millis(slot * TIMER_SLOT_MS);
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => {}
                         _ = me.timer_added.notified() => continue,
@@ -181,13 +182,18 @@ impl Stateful {
             loop {
                 let due = {
                     let mut timers = me.timers.lock().unwrap_or_else(|e| e.into_inner());
-                    match timers.0.peek() {
-                        Some(d) if (d.0).0.0 <= now => timers.0.pop(),
+                    match timers.first_key_value() {
+                        Some((slot, _)) if slot * TIMER_SLOT_MS <= now.0 => timers.pop_first(),
                         _ => None,
                     }
                 };
-                let Some(Due(_, timer)) = due else { break };
-                let effects = me.lock().table.on_timer(timer, now);
+                let Some((_, due)) = due else { break };
+                let effects: Vec<Effect> = {
+                    let mut st = me.lock();
+                    due.into_iter()
+                        .flat_map(|timer| st.table.on_timer(timer, now))
+                        .collect()
+                };
                 Stateful::run(&shared, effects).await;
             }
         }

@@ -55,6 +55,6 @@ pub async fn receive_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) -> anyhow
             source,
             data: data.to_vec(),
         };
-        shared.dispatch.send(inbound).await;
+        shared.dispatch.send(inbound);
     }
 }
