@@ -12,46 +12,11 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::ksr::*;
 use common::*;
 use kemibox_kemi::{Event, Level, Message, Transport};
-use kemibox_sandbox::{Instance, Invocation, Outcome, Tenant};
+use kemibox_sandbox::Invocation;
 use kemibox_sip::SipMessage;
-
-/// Lua helper every script below starts with: logs `label type value`, so
-/// a test sees both what a KSR function returned and its Lua type.
-const SAY: &str = r#"
-local function say(label, v)
-    KSR.info(label .. " " .. type(v) .. " " .. tostring(v))
-end
-"#;
-
-/// An instance of `body` (prefixed with [`SAY`]) that records its log lines.
-async fn instance(body: &str) -> Instance {
-    let source = format!("{SAY}{body}");
-    let (_, mut instance) = Tenant::load(&runtime(), spec("modules", &source))
-        .await
-        .expect("script loads");
-    instance.ctx().record_logs = true;
-    instance
-}
-
-/// Run `ksr_request_route` of a fresh instance of `body` on `message`.
-async fn route(body: &str, message: Message) -> Invocation {
-    instance(body)
-        .await
-        .invoke("ksr_request_route", Some(message))
-        .await
-}
-
-/// A message from its start line and headers (CRLF added); Content-Length
-/// is computed from `body`.
-fn sip(lines: &[&str], body: &str) -> String {
-    format!(
-        "{}\r\nContent-Length: {}\r\n\r\n{body}",
-        lines.join("\r\n"),
-        body.len()
-    )
-}
 
 /// `text` received from `source` on our UDP socket.
 fn from_source(text: &str, source: SocketAddr) -> Message {
@@ -88,54 +53,6 @@ fn ringing(extra: &[&str]) -> String {
     ];
     lines.extend_from_slice(extra);
     sip(&lines, "")
-}
-
-/// The KEMI integer the route returned.
-fn ret(inv: &Invocation) -> i32 {
-    match inv.outcome {
-        Outcome::Ok { ret } => ret,
-        ref other => panic!("route failed: {other:?}"),
-    }
-}
-
-/// Every line the route logged, in order.
-fn logs(inv: &Invocation) -> Vec<String> {
-    inv.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Log { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The lines logged at ERROR level (bad arguments, refused calls).
-fn errors(inv: &Invocation) -> Vec<String> {
-    inv.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Log {
-                level: Level::Err,
-                message,
-            } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The events other than log lines.
-fn actions(inv: &Invocation) -> Vec<Event> {
-    inv.events
-        .iter()
-        .filter(|e| !matches!(e, Event::Log { .. }))
-        .cloned()
-        .collect()
-}
-
-/// The message as the proxy would forward it.
-fn forwarded(inv: &Invocation) -> String {
-    let m = inv.message.as_ref().expect("the invocation had a message");
-    String::from_utf8(kemibox_sip::render(&m.sip, &m.edits)).expect("UTF-8")
 }
 
 /// `$du` after the route.

@@ -2,6 +2,8 @@
 //! sample INVITE to route.
 #![allow(dead_code)]
 
+pub mod ksr;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
