@@ -97,7 +97,7 @@ function ksr_onreply_manage()
 end
 
 function ksr_failure_manage()
-    if KSR.tm.t_is_canceled and KSR.tm.t_is_canceled() > 0 then
+    if KSR.tm.t_is_canceled() > 0 then
         return
     end
 end

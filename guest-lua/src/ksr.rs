@@ -10,7 +10,7 @@ use mlua::{Lua, Result, Table, Value};
 
 use crate::args::{KemiResult, bad_argument, int_arg, str_arg};
 use crate::kemibox::ksr::{
-    core, corex, hdr, kx, maxfwd, pv, rr, sanity, siputils, sl, textops, tm, x,
+    core, corex, hdr, kx, maxfwd, pv, rr, sanity, siputils, sl, textops, tm, tmx, x,
 };
 
 macro_rules! arg_value {
@@ -207,7 +207,20 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         export!(lua, t, "KSR.tm", "t_check_trans", tm::t_check_trans() -> int);
         export!(lua, t, "KSR.tm", "t_newtran", tm::t_newtran() -> int);
         export!(lua, t, "KSR.tm", "t_reply", tm::t_reply(code: int, reason: str) -> int);
+        export!(lua, t, "KSR.tm", "t_check_status", tm::t_check_status(rmatch: str) -> int);
+        export!(lua, t, "KSR.tm", "t_is_canceled", tm::t_is_canceled() -> int);
+        export!(lua, t, "KSR.tm", "t_is_set", tm::t_is_set(target: str) -> int);
+        export!(lua, t, "KSR.tm", "t_branch_timeout", tm::t_branch_timeout() -> int);
+        export!(lua, t, "KSR.tm", "t_any_timeout", tm::t_any_timeout() -> int);
         ksr.raw_set("tm", t)?;
+    }
+    if grants("tmx") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.tmx", "t_precheck_trans", tmx::t_precheck_trans() -> int);
+        export!(lua, t, "KSR.tmx", "t_is_branch_route", tmx::t_is_branch_route() -> int);
+        export!(lua, t, "KSR.tmx", "t_is_failure_route", tmx::t_is_failure_route() -> int);
+        export!(lua, t, "KSR.tmx", "t_is_reply_route", tmx::t_is_reply_route() -> int);
+        ksr.raw_set("tmx", t)?;
     }
     if grants("rr") {
         let t = lua.create_table()?;

@@ -150,6 +150,17 @@ pub struct TmInfo {
     pub canceled: bool,
     /// The route runs as a failure route.
     pub in_failure_route: bool,
+    /// The route runs as a branch route.
+    pub in_branch_route: bool,
+    /// The route runs as a transaction's reply route.
+    pub in_reply_route: bool,
+    /// In a failure route: the failed branch timed out.
+    pub branch_timeout: bool,
+    /// In a failure route: some branch timed out.
+    pub any_timeout: bool,
+    /// Routes armed on the transaction before this route ran ("branch",
+    /// "reply", "failure", "branch-failure").
+    pub armed: Vec<String>,
 }
 
 /// The message being routed and everything the script set on it.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kemibox_kemi::{Event, Message, Transport};
+use kemibox_kemi::{Event, Message, TmInfo, Transport};
 use kemibox_sandbox::Outcome;
 use kemibox_sip::{SipMessage, render};
 use kemibox_tm::{
@@ -33,6 +33,19 @@ pub struct Callbacks {
 }
 
 impl Callbacks {
+    /// The kinds armed, as `TmInfo::armed` lists them.
+    pub fn armed(&self) -> Vec<String> {
+        [
+            ("branch", &self.branch),
+            ("reply", &self.reply),
+            ("failure", &self.failure),
+        ]
+        .into_iter()
+        .filter(|(_, f)| f.is_some())
+        .map(|(k, _)| k.to_string())
+        .collect()
+    }
+
     /// Take note of a `callback` event.
     pub fn arm(&mut self, kind: &str, function: String) {
         match kind {
@@ -375,9 +388,13 @@ impl Stateful {
         // The branch route may change (or drop) this branch only.
         let mut m = m;
         if let Some(function) = callbacks.branch.clone() {
+            m.tm.in_branch_route = true;
             match shared.pool.invoke(&function, Some(m)).await {
                 Ok(inv) if inv.outcome.is_ok() => match inv.message {
-                    Some(bm) if !bm.drop => m = bm,
+                    Some(mut bm) if !bm.drop => {
+                        bm.tm.in_branch_route = false;
+                        m = bm;
+                    }
                     _ => return true,
                 },
                 Ok(inv) => {
@@ -522,18 +539,25 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
     let Some(status) = m.sip.status() else { return };
     let found = {
         let st = shared.stateful.lock();
-        st.branch_of
-            .get(&client)
-            .and_then(|(s, i)| Some((*s, *i, st.proxied.get(s)?.callbacks.clone())))
+        st.branch_of.get(&client).and_then(|(s, i)| {
+            let p = st.proxied.get(s)?;
+            Some((*s, *i, p.callbacks.clone(), p.canceled))
+        })
     };
     // Responses to our own CANCELs end here.
-    let Some((server, _index, callbacks)) = found else {
+    let Some((server, _index, callbacks, canceled)) = found else {
         return;
     };
 
     // ksr_reply_route for every reply, then the transaction's reply route.
     let mut m = m;
-    for function in std::iter::once("ksr_reply_route".to_string()).chain(callbacks.reply.clone()) {
+    m.tm.status = Some(status);
+    m.tm.canceled = canceled;
+    m.tm.armed = callbacks.armed();
+    let routes = std::iter::once(("ksr_reply_route".to_string(), false))
+        .chain(callbacks.reply.clone().map(|f| (f, true)));
+    for (function, transaction_route) in routes {
+        m.tm.in_reply_route = transaction_route;
         let Ok(inv) = shared.pool.invoke(&function, Some(m.clone())).await else {
             return;
         };
@@ -615,13 +639,24 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
         } else {
             let best = best_branch(&p.branches);
             let failure = p.callbacks.failure.take();
-            let request = Box::new(p.request.clone());
+            let mut request = Box::new(p.request.clone());
+            request.tm = TmInfo {
+                status: Some(best.0),
+                canceled: p.canceled,
+                in_failure_route: true,
+                branch_timeout: best.0 == 408 && best.1.is_none(),
+                any_timeout: p
+                    .branches
+                    .iter()
+                    .any(|b| b.status == Some(408) && b.response.is_none()),
+                armed: p.callbacks.armed(),
+                ..TmInfo::default()
+            };
             Decision::AllFailed {
                 server,
                 best,
                 failure,
                 request,
-                canceled: p.canceled,
             }
         }
     };
@@ -650,8 +685,7 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
             best,
             failure,
             request,
-            canceled,
-        } => all_failed(shared, server, best, failure, *request, canceled).await,
+        } => all_failed(shared, server, best, failure, *request).await,
     }
 }
 
@@ -666,7 +700,6 @@ enum Decision {
         best: (u16, Option<Vec<u8>>),
         failure: Option<String>,
         request: Box<Message>,
-        canceled: bool,
     },
 }
 
@@ -698,14 +731,10 @@ async fn all_failed(
     best: (u16, Option<Vec<u8>>),
     failure: Option<String>,
     request: Message,
-    canceled: bool,
 ) {
     let (status, bytes) = best;
     if let Some(function) = failure {
         let mut m = request.clone();
-        m.tm.status = Some(status);
-        m.tm.canceled = canceled;
-        m.tm.in_failure_route = true;
         m.dst_uri = None;
         match shared.pool.invoke(&function, Some(m)).await {
             Ok(inv) if inv.outcome.is_ok() => {

@@ -36,6 +36,8 @@ function ksr_request_route()
 end
 
 function reroute()
+    if KSR.tm.t_is_canceled() > 0 then return end
+    if KSR.tmx.t_is_failure_route() < 0 or KSR.tm.t_check_status("486|408") < 0 then return end
     if KSR.isflagset(5) then return end
     KSR.setflag(5)
     KSR.info("rerouting\n")
@@ -169,5 +171,54 @@ async fn cancel_during_ringing_gives_487_and_cancels_the_callee() {
     assert!(
         uas1.recv_within(0.3).await.is_none(),
         "the 487 ACK must not reach the callee"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_route_sees_the_timeout_and_answers_itself() {
+    let uac = Ua::new().await;
+    let silent = Ua::new().await;
+    let script = format!(
+        r#"
+function ksr_request_route()
+    KSR.pv.sets("$du", "sip:{}")
+    KSR.tm.t_on_branch("branch")
+    KSR.tm.t_on_failure("failed")
+    KSR.tm.t_relay()
+end
+function branch()
+    if KSR.tmx.t_is_branch_route() > 0 then KSR.hdr.append("X-Branch: yes") end
+end
+function failed()
+    if KSR.tm.t_branch_timeout() > 0 and KSR.tm.t_check_status("408") > 0
+        and KSR.tm.t_is_set("branch_route") > 0 and KSR.tm.t_is_set("failure_route") < 0 then
+        KSR.tm.t_reply(480, "Timed Out In Failure Route")
+    end
+end
+"#,
+        silent.addr
+    );
+    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
+    uac.send(
+        &request(
+            "INVITE",
+            "sip:bob@example.com",
+            uac.addr,
+            "f1",
+            "failure",
+            1,
+        ),
+        proxy,
+    )
+    .await;
+    let (invite, _) = silent.expect("INVITE ").await;
+    assert!(
+        invite.contains("X-Branch: yes\r\n"),
+        "the branch route ran as one: {invite}"
+    );
+    let (reply, _) = uac.expect("SIP/2.0 480 ").await;
+    assert!(
+        reply.starts_with("SIP/2.0 480 Timed Out In Failure Route"),
+        "{reply}"
     );
 }

@@ -1216,3 +1216,53 @@ end"#,
         ])
     );
 }
+
+/// tm's transaction facts: t_is_set sees routes armed in this route and
+/// before it, t_check_status matches the reply's status (or the failure
+/// status the proxy sets) as a whole-string regular expression, the
+/// timeout and cancel tests and tmx's route kinds read `Message::tm`.
+#[tokio::test]
+async fn tm_transaction_facts() {
+    let inv = route(
+        r#"function ksr_request_route()
+    local before = KSR.tm.t_is_set("failure_route")
+    KSR.tm.t_on_failure("f")
+    KSR.info(table.concat({before, KSR.tm.t_is_set("failure_route"), KSR.tm.t_is_set("branch_route"),
+        KSR.tm.t_is_set("bogus"), KSR.tmx.t_precheck_trans(), KSR.tmx.t_is_failure_route()}, " "))
+end"#,
+        invite(),
+    )
+    .await;
+    let lines = logs(&inv);
+    assert_eq!(lines.last().map(String::as_str), Some("-1 1 -1 -1 -1 -1"));
+    assert!(
+        lines[0].contains("KSR.tm.t_is_set: unknown route type \"bogus\""),
+        "{lines:?}"
+    );
+
+    let mut failing = invite();
+    failing.tm.status = Some(408);
+    failing.tm.branch_timeout = true;
+    failing.tm.in_failure_route = true;
+    failing.tm.canceled = true;
+    failing.tm.armed = vec!["branch".into()];
+    let inv = route(
+        r#"function ksr_request_route()
+    KSR.info(table.concat({KSR.tm.t_check_status("408"), KSR.tm.t_check_status("4[0-9][0-9]"),
+        KSR.tm.t_check_status("40"), KSR.tm.t_check_status("486|408"), KSR.tm.t_branch_timeout(),
+        KSR.tm.t_any_timeout(), KSR.tm.t_is_canceled(), KSR.tm.t_is_set("branch_route"),
+        KSR.tmx.t_is_failure_route(), KSR.tmx.t_is_branch_route(), KSR.tm.t_check_status("(")}, " "))
+end"#,
+        failing,
+    )
+    .await;
+    let lines = logs(&inv);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("1 1 -1 1 1 -1 1 1 1 -1 -1")
+    );
+    assert!(
+        lines[0].contains("KSR.tm.t_check_status: bad regular expression"),
+        "{lines:?}"
+    );
+}

@@ -15,6 +15,7 @@ mod siputils;
 mod sl;
 mod textops;
 mod tm;
+mod tmx;
 mod types;
 mod x;
 
@@ -25,9 +26,14 @@ use crate::bindings::kemibox::ksr;
 
 /// Modules a tenant can be granted. `core` and `x` are always linked.
 pub const MODULES: &[&str] = &[
-    "core", "x", "pv", "hdr", "sl", "tm", "rr", "maxfwd", "siputils", "sanity", "kx", "corex",
-    "textops",
+    "core", "x", "pv", "hdr", "sl", "tm", "tmx", "rr", "maxfwd", "siputils", "sanity", "kx",
+    "corex", "textops",
 ];
+
+/// KEMI's boolean as an integer result: 1 for true, -1 for false.
+pub(crate) fn kemi(test: bool) -> i32 {
+    if test { 1 } else { -1 }
+}
 
 /// Link the host side of every KSR module in `granted` into `linker`.
 /// Imports of modules not granted are left undefined here; the sandbox
@@ -53,6 +59,9 @@ pub fn add_to_linker<T: Send + 'static>(
     }
     if has("tm") {
         ksr::tm::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("tmx") {
+        ksr::tmx::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
     }
     if has("rr") {
         ksr::rr::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;

@@ -1,5 +1,6 @@
 //! `KSR.siputils`: tests on the SIP message.
 
+use super::kemi;
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
@@ -7,10 +8,6 @@ use kemibox_sip::{Params, Uri};
 
 use crate::bindings::kemibox::ksr::siputils::Host;
 use crate::{Ctx, Message, Myself};
-
-fn kemi(test: bool) -> i32 {
-    if test { 1 } else { -1 }
-}
 
 /// Kamailio's `is_first_hop()`: a request with a single Via; a reply
 /// without Record-Route, or whose top Record-Route is an IP address of ours

@@ -1,6 +1,7 @@
 //! `KSR.textops`: searches on the message as received, header removal by
 //! regular expression, the body, and string helpers (Kamailio's textops).
 
+use super::kemi;
 use std::cmp::Ordering;
 
 use bytes::Bytes;
@@ -48,10 +49,6 @@ pub(crate) fn regex_error(pattern: &str, e: &regex::Error) -> String {
         other => other.to_string(),
     };
     format!("invalid regular expression {pattern:?}: {why}")
-}
-
-fn kemi(test: bool) -> i32 {
-    if test { 1 } else { -1 }
 }
 
 /// Kamailio's three-way string result: 1 equal, -1 after, -2 before.

@@ -1,7 +1,10 @@
-//! `KSR.tm`: transactions. Until the transaction layer exists these record
-//! what the script asked for (`kemibox route` prints it) and report success
-//! the way a relay that was accepted would.
+//! `KSR.tm`: transactions. The functions record what the script asked for
+//! as events; the proxy carries them out when the route returns (creating
+//! the transaction, relaying, replying) and `kemibox route` prints them.
+//! What the transaction layer knows (reply status, cancellation, timeouts)
+//! comes in `Message::tm`, filled in by the proxy before the route runs.
 
+use super::kemi;
 use crate::bindings::kemibox::ksr::tm::Host;
 use crate::{Ctx, Event, Message};
 
@@ -59,5 +62,55 @@ impl Host for Ctx {
     }
     async fn t_reply(&mut self, code: i32, reason: String) -> i32 {
         self.reply("KSR.tm.t_reply", code, reason, true)
+    }
+    async fn t_check_status(&mut self, rmatch: String) -> i32 {
+        let status = self
+            .message
+            .as_ref()
+            .and_then(|m| m.tm.status.or(m.sip.status()));
+        let Some(status) = status else {
+            return -1;
+        };
+        let pattern = format!("^(?:{rmatch})$");
+        match regex::Regex::new(&pattern) {
+            Ok(re) => kemi(re.is_match(&status.to_string())),
+            Err(e) => {
+                self.script_error(
+                    "KSR.tm.t_check_status",
+                    format!("bad regular expression {rmatch:?}: {e}"),
+                );
+                -1
+            }
+        }
+    }
+    async fn t_is_canceled(&mut self) -> i32 {
+        kemi(self.message.as_ref().is_some_and(|m| m.tm.canceled))
+    }
+    async fn t_is_set(&mut self, target: String) -> i32 {
+        let kind = match target.as_str() {
+            "branch_route" => "branch",
+            "onreply_route" => "reply",
+            "failure_route" => "failure",
+            "branch_failure_route" => "branch-failure",
+            other => {
+                self.script_error("KSR.tm.t_is_set", format!("unknown route type {other:?}"));
+                return -1;
+            }
+        };
+        let armed_now = self
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Callback { kind: k, .. } if k == kind));
+        let armed_before = self
+            .message
+            .as_ref()
+            .is_some_and(|m| m.tm.armed.iter().any(|k| k == kind));
+        kemi(armed_now || armed_before)
+    }
+    async fn t_branch_timeout(&mut self) -> i32 {
+        kemi(self.message.as_ref().is_some_and(|m| m.tm.branch_timeout))
+    }
+    async fn t_any_timeout(&mut self) -> i32 {
+        kemi(self.message.as_ref().is_some_and(|m| m.tm.any_timeout))
     }
 }
