@@ -51,6 +51,21 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     if let Verdict::Done = Stateful::on_request(shared, &message).await {
         return;
     }
+    let initial = message.sip.to().is_some_and(|t| t.tag().is_none());
+    if initial
+        && shared.draining.load(std::sync::atomic::Ordering::Relaxed)
+        && message.sip.method_str() != "ACK"
+    {
+        reply::send(
+            shared,
+            &message,
+            503,
+            "Service Unavailable",
+            &["Retry-After: 5".into()],
+        )
+        .await;
+        return;
+    }
     let source = message.source;
     let is_ack = message.sip.method_str() == "ACK";
     // Kept for the error reply: the route consumes the message.

@@ -61,6 +61,10 @@ pub fn proxy_transactions() -> kemibox_tm::Config {
     config
 }
 
+/// How long a graceful shutdown waits for transactions in flight: Timer B/F
+/// (32 s) ends every branch by then.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(33);
+
 /// Shared by every message handler.
 pub(crate) struct Shared {
     pub pool: Arc<Pool>,
@@ -68,6 +72,8 @@ pub(crate) struct Shared {
     pub transports: Transports,
     pub dispatch: dispatch::Dispatch,
     pub stateful: stateful::Stateful,
+    /// Set once shutdown began: new calls are refused.
+    pub draining: std::sync::atomic::AtomicBool,
     pub branch_salt: std::collections::hash_map::RandomState,
 }
 
@@ -106,6 +112,7 @@ impl Proxy {
                         .map(|n| n.get())
                         .unwrap_or(2),
                 ),
+                draining: Default::default(),
                 branch_salt: Default::default(),
             }),
         }
@@ -126,14 +133,34 @@ impl Proxy {
         self.shared.transports.start(&self.shared, &mut tasks);
         tasks.spawn(stateful::Stateful::drive_timers(self.shared.clone()));
         tokio::select! {
-            _ = shutdown => {
-                tracing::info!("shutting down");
-            }
+            _ = shutdown => {}
             Some(result) = tasks.join_next() => {
                 result??;
             }
         }
+        self.drain().await;
         tasks.abort_all();
         Ok(())
+    }
+
+    /// Graceful shutdown: refuse new calls (503) and keep serving until
+    /// every relayed request has its final response, or [`DRAIN_LIMIT`].
+    async fn drain(&self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let pending = self.shared.stateful.pending();
+        tracing::info!(pending, "shutting down: finishing transactions in flight");
+        while self.shared.stateful.pending() > 0 && started.elapsed() < DRAIN_LIMIT {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let left = self.shared.stateful.pending();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "shutdown: transactions still without a final response"
+            );
+        }
     }
 }

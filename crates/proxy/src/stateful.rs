@@ -132,6 +132,15 @@ impl Stateful {
         Millis(self.epoch.elapsed().as_millis() as u64)
     }
 
+    /// Relayed requests still waiting for their final response.
+    pub fn pending(&self) -> usize {
+        self.lock()
+            .proxied
+            .values()
+            .filter(|p| !p.final_sent && !p.branches.is_empty())
+            .count()
+    }
+
     /// Carry out what the transaction layer asked for.
     pub async fn run(shared: &Arc<Shared>, effects: Vec<Effect>) {
         for effect in effects {

@@ -222,3 +222,51 @@ end
         "{reply}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_calls_and_finishes_the_ones_in_flight() {
+    let (uac, uas) = (Ua::new().await, Ua::new().await);
+    let script = format!(
+        "function ksr_request_route()\n KSR.pv.sets('$du', 'sip:{}')\n KSR.tm.t_relay()\nend\n",
+        uas.addr
+    );
+    let (addrs, stop, serving) =
+        common::start_stoppable(&script, &["udp:127.0.0.1:0"], fast()).await;
+    let proxy = addrs[0].1;
+    uac.send(
+        &request(
+            "INVITE",
+            "sip:bob@example.com",
+            uac.addr,
+            "s1",
+            "inflight",
+            1,
+        ),
+        proxy,
+    )
+    .await;
+    let (invite, from) = uas.expect("INVITE ").await;
+
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    uac.send(
+        &request("INVITE", "sip:bob@example.com", uac.addr, "s2", "new", 1),
+        proxy,
+    )
+    .await;
+    let (refused, _) = uac.expect("SIP/2.0 503 ").await;
+    assert!(
+        refused.contains("Call-ID: new@test") && refused.contains("Retry-After: 5"),
+        "{refused}"
+    );
+    assert!(!serving.is_finished(), "still serving the call in flight");
+
+    uas.send(&respond(&invite, 200, "OK", "u1"), from).await;
+    let (ok, _) = uac.expect("SIP/2.0 200 ").await;
+    assert!(ok.contains("Call-ID: inflight@test"), "{ok}");
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the proxy stops once nothing is in flight")
+        .unwrap()
+        .unwrap();
+}

@@ -22,6 +22,23 @@ pub async fn start_with(
     listen: &[&str],
     config: ProxyConfig,
 ) -> Vec<(Transport, SocketAddr)> {
+    let (addrs, stop, _serving) = start_stoppable(script, listen, config).await;
+    // Serves until the test ends: dropping the sender would stop it.
+    std::mem::forget(stop);
+    addrs
+}
+
+/// Like [`start_with`], returning what stops the proxy (send on it) and the
+/// task serving it (done once shutdown finished).
+pub async fn start_stoppable(
+    script: &str,
+    listen: &[&str],
+    config: ProxyConfig,
+) -> (
+    Vec<(Transport, SocketAddr)>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let runtime = Runtime::new(None).unwrap();
     let config = ProxyConfig {
         listen: listen
@@ -36,8 +53,11 @@ pub async fn start_with(
     let pool = Arc::new(Pool::new(&runtime, spec, 4).await.unwrap());
     let proxy = Proxy::new(config, pool, transports);
     let addrs = proxy.local_addrs();
-    tokio::spawn(proxy.serve(std::future::pending()));
-    addrs
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(proxy.serve(async move {
+        let _ = stopped.await;
+    }));
+    (addrs, stop, serving)
 }
 
 /// A UDP user agent for tests.
