@@ -8,6 +8,7 @@
 
 mod api;
 mod check;
+mod config;
 mod route;
 mod run;
 

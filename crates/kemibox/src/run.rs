@@ -12,6 +12,10 @@ const DEFAULT_SCRIPT: &str = include_str!("../../../scripts/default.lua");
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Settings from a TOML file (see docs/config.md) instead of the
+    /// options below.
+    #[arg(long, conflicts_with_all = ["script", "listen", "fuel", "memory", "deadline_ms", "log"])]
+    config: Option<PathBuf>,
     /// Routing script (default: the embedded scripts/default.lua).
     #[arg(long)]
     script: Option<PathBuf>,
@@ -34,7 +38,18 @@ pub struct Args {
     log: String,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let mut error_reply = None;
+    if let Some(path) = &args.config {
+        let loaded = crate::config::load(path)?;
+        args.script = loaded.script;
+        args.listen = loaded.listen;
+        args.log = loaded.log;
+        args.fuel = loaded.limits.fuel;
+        args.memory = loaded.limits.memory;
+        args.deadline_ms = loaded.limits.deadline_ms;
+        error_reply = loaded.error_reply;
+    }
     crate::init_logging(&args.log);
     let (name, source) = match &args.script {
         Some(path) => (crate::script_name(path), crate::read_script(path)?),
@@ -51,9 +66,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     limits
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    let defaults = ProxyConfig::default();
     let config = ProxyConfig {
         listen: args.listen.clone(),
-        ..ProxyConfig::default()
+        error_reply: error_reply.unwrap_or(defaults.error_reply.clone()),
+        ..defaults
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
