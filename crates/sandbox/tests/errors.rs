@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::ksr::logs;
 use common::*;
 use kemibox_kemi::Event;
 use kemibox_sandbox::{Instance, Outcome, Tenant};
@@ -12,16 +13,6 @@ async fn instance(source: &str) -> Instance {
         .await
         .expect("loads")
         .1
-}
-
-fn logs(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Log { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -44,7 +35,7 @@ end
     let inv = i.invoke("ksr_request_route", Some(invite())).await;
     assert_eq!(inv.outcome, Outcome::Ok { ret: 1 });
     assert_eq!(
-        logs(&inv.events),
+        logs(&inv),
         vec![
             "error: false boom".to_string(),
             "index: false errors.lua:5: attempt to index a nil value (local 't')".to_string(),
@@ -112,7 +103,7 @@ end
     i.ctx().record_logs = true;
     let inv = i.invoke("ksr_request_route", Some(invite())).await;
     assert_eq!(inv.outcome, Outcome::Ok { ret: 5 });
-    let log = &logs(&inv.events)[0];
+    let log = &logs(&inv)[0];
     assert!(
         log.starts_with("false ") && log.contains("bad argument #1 to 'KSR.hdr.append'"),
         "{log}"
@@ -136,7 +127,7 @@ end
     i.ctx().record_logs = true;
     let inv = i.invoke("ksr_request_route", Some(invite())).await;
     assert_eq!(inv.outcome, Outcome::Ok { ret: 1 });
-    let logs = logs(&inv.events);
+    let logs = logs(&inv);
     assert!(
         logs[0].contains("KSR.hdr.append: bad argument #1 (string expected, got table)"),
         "{logs:?}"

@@ -163,12 +163,6 @@ impl InviteClient {
 
     /// The transport failed to send the request or the ACK (17.1.4).
     pub(crate) fn on_transport_error(&mut self) -> Step {
-        let mut step = Step::new();
-        if self.state != ClientState::Completed {
-            step.push(Effect::Tu(TuEvent::TransportError {
-                id: TxId::Client(self.id),
-            }));
-        }
-        step.terminate()
+        Step::client_transport_error(self.id, self.state)
     }
 }

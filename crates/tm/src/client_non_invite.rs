@@ -131,12 +131,6 @@ impl NonInviteClient {
 
     /// The transport failed to send the request (17.1.4).
     pub(crate) fn on_transport_error(&mut self) -> Step {
-        let mut step = Step::new();
-        if self.state != ClientState::Completed {
-            step.push(Effect::Tu(TuEvent::TransportError {
-                id: TxId::Client(self.id),
-            }));
-        }
-        step.terminate()
+        Step::client_transport_error(self.id, self.state)
     }
 }

@@ -1,6 +1,6 @@
 //! What the four state machines have in common.
 
-use crate::effects::Effect;
+use crate::effects::{ClientId, Effect, TuEvent, TxId};
 
 /// The state of a live client transaction (RFC 3261 figures 5 and 6).
 /// Terminated transactions are removed from the table, so there is no
@@ -53,6 +53,18 @@ impl Step {
 
     pub(crate) fn push(&mut self, effect: Effect) {
         self.effects.push(effect);
+    }
+
+    /// A client transaction's send failed (RFC 3261 17.1.4): it ends, and
+    /// the TU hears of it unless a final response already arrived.
+    pub(crate) fn client_transport_error(client: ClientId, state: ClientState) -> Step {
+        let mut step = Step::new();
+        if state != ClientState::Completed {
+            step.push(Effect::Tu(TuEvent::TransportError {
+                id: TxId::Client(client),
+            }));
+        }
+        step.terminate()
     }
 }
 
