@@ -8,7 +8,7 @@ use crate::method::Method;
 use crate::name_addr::NameAddr;
 use crate::names::names_equal;
 use crate::parse::{HeaderField, Layout, StartLine, parse};
-use crate::uri::Uri;
+use crate::uri::{Scheme, Uri};
 use crate::via::Via;
 
 /// A received SIP message: the raw bytes plus the positions of its parts.
@@ -294,12 +294,32 @@ impl SipMessage {
     }
 
     /// Checks what a proxy needs before routing (RFC 3261 8.1.1, 16.3):
-    /// a parsable Request-URI, top Via, From, To, Call-ID, CSeq (whose
-    /// method matches a request's method) and a numeric Max-Forwards when
-    /// present. The error's reason fits a `400` reply.
+    /// a parsable Request-URI (without URI headers for SIP/SIPS), top Via,
+    /// exactly one From, To, Call-ID and CSeq (whose method matches a
+    /// request's method) and at most one, numeric Max-Forwards. The
+    /// error's reason fits a `400` reply.
     pub fn validate(&self) -> Result<(), ParseError> {
         if let Some(ruri) = self.ruri() {
-            Uri::parse(ruri).map_err(|_| ParseError::new("invalid Request-URI"))?;
+            const BAD_RURI: ParseError = ParseError::new("invalid Request-URI");
+            let uri = Uri::parse(ruri).map_err(|_| BAD_RURI)?;
+            // Headers are not allowed in a SIP Request-URI (RFC 3261
+            // 19.1.1); forwarding them is what RFC 4475 3.1.2.11 forbids.
+            if matches!(uri.scheme_kind(), Scheme::Sip | Scheme::Sips) && !uri.headers.is_empty() {
+                return Err(BAD_RURI);
+            }
+        }
+        // Single-instance headers appearing twice make the message
+        // ambiguous (RFC 4475 3.3.8): which one would the proxy route on?
+        for (name, duplicate) in [
+            ("From", "duplicate From header"),
+            ("To", "duplicate To header"),
+            ("Call-ID", "duplicate Call-ID header"),
+            ("CSeq", "duplicate CSeq header"),
+            ("Max-Forwards", "duplicate Max-Forwards header"),
+        ] {
+            if self.header_count(name) > 1 {
+                return Err(ParseError::new(duplicate));
+            }
         }
         require(self.header("Via"), "missing Via header")?;
         require(self.top_via(), "invalid Via header")?;

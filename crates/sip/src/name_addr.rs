@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use crate::error::ParseError;
-use crate::lex::{quoted_end, trim_lws, unescape};
+use crate::lex::{is_lws, is_token_byte, quoted_end, trim_lws, unescape};
 use crate::params::{Params, parse_header_params};
 use crate::uri::Uri;
 
@@ -47,6 +47,12 @@ impl<'a> NameAddr<'a> {
         match (lt, stop) {
             (Some(lt), stop) if stop.is_none_or(|p| lt < p) => {
                 let display = trim_lws(t.get(..lt).ok_or(BAD_ADDR)?);
+                // An unquoted display name is `*(token LWS)` (RFC 3261
+                // 25.1): `Bell, Alexander <sip:...>` is refused rather than
+                // forwarded as received (RFC 4475 3.1.2.15).
+                if !display.bytes().all(|b| is_token_byte(b) || is_lws(b)) {
+                    return Err(ParseError::new("invalid display name"));
+                }
                 let display = (!display.is_empty()).then_some(Cow::Borrowed(display));
                 bracketed(display, t.get(lt..).ok_or(BAD_ADDR)?)
             }

@@ -91,6 +91,33 @@ fn check_chars(line: &[u8]) -> Result<(), ParseError> {
     }
 }
 
+/// Like [`check_chars`] for a header line, except that inside a quoted
+/// string a backslash may escape any octet but CR and LF (RFC 3261 25.1:
+/// `quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)`), so `"NUL:\<00>"`
+/// is legal (RFC 4475 3.1.1.2). `in_quote` is the state at the start of the
+/// line (a quoted string may continue over a folded line); the state at its
+/// end is returned.
+fn check_header_chars(line: &[u8], mut in_quote: bool) -> Result<bool, ParseError> {
+    const BAD: ParseError = ParseError::new("invalid control character");
+    let mut i = 0;
+    while let Some(&b) = line.get(i) {
+        match b {
+            b'\\' if in_quote => {
+                if line.get(i + 1).is_some_and(|&c| c == b'\r') {
+                    return Err(BAD);
+                }
+                i += 2;
+                continue;
+            }
+            b'"' => in_quote = !in_quote,
+            _ if is_forbidden_ctl(b) => return Err(BAD),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(in_quote)
+}
+
 /// Skips keep-alive line breaks that may precede a message (RFC 3261 7.5).
 pub(crate) fn skip_leading_crlf(buf: &[u8]) -> usize {
     let mut pos = 0;
@@ -121,6 +148,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Layout, ParseError> {
     let mut headers: Vec<HeaderField> = Vec::new();
     let headers_end;
     let body_start;
+    let mut in_quote = false;
     loop {
         let (end, next) = next_line(buf, pos)
             .ok_or(ParseError::new("truncated message: headers not terminated"))?;
@@ -130,8 +158,9 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Layout, ParseError> {
             break;
         }
         let line = buf.get(pos..end).unwrap_or_default();
-        check_chars(line)?;
-        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+        let folded = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
+        in_quote = check_header_chars(line, in_quote && folded)?;
+        if folded {
             let last = headers
                 .last_mut()
                 .ok_or(ParseError::new("folded line without header"))?;
