@@ -150,6 +150,8 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
     export!(lua, ksr, "KSR", "set_reply_close", core::set_reply_close() -> bool);
     export!(lua, ksr, "KSR", "set_forward_no_connect", core::set_forward_no_connect() -> bool);
     export!(lua, ksr, "KSR", "set_forward_close", core::set_forward_close() -> bool);
+    export!(lua, ksr, "KSR", "forward", core::forward() -> int);
+    export!(lua, ksr, "KSR", "forward_uri", core::forward_uri(uri: str) -> int);
 
     // KSR.x: exit and drop notify the host here; the Lua side (sandbox.rs)
     // then unwinds the script.
@@ -212,6 +214,8 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         export!(lua, t, "KSR.tm", "t_is_set", tm::t_is_set(target: str) -> int);
         export!(lua, t, "KSR.tm", "t_branch_timeout", tm::t_branch_timeout() -> int);
         export!(lua, t, "KSR.tm", "t_any_timeout", tm::t_any_timeout() -> int);
+        export!(lua, t, "KSR.tm", "t_set_fr", tm::t_set_fr(fr_inv: int, fr: int) -> int);
+        export!(lua, t, "KSR.tm", "t_is_expired", tm::t_is_expired() -> int);
         ksr.raw_set("tm", t)?;
     }
     if grants("tmx") {
@@ -346,6 +350,9 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         export!(lua, t, "KSR.corex", "resetxflag", corex::resetxflag(fval: int) -> int);
         export!(lua, t, "KSR.corex", "isxflagset", corex::isxflagset(fval: int) -> int);
         export!(lua, t, "KSR.corex", "set_send_socket", corex::set_send_socket(ssock: str) -> int);
+        export!(lua, t, "KSR.corex", "append_branch", corex::append_branch() -> int);
+        export!(lua, t, "KSR.corex", "append_branch_uri", corex::append_branch_uri(uri: str) -> int);
+        export!(lua, t, "KSR.corex", "append_branch_uri_q", corex::append_branch_uri_q(uri: str, q: str) -> int);
         ksr.raw_set("corex", t)?;
     }
     if grants("textops") {

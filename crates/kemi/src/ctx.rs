@@ -65,6 +65,9 @@ pub enum Event {
         function: String,
         destination: Option<String>,
     },
+    /// A stateless forward (`KSR.forward`, `KSR.forward_uri`) to
+    /// `destination` ($du, else the R-URI, for `KSR.forward`).
+    Forward { destination: Option<String> },
     /// `KSR.x.exit()`.
     Exit,
     /// `KSR.x.drop()` or `KSR.set_drop()`.
@@ -161,6 +164,31 @@ pub struct TmInfo {
     /// Routes armed on the transaction before this route ran ("branch",
     /// "reply", "failure", "branch-failure").
     pub armed: Vec<String>,
+    /// The transaction outlived its maximum lifetime (`t_is_expired`).
+    pub expired: bool,
+}
+
+/// A branch added by `KSR.corex.append_branch*`: `t_relay` sends one
+/// request per branch besides the R-URI's, in parallel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendedBranch {
+    /// The branch's Request-URI.
+    pub uri: String,
+    /// Its destination URI ($du at the time of `append_branch`), if any.
+    pub dst_uri: Option<String>,
+    /// Its q-value as given (`"0.5"`), kept for `$branch(q)`-style use.
+    pub q: Option<String>,
+}
+
+/// Final-response timers the script set for this transaction's branches
+/// (`KSR.tm.t_set_fr`); `None` keeps the proxy's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FrTimers {
+    /// No final response after a provisional one to an INVITE (Kamailio's
+    /// fr_inv_timeout, RFC 3261 Timer C).
+    pub fr_inv: Option<std::time::Duration>,
+    /// No response at all (Kamailio's fr_timeout, Timer B/F).
+    pub fr: Option<std::time::Duration>,
 }
 
 /// The message being routed and everything the script set on it.
@@ -198,6 +226,13 @@ pub struct Message {
     pub send_socket: Option<(Transport, SocketAddr)>,
     /// Record-Route state of `KSR.rr` for this message.
     pub rr: RecordRouteState,
+    /// Extra branches for `t_relay` (`KSR.corex.append_branch*`).
+    pub branches: Vec<AppendedBranch>,
+    /// Timers set by `KSR.tm.t_set_fr`.
+    pub fr_timers: FrTimers,
+    /// Where the message is about to be sent, while `ksr_onsend_route`
+    /// runs (`$snd(ip)`, `$snd(port)`, `$snd(proto)`).
+    pub sending_to: Option<(Transport, SocketAddr)>,
 }
 
 /// What `KSR.rr` did to a message: the Record-Route it added (Kamailio's
@@ -263,6 +298,9 @@ impl Message {
             xflags: 0,
             send_socket: None,
             rr: RecordRouteState::default(),
+            branches: Vec::new(),
+            fr_timers: FrTimers::default(),
+            sending_to: None,
         }
     }
 

@@ -11,7 +11,9 @@ mod ctx;
 mod modules;
 pub mod pv_name;
 
-pub use ctx::{Ctx, Event, Level, Message, Myself, PvValue, TmInfo, Transport};
+pub use ctx::{
+    AppendedBranch, Ctx, Event, FrTimers, Level, Message, Myself, PvValue, TmInfo, Transport,
+};
 pub use modules::{MODULES, add_to_linker};
 
 /// Host bindings generated from `wit/` (world `ksr`).

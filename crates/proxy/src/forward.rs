@@ -112,6 +112,9 @@ pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
         "{top_branch}|{ruri}|{}|{target}",
         message.sip.call_id().unwrap_or("")
     );
+    if !crate::onsend::allows(shared, message, (hop.transport, hop.addr)).await {
+        return;
+    }
     let Some(bytes) = branch_bytes(shared, message, hop, &key) else {
         return;
     };

@@ -100,7 +100,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
 }
 
 /// Carry out what the request route asked for, in order: callbacks,
-/// transactions, relays, replies.
+/// transactions, relays (stateful and stateless), replies.
 async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
     let is_ack = message.sip.method_str() == "ACK";
     let mut callbacks = Callbacks::default();
@@ -130,6 +130,13 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
                     Stateful::reply(shared, server, &message, code, &reason, &[]).await;
                 }
             }
+            Event::Forward { destination } if !message.drop => {
+                let mut forwarded = message.clone();
+                if destination.is_some() {
+                    forwarded.dst_uri = destination;
+                }
+                forward::request(shared, &mut forwarded).await;
+            }
             Event::Reply {
                 code,
                 reason,
@@ -158,14 +165,21 @@ async fn response(shared: &Arc<Shared>, message: Message) {
     Stateful::on_response(shared, message).await;
 }
 
+/// The route run for every reply, when the script defines it.
+pub(crate) const REPLY_ROUTE: &str = "ksr_reply_route";
+
 /// A response no transaction knows (a 2xx retransmission, or a reply to a
 /// statelessly forwarded request): `ksr_reply_route`, then on by Via.
-pub(crate) async fn stateless_response(shared: &Arc<Shared>, message: Message) {
+pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Message) {
     let source = message.source;
     let Some(next_hop) = forward::reply_destination(shared, &message) else {
         return;
     };
-    let invocation = match shared.pool.invoke("ksr_reply_route", Some(message)).await {
+    if !shared.pool.tenant().defines(REPLY_ROUTE) {
+        forward::reply(shared, &mut message, next_hop).await;
+        return;
+    }
+    let invocation = match shared.pool.invoke(REPLY_ROUTE, Some(message)).await {
         Ok(inv) => inv,
         Err(failure) => {
             tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");

@@ -15,6 +15,7 @@ mod dispatch;
 mod forward;
 mod handler;
 mod listen;
+mod onsend;
 mod reply;
 mod stateful;
 mod transport;

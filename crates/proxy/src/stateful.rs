@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::forward::{self, Hop};
+use crate::handler::REPLY_ROUTE;
 use crate::{Shared, handler, reply};
 
 /// Transaction callbacks armed by the script (`t_on_branch` ...).
@@ -80,6 +81,28 @@ struct Proxied {
     branches: Vec<Branch>,
     canceled: bool,
     final_sent: bool,
+    /// When the transaction was created, for `t_is_expired`.
+    created: Millis,
+}
+
+/// Kamailio's `max_inv_lifetime` and `max_noninv_lifetime`: past these a
+/// transaction counts as expired (`KSR.tm.t_is_expired`).
+const MAX_INVITE_LIFETIME_MS: u64 = 180_000;
+const MAX_NON_INVITE_LIFETIME_MS: u64 = 32_000;
+
+impl Proxied {
+    fn expired(&self, now: Millis) -> bool {
+        lifetime_over(self.request.sip.method_str() == "INVITE", self.created, now)
+    }
+}
+
+fn lifetime_over(invite: bool, created: Millis, now: Millis) -> bool {
+    let lifetime = if invite {
+        MAX_INVITE_LIFETIME_MS
+    } else {
+        MAX_NON_INVITE_LIFETIME_MS
+    };
+    now.0.saturating_sub(created.0) > lifetime
 }
 
 struct State {
@@ -323,6 +346,7 @@ impl Stateful {
                             branches: Vec::new(),
                             canceled: false,
                             final_sent: false,
+                            created: now,
                         },
                     );
                     Ok((server, effects))
@@ -363,8 +387,47 @@ impl Stateful {
         send_upstream(shared, server, code, bytes).await;
     }
 
-    /// Relay the request in `m` on a new branch of `server`.
+    /// Relay the request in `m` on new branches of `server`: one to $du or
+    /// the R-URI, and one per branch the script appended
+    /// (`KSR.corex.append_branch*`), all at once (parallel forking). False
+    /// when no branch could be started.
     pub async fn relay(
+        shared: &Arc<Shared>,
+        server: ServerId,
+        mut m: Message,
+        callbacks: &Callbacks,
+    ) -> bool {
+        let appended = std::mem::take(&mut m.branches);
+        {
+            let mut st = shared.stateful.lock();
+            if let Some(p) = st.proxied.get_mut(&server) {
+                if p.canceled {
+                    // No new branches once the caller canceled (as Kamailio's tm).
+                    tracing::debug!(server = server.get(), "not relaying: transaction canceled");
+                    return false;
+                }
+                p.callbacks = callbacks.clone();
+                p.request.edits = m.edits.clone();
+                p.request.flags = m.flags;
+                p.request.avps = m.avps.clone();
+                p.request.fr_timers = m.fr_timers;
+            }
+        }
+        let mut started = Stateful::branch(shared, server, m.clone(), callbacks).await;
+        for b in appended {
+            let mut bm = m.clone();
+            if bm.edits.set_ruri(b.uri).is_err() {
+                continue;
+            }
+            bm.dst_uri = b.dst_uri;
+            started |= Stateful::branch(shared, server, bm, callbacks).await;
+        }
+        started
+    }
+
+    /// Start one branch of `server` for the request in `m`: branch route,
+    /// `ksr_onsend_route`, then the client transaction.
+    async fn branch(
         shared: &Arc<Shared>,
         server: ServerId,
         m: Message,
@@ -380,20 +443,6 @@ impl Stateful {
                 return false;
             }
         };
-        {
-            let mut st = shared.stateful.lock();
-            if let Some(p) = st.proxied.get_mut(&server) {
-                if p.canceled {
-                    // No new branches once the caller canceled (as Kamailio's tm).
-                    tracing::debug!(server = server.get(), "not relaying: transaction canceled");
-                    return false;
-                }
-                p.callbacks = callbacks.clone();
-                p.request.edits = m.edits.clone();
-                p.request.flags = m.flags;
-                p.request.avps = m.avps.clone();
-            }
-        }
         // The branch route may change (or drop) this branch only.
         let mut m = m;
         if let Some(function) = callbacks.branch.clone() {
@@ -415,6 +464,9 @@ impl Stateful {
                     return false;
                 }
             }
+        }
+        if !crate::onsend::allows(shared, &m, (hop.transport, hop.addr)).await {
+            return false;
         }
         let index = {
             let mut st = shared.stateful.lock();
@@ -439,11 +491,19 @@ impl Stateful {
             return false;
         };
         let now = shared.stateful.now();
+        let mut timers = shared.config.transactions.timers;
+        if let Some(fr) = m.fr_timers.fr {
+            timers.fr = Some(fr);
+        }
+        if let Some(fr_inv) = m.fr_timers.fr_inv {
+            timers.c = Some(fr_inv);
+        }
+        let reliable = hop.transport == Transport::Tcp;
         let sent = {
             let mut st = shared.stateful.lock();
             match st
                 .table
-                .send_request(request, hop.addr, hop.transport == Transport::Tcp, now)
+                .send_request_with(request, hop.addr, reliable, timers, now)
             {
                 Ok((client, effects)) => {
                     st.branch_of.insert(client, (server, index));
@@ -548,13 +608,14 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
     let Some(status) = m.sip.status() else { return };
     let found = {
         let st = shared.stateful.lock();
+        let now = shared.stateful.now();
         st.branch_of.get(&client).and_then(|(s, i)| {
             let p = st.proxied.get(s)?;
-            Some((*s, *i, p.callbacks.clone(), p.canceled))
+            Some((*s, *i, p.callbacks.clone(), p.canceled, p.expired(now)))
         })
     };
     // Responses to our own CANCELs end here.
-    let Some((server, _index, callbacks, canceled)) = found else {
+    let Some((server, _index, callbacks, canceled, expired)) = found else {
         return;
     };
 
@@ -562,8 +623,11 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
     let mut m = m;
     m.tm.status = Some(status);
     m.tm.canceled = canceled;
+    m.tm.expired = expired;
     m.tm.armed = callbacks.armed();
-    let routes = std::iter::once(("ksr_reply_route".to_string(), false))
+    let routes = std::iter::once(REPLY_ROUTE.to_string())
+        .filter(|f| shared.pool.tenant().defines(f))
+        .map(|f| (f, false))
         .chain(callbacks.reply.clone().map(|f| (f, true)));
     for (function, transaction_route) in routes {
         m.tm.in_reply_route = transaction_route;
@@ -572,7 +636,7 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
         };
         match &inv.outcome {
             Outcome::Ok { .. } => {}
-            Outcome::NotFound { .. } if function == "ksr_reply_route" => {}
+            Outcome::NotFound { .. } if function == REPLY_ROUTE => {}
             _ => {
                 handler::log_failure(shared, &inv, Some(m.source));
                 return;
@@ -618,6 +682,7 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
 /// A branch ended with `status` (`bytes`: the response, our Via removed;
 /// `None` when we made it up, e.g. 408 on timeout).
 async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes: Option<Vec<u8>>) {
+    let now = shared.stateful.now();
     let decision = {
         let mut st = shared.stateful.lock();
         let Some(&(server, index)) = st.branch_of.get(&client) else {
@@ -659,6 +724,7 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
                     .iter()
                     .any(|b| b.status == Some(408) && b.response.is_none()),
                 armed: p.callbacks.armed(),
+                expired: p.expired(now),
                 ..TmInfo::default()
             };
             Decision::AllFailed {
@@ -672,9 +738,8 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
     match decision {
         Decision::Wait => {}
         Decision::Success { server, others } => {
-            if let Some(bytes) = bytes {
-                send_upstream(shared, server, status, bytes).await;
-            }
+            // Cancel the other branches first: a 2xx ends the server
+            // transaction, and with it what the branches are known by.
             for other in others {
                 let cancel = {
                     let st = shared.stateful.lock();
@@ -687,6 +752,9 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
                 if let Some(cancel) = cancel {
                     send_cancel(shared, other, cancel).await;
                 }
+            }
+            if let Some(bytes) = bytes {
+                send_upstream(shared, server, status, bytes).await;
             }
         }
         Decision::AllFailed {
@@ -834,5 +902,21 @@ fn reason_phrase(status: u16) -> &'static str {
         500 => "Server Error",
         503 => "Service Unavailable",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Millis, lifetime_over};
+
+    #[test]
+    fn transactions_expire_after_kamailios_maximum_lifetimes() {
+        let created = Millis(1_000);
+        assert!(!lifetime_over(true, created, Millis(181_000)));
+        assert!(lifetime_over(true, created, Millis(181_001)));
+        assert!(!lifetime_over(false, created, Millis(33_000)));
+        assert!(lifetime_over(false, created, Millis(33_001)));
+        // A clock that went backwards is not "expired".
+        assert!(!lifetime_over(false, created, Millis(0)));
     }
 }

@@ -55,6 +55,8 @@ pub struct Tenant {
     pub spec: TenantSpec,
     pub(crate) pre: InstancePre<StoreData>,
     pub(crate) runtime: Runtime,
+    /// Global functions the script defined when it loaded.
+    functions: std::sync::OnceLock<Vec<String>>,
 }
 
 /// Why a script was refused.
@@ -108,6 +110,16 @@ impl LoadFailure {
 }
 
 impl Tenant {
+    /// True when the script defined global function `name` when it loaded.
+    /// Optional routes (`ksr_reply_route`, `ksr_onsend_route`) run only
+    /// then: a function the script assigns later is not looked for, which
+    /// spares an invocation per message for scripts without them.
+    pub fn defines(&self, name: &str) -> bool {
+        self.functions
+            .get()
+            .is_some_and(|f| f.iter().any(|n| n == name))
+    }
+
     /// Link and validate `spec`: the script must load in a scratch instance
     /// and define the entry function. Returns the tenant and that instance,
     /// ready for use.
@@ -128,17 +140,19 @@ impl Tenant {
             spec,
             pre,
             runtime: runtime.clone(),
+            functions: Default::default(),
         });
         let mut instance = Instance::new(tenant.clone()).await?;
-        if let Some(entry) = &tenant.spec.entry {
-            let functions = instance.functions().await;
-            if !functions.iter().any(|f| f == entry) {
-                return Err(LoadFailure::new(
-                    &tenant.spec,
-                    None,
-                    format!("the script does not define function {entry}()"),
-                ));
-            }
+        let listed = instance.functions().await;
+        let functions = tenant.functions.get_or_init(|| listed);
+        if let Some(entry) = &tenant.spec.entry
+            && !functions.iter().any(|f| f == entry)
+        {
+            return Err(LoadFailure::new(
+                &tenant.spec,
+                None,
+                format!("the script does not define function {entry}()"),
+            ));
         }
         Ok((tenant, instance))
     }

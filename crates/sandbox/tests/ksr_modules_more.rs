@@ -1091,3 +1091,141 @@ end"#,
     .await;
     assert_eq!(logs(&inv), vec!["rv string SIP/2.0"]);
 }
+
+/// What the script printed with `p(v)`, without the error lines the KSR
+/// functions logged.
+fn said(inv: &kemibox_sandbox::Invocation) -> Vec<String> {
+    logs(inv)
+        .into_iter()
+        .filter(|l| !l.starts_with("KSR."))
+        .collect()
+}
+
+#[tokio::test]
+async fn forward_and_forward_uri_record_a_stateless_forward() {
+    let inv = route(
+        r#"
+local function p(v) KSR.info(tostring(v)) end
+function ksr_request_route()
+    p(KSR.forward())
+    KSR.setdsturi("sip:10.0.0.9:5080")
+    p(KSR.forward())
+    p(KSR.forward_uri("sip:127.0.0.1:5090;transport=tcp"))
+    p(KSR.forward_uri("not a uri"))
+end
+"#,
+        invite(),
+    )
+    .await;
+    assert_eq!(said(&inv), strings(&["1", "1", "1", "-1"]));
+    let forwards: Vec<Event> = actions(&inv)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Forward { .. }))
+        .collect();
+    assert_eq!(
+        forwards,
+        vec![
+            Event::Forward {
+                destination: Some("sip:bob@example.com".into())
+            },
+            Event::Forward {
+                destination: Some("sip:10.0.0.9:5080".into())
+            },
+            Event::Forward {
+                destination: Some("sip:127.0.0.1:5090;transport=tcp".into())
+            },
+        ]
+    );
+    assert_eq!(errors(&inv).len(), 1, "{:?}", errors(&inv));
+    // Not for a reply.
+    let reply = message(&sip(
+        &[
+            "SIP/2.0 200 OK",
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-r1",
+            "From: <sip:a@example.com>;tag=1",
+            "To: <sip:b@example.com>;tag=2",
+            "Call-ID: r@x",
+            "CSeq: 1 INVITE",
+        ],
+        "",
+    ));
+    let inv = route("local function p(v) KSR.info(tostring(v)) end function ksr_request_route() p(KSR.forward()) end", reply).await;
+    assert_eq!(said(&inv), strings(&["-1"]));
+}
+
+#[tokio::test]
+async fn append_branch_variants_add_branches_for_t_relay() {
+    let inv = route(
+        r#"
+local function p(v) KSR.info(tostring(v)) end
+function ksr_request_route()
+    KSR.setdsturi("sip:10.0.0.1")
+    p(KSR.corex.append_branch())
+    p(KSR.corex.append_branch_uri("sip:carol@10.0.0.2"))
+    p(KSR.corex.append_branch_uri_q("sip:dave@10.0.0.3", "0.7"))
+    p(KSR.corex.append_branch_uri_q("sip:erin@10.0.0.4", "1.5"))
+    p(KSR.corex.append_branch_uri("sip:"))
+end
+"#,
+        invite(),
+    )
+    .await;
+    assert_eq!(said(&inv), strings(&["1", "1", "1", "-1", "-1"]));
+    let m = inv.message.as_ref().unwrap();
+    let branches: Vec<(&str, Option<&str>, Option<&str>)> = m
+        .branches
+        .iter()
+        .map(|b| (b.uri.as_str(), b.dst_uri.as_deref(), b.q.as_deref()))
+        .collect();
+    assert_eq!(
+        branches,
+        vec![
+            ("sip:bob@example.com", Some("sip:10.0.0.1"), None),
+            ("sip:carol@10.0.0.2", None, None),
+            ("sip:dave@10.0.0.3", None, Some("0.7")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn t_set_fr_and_t_is_expired() {
+    let inv = route(
+        r#"
+local function p(v) KSR.info(tostring(v)) end
+function ksr_request_route()
+    p(KSR.tm.t_set_fr(30000, 2000))
+    p(KSR.tm.t_set_fr(-1, 0))
+    p(KSR.tm.t_is_expired())
+end
+"#,
+        invite(),
+    )
+    .await;
+    assert_eq!(said(&inv), strings(&["1", "-1", "-1"]));
+    let timers = inv.message.as_ref().unwrap().fr_timers;
+    assert_eq!(timers.fr_inv, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(timers.fr, Some(std::time::Duration::from_secs(2)));
+    let mut expired = invite();
+    expired.tm.expired = true;
+    let inv = route("local function p(v) KSR.info(tostring(v)) end function ksr_request_route() p(KSR.tm.t_is_expired()) end", expired).await;
+    assert_eq!(said(&inv), strings(&["1"]));
+}
+
+#[tokio::test]
+async fn snd_names_the_destination_only_while_sending() {
+    let body = r#"
+local function p(v) KSR.info(tostring(v)) end
+function ksr_request_route()
+    p(tostring(KSR.pv.get("$snd(ip)")))
+    p(tostring(KSR.pv.get("$snd(port)")))
+    p(tostring(KSR.pv.get("$snd(proto)")))
+    p(tostring(KSR.pv.get("$snd(af)")))
+end
+"#;
+    let inv = route(body, invite()).await;
+    assert_eq!(said(&inv), strings(&["nil", "nil", "nil", "nil"]));
+    let mut sending = invite();
+    sending.sending_to = Some((Transport::Tcp, "[::1]:5080".parse().unwrap()));
+    let inv = route(body, sending).await;
+    assert_eq!(said(&inv), strings(&["::1", "5080", "tcp", "ipv6"]));
+}

@@ -102,6 +102,8 @@ enum ClientTx {
 struct ClientEntry {
     key: ClientKey,
     tx: ClientTx,
+    /// The table's timers, or the ones this transaction was started with.
+    timers: Timers,
 }
 
 #[derive(Debug)]
@@ -237,10 +239,10 @@ impl TransactionTable {
         let Some(id) = self.client_keys.get(&key).copied() else {
             return Received::Stray;
         };
-        let timers = self.config.timers;
         let Some(entry) = self.clients.get_mut(&id) else {
             return Received::Stray;
         };
+        let timers = entry.timers;
         let outcome = match &mut entry.tx {
             ClientTx::Invite(tx) => tx.on_response(msg, status, &timers, now),
             ClientTx::NonInvite(tx) => tx.on_response(status, &timers, now),
@@ -377,6 +379,21 @@ impl TransactionTable {
         reliable: bool,
         now: Millis,
     ) -> Result<(ClientId, Vec<Effect>), TxError> {
+        let timers = self.config.timers;
+        self.send_request_with(request, to, reliable, timers, now)
+    }
+
+    /// [`TransactionTable::send_request`] with timers of its own for this
+    /// transaction (a proxy's per-transaction final-response timeouts, as
+    /// Kamailio's `t_set_fr`).
+    pub fn send_request_with(
+        &mut self,
+        request: SipMessage,
+        to: SocketAddr,
+        reliable: bool,
+        timers: Timers,
+        now: Millis,
+    ) -> Result<(ClientId, Vec<Effect>), TxError> {
         let method = request.method().ok_or(TxError::NotRequest)?;
         if *method == Method::Ack {
             return Err(TxError::Ack);
@@ -391,16 +408,15 @@ impl TransactionTable {
             return Err(TxError::Full);
         }
         let id = ClientId(self.next_id());
-        let timers = &self.config.timers;
         let (tx, step) = if is_invite {
-            let (tx, step) = InviteClient::start(id, request, to, reliable, timers, now);
+            let (tx, step) = InviteClient::start(id, request, to, reliable, &timers, now);
             (ClientTx::Invite(tx), step)
         } else {
-            let (tx, step) = NonInviteClient::start(id, request, to, reliable, timers, now);
+            let (tx, step) = NonInviteClient::start(id, request, to, reliable, &timers, now);
             (ClientTx::NonInvite(tx), step)
         };
         self.client_keys.insert(key.clone(), id);
-        self.clients.insert(id, ClientEntry { key, tx });
+        self.clients.insert(id, ClientEntry { key, tx, timers });
         Ok((id, self.finish(TxId::Client(id), step)))
     }
 
@@ -410,9 +426,16 @@ impl TransactionTable {
     pub fn on_timer(&mut self, timer: TimerId, now: Millis) -> Vec<Effect> {
         let timers = self.config.timers;
         let step = match timer.tx() {
-            TxId::Client(id) => match self.clients.get_mut(&id).map(|e| &mut e.tx) {
-                Some(ClientTx::Invite(tx)) => tx.on_timer(&timer, now),
-                Some(ClientTx::NonInvite(tx)) => tx.on_timer(&timer, &timers, now),
+            TxId::Client(id) => match self.clients.get_mut(&id) {
+                Some(ClientEntry {
+                    tx: ClientTx::Invite(tx),
+                    ..
+                }) => tx.on_timer(&timer, now),
+                Some(ClientEntry {
+                    tx: ClientTx::NonInvite(tx),
+                    timers,
+                    ..
+                }) => tx.on_timer(&timer, timers, now),
                 None => return Vec::new(),
             },
             TxId::Server(id) => match self.servers.get_mut(&id).map(|e| &mut e.tx) {

@@ -54,6 +54,10 @@ pub struct Timers {
     /// TU. Armed when an INVITE client transaction starts and restarted on
     /// every provisional response; reported as [`crate::TuEvent::TimerC`].
     pub c: Option<Duration>,
+    /// Timer B and F, when not 64*T1: how long a client transaction waits
+    /// for any response (a proxy's fr_timeout). Values over 64*T1 are
+    /// capped to it.
+    pub fr: Option<Duration>,
 }
 
 impl Default for Timers {
@@ -65,6 +69,7 @@ impl Default for Timers {
             d_unreliable: Duration::from_secs(32),
             j_unreliable: Duration::from_secs(32),
             c: Some(Duration::from_secs(180)),
+            fr: None,
         }
     }
 }
@@ -79,9 +84,9 @@ impl Timers {
         self.t1
     }
 
-    /// Timer B: INVITE transaction timeout (64*T1).
+    /// Timer B: INVITE transaction timeout (64*T1, or `fr` when shorter).
     pub fn b(&self) -> Duration {
-        self.t1.saturating_mul(64)
+        self.no_response_timeout()
     }
 
     /// Timer D: wait for response retransmits after an INVITE final
@@ -95,9 +100,15 @@ impl Timers {
         self.t1
     }
 
-    /// Timer F: non-INVITE transaction timeout (64*T1).
+    /// Timer F: non-INVITE transaction timeout (64*T1, or `fr` when
+    /// shorter).
     pub fn f(&self) -> Duration {
-        self.t1.saturating_mul(64)
+        self.no_response_timeout()
+    }
+
+    fn no_response_timeout(&self) -> Duration {
+        let rfc = self.t1.saturating_mul(64);
+        self.fr.map_or(rfc, |fr| fr.min(rfc))
     }
 
     /// Timer G: first INVITE final response retransmit interval (T1;

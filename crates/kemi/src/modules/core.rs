@@ -410,6 +410,35 @@ impl Host for Ctx {
     async fn set_forward_no_connect(&mut self) -> bool {
         self.raise(|m| &mut m.forward_no_connect)
     }
+    async fn forward(&mut self) -> i32 {
+        let Some(m) = self
+            .message
+            .as_ref()
+            .filter(|m| m.sip.is_request() && !m.drop)
+        else {
+            return -1;
+        };
+        let destination = m.dst_uri.clone().or_else(|| m.ruri());
+        self.events.push(Event::Forward { destination });
+        1
+    }
+    async fn forward_uri(&mut self, uri: String) -> i32 {
+        if let Err(e) = Uri::parse(&uri) {
+            self.script_error("KSR.forward_uri", format!("invalid URI {uri:?}: {e}"));
+            return -1;
+        }
+        if !self
+            .message
+            .as_ref()
+            .is_some_and(|m| m.sip.is_request() && !m.drop)
+        {
+            return -1;
+        }
+        self.events.push(Event::Forward {
+            destination: Some(uri),
+        });
+        1
+    }
     async fn set_forward_close(&mut self) -> bool {
         self.raise(|m| &mut m.forward_close)
     }

@@ -6,7 +6,39 @@ use std::net::{IpAddr, SocketAddr};
 use kemibox_sip::Uri;
 
 use crate::bindings::kemibox::ksr::corex::Host;
-use crate::{Ctx, Level, Message, Transport};
+use crate::{AppendedBranch, Ctx, Level, Message, Transport};
+
+/// Branches one request may fork to (Kamailio's `max_branches` default).
+const MAX_BRANCHES: usize = 12;
+
+impl Ctx {
+    fn append_uri(&mut self, function: &str, uri: String, q: Option<String>) -> i32 {
+        if let Err(e) = Uri::parse(&uri) {
+            self.script_error(function, format!("invalid URI {uri:?}: {e}"));
+            return -1;
+        }
+        self.append(AppendedBranch {
+            uri,
+            dst_uri: None,
+            q,
+        })
+    }
+
+    fn append(&mut self, branch: AppendedBranch) -> i32 {
+        let Some(m) = self.message.as_mut().filter(|m| m.sip.is_request()) else {
+            return -1;
+        };
+        if m.branches.len() + 1 >= MAX_BRANCHES {
+            self.log(
+                Level::Warn,
+                &format!("KSR.corex.append_branch: at most {MAX_BRANCHES} branches"),
+            );
+            return -1;
+        }
+        m.branches.push(branch);
+        1
+    }
+}
 
 /// Highest extended flag (Kamailio's `KSR_MAX_XFLAG`).
 const MAX_XFLAG: i32 = 63;
@@ -140,6 +172,32 @@ impl Host for Ctx {
             ),
         }
         1
+    }
+    async fn append_branch(&mut self) -> i32 {
+        let Some(m) = self.message.as_ref().filter(|m| m.sip.is_request()) else {
+            return -1;
+        };
+        let Some(uri) = m.ruri() else { return -1 };
+        let branch = AppendedBranch {
+            uri,
+            dst_uri: m.dst_uri.clone(),
+            q: None,
+        };
+        self.append(branch)
+    }
+    async fn append_branch_uri(&mut self, uri: String) -> i32 {
+        self.append_uri("KSR.corex.append_branch_uri", uri, None)
+    }
+    async fn append_branch_uri_q(&mut self, uri: String, q: String) -> i32 {
+        let valid = q.parse::<f32>().is_ok_and(|v| (0.0..=1.0).contains(&v));
+        if !valid {
+            self.script_error(
+                "KSR.corex.append_branch_uri_q",
+                format!("q must be a number from 0 to 1, not {q:?}"),
+            );
+            return -1;
+        }
+        self.append_uri("KSR.corex.append_branch_uri_q", uri, Some(q))
     }
 }
 

@@ -183,6 +183,19 @@ impl Ctx {
                 .map(|d| d.as_secs())
                 .unwrap_or(0))),
             PvName::Plain("sf") => Ok(int(self.sflags as i32)),
+            // Where the message goes, while `ksr_onsend_route` runs.
+            PvName::Named("snd", part) => {
+                let Some((transport, to)) = self.message.as_ref().and_then(|m| m.sending_to) else {
+                    return Ok(None);
+                };
+                Ok(match part {
+                    "ip" => text(to.ip().to_string()),
+                    "port" => int(to.port()),
+                    "proto" | "sproto" => text(transport.as_str()),
+                    "af" => text(if to.is_ipv4() { "ipv4" } else { "ipv6" }),
+                    _ => return Err(PvError::Unknown),
+                })
+            }
             PvName::Plain(class) => match &self.message {
                 Some(m) => read_message(m, class),
                 None => Ok(None),

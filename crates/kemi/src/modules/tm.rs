@@ -6,7 +6,9 @@
 
 use super::kemi;
 use crate::bindings::kemibox::ksr::tm::Host;
-use crate::{Ctx, Event, Message};
+use std::time::Duration;
+
+use crate::{Ctx, Event, FrTimers, Message};
 
 impl Ctx {
     fn arm_callback(&mut self, kind: &str, function: String) -> i32 {
@@ -112,5 +114,26 @@ impl Host for Ctx {
     }
     async fn t_any_timeout(&mut self) -> i32 {
         kemi(self.message.as_ref().is_some_and(|m| m.tm.any_timeout))
+    }
+    async fn t_set_fr(&mut self, fr_inv: i32, fr: i32) -> i32 {
+        if fr_inv < 0 || fr < 0 {
+            self.script_error(
+                "KSR.tm.t_set_fr",
+                format!("timeouts must not be negative ({fr_inv}, {fr})"),
+            );
+            return -1;
+        }
+        let ms = |v: i32| (v > 0).then(|| Duration::from_millis(v as u64));
+        let Some(m) = self.message.as_mut() else {
+            return -1;
+        };
+        m.fr_timers = FrTimers {
+            fr_inv: ms(fr_inv),
+            fr: ms(fr),
+        };
+        1
+    }
+    async fn t_is_expired(&mut self) -> i32 {
+        kemi(self.message.as_ref().is_some_and(|m| m.tm.expired))
     }
 }

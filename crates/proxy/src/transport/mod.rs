@@ -27,7 +27,9 @@ pub(crate) struct Inbound {
 
 /// The proxy's bound sockets and open TCP connections.
 pub struct Transports {
-    udp: Vec<Arc<UdpSocket>>,
+    /// UDP sockets with their bound address (read once: asking the kernel
+    /// on every send is a syscall per message).
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     tcp: std::sync::Mutex<Vec<TcpListener>>,
     tcp_local: Vec<SocketAddr>,
     connections: Connections,
@@ -42,7 +44,10 @@ impl Transports {
         for l in listen {
             let failed = |e: io::Error| anyhow::anyhow!("cannot listen on {l}: {e}");
             match l.transport {
-                Transport::Udp => udp.push(Arc::new(udp::bind(l.addr).map_err(failed)?)),
+                Transport::Udp => {
+                    let socket = udp::bind(l.addr).map_err(failed)?;
+                    udp.push((socket.local_addr()?, Arc::new(socket)));
+                }
                 Transport::Tcp => {
                     let listener = TcpListener::bind(l.addr).await.map_err(failed)?;
                     tcp_local.push(listener.local_addr()?);
@@ -64,11 +69,7 @@ impl Transports {
 
     /// Every bound address with its transport (ports as actually bound).
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
-        let udp = self
-            .udp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .map(|a| (Transport::Udp, a));
+        let udp = self.udp.iter().map(|(a, _)| (Transport::Udp, *a));
         let tcp = self.tcp_local.iter().map(|a| (Transport::Tcp, *a));
         udp.chain(tcp).collect()
     }
@@ -79,9 +80,9 @@ impl Transports {
         shared: &Arc<Shared>,
         tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
     ) {
-        for socket in &self.udp {
+        for (local, socket) in &self.udp {
             for _ in 0..udp::RECEIVERS {
-                tasks.spawn(udp::receive_loop(shared.clone(), socket.clone()));
+                tasks.spawn(udp::receive_loop(shared.clone(), *local, socket.clone()));
             }
         }
         let listeners = std::mem::take(&mut *self.tcp.lock().unwrap_or_else(|e| e.into_inner()));
@@ -94,23 +95,24 @@ impl Transports {
     /// a message arrived on when it is of that transport, else the first
     /// listener of that transport with the same IP family.
     pub fn own_address(&self, transport: Transport, arrived_on: SocketAddr) -> Option<SocketAddr> {
-        let candidates: Vec<SocketAddr> = match transport {
-            Transport::Udp => self
-                .udp
-                .iter()
-                .filter_map(|s| s.local_addr().ok())
-                .collect(),
-            Transport::Tcp => self.tcp_local.clone(),
-        };
-        candidates
-            .iter()
-            .find(|a| **a == arrived_on)
-            .or_else(|| {
-                candidates
-                    .iter()
-                    .find(|a| a.is_ipv4() == arrived_on.is_ipv4())
-            })
-            .copied()
+        fn pick<'a>(
+            candidates: impl Iterator<Item = &'a SocketAddr> + Clone,
+            arrived_on: SocketAddr,
+        ) -> Option<SocketAddr> {
+            candidates
+                .clone()
+                .find(|a| **a == arrived_on)
+                .or_else(|| {
+                    candidates
+                        .into_iter()
+                        .find(|a| a.is_ipv4() == arrived_on.is_ipv4())
+                })
+                .copied()
+        }
+        match transport {
+            Transport::Udp => pick(self.udp.iter().map(|(a, _)| a), arrived_on),
+            Transport::Tcp => pick(self.tcp_local.iter(), arrived_on),
+        }
     }
 
     /// Send `bytes` to `to` over `transport`, from our address `local` for
@@ -125,15 +127,11 @@ impl Transports {
     ) -> io::Result<()> {
         match transport {
             Transport::Udp => {
-                let socket = self
+                let (_, socket) = self
                     .udp
                     .iter()
-                    .find(|s| s.local_addr().is_ok_and(|a| a == local))
-                    .or_else(|| {
-                        self.udp
-                            .iter()
-                            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()))
-                    })
+                    .find(|(a, _)| *a == local)
+                    .or_else(|| self.udp.iter().find(|(a, _)| a.is_ipv4() == to.is_ipv4()))
                     .ok_or_else(|| io::Error::other(format!("no UDP socket to reach {to}")))?;
                 socket.send_to(&bytes, to).await.map(|_| ())
             }

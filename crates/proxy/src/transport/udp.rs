@@ -35,8 +35,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 /// Receive datagrams and hand each to the dispatcher, which keeps the
 /// messages of one call in order.
-pub async fn receive_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) -> anyhow::Result<()> {
-    let local = socket.local_addr()?;
+pub async fn receive_loop(
+    shared: Arc<Shared>,
+    local: SocketAddr,
+    socket: Arc<UdpSocket>,
+) -> anyhow::Result<()> {
     tracing::info!(%local, "listening on udp");
     let mut buf = vec![0u8; 65_536];
     loop {

@@ -1,0 +1,42 @@
+//! `ksr_onsend_route`: the script's last look at a request before it goes
+//! out (Kamailio's `onsend_route`), with `$snd(ip)`, `$snd(port)` and
+//! `$snd(proto)` naming the destination. `KSR.drop()` there keeps the
+//! request from being sent; other changes are not applied, as in Kamailio.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kemibox_kemi::{Event, Message, Transport};
+
+use crate::{Shared, handler};
+
+/// The route's name, run only when the script defines it.
+pub const ROUTE: &str = "ksr_onsend_route";
+
+/// Whether `message` may be sent to `to`: true unless the script's
+/// `ksr_onsend_route` dropped it. A failing route is logged and does not
+/// stop the request.
+pub async fn allows(shared: &Arc<Shared>, message: &Message, to: (Transport, SocketAddr)) -> bool {
+    if !shared.pool.tenant().defines(ROUTE) {
+        return true;
+    }
+    let mut m = message.clone();
+    m.sending_to = Some(to);
+    match shared.pool.invoke(ROUTE, Some(m)).await {
+        Ok(inv) if inv.outcome.is_ok() => {
+            let dropped = inv.events.contains(&Event::Drop) || inv.message.is_some_and(|m| m.drop);
+            if dropped {
+                tracing::debug!(peer = %to.1, "request dropped by {ROUTE}");
+            }
+            !dropped
+        }
+        Ok(inv) => {
+            handler::log_failure(shared, &inv, Some(to.1));
+            true
+        }
+        Err(failure) => {
+            tracing::error!(tenant = %failure.tenant, error = %failure, "cannot run {ROUTE}");
+            true
+        }
+    }
+}
