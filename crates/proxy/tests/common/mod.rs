@@ -68,7 +68,12 @@ pub struct Ua {
 
 impl Ua {
     pub async fn new() -> Ua {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Ua::bind("127.0.0.1:0").await
+    }
+
+    /// A user agent on `addr` (e.g. `[::1]:0`).
+    pub async fn bind(addr: &str) -> Ua {
+        let socket = UdpSocket::bind(addr).await.unwrap();
         let addr = socket.local_addr().unwrap();
         Ua { socket, addr }
     }
