@@ -49,8 +49,13 @@ impl<'a> NameAddr<'a> {
                 let display = trim_lws(t.get(..lt).ok_or(BAD_ADDR)?);
                 // An unquoted display name is `*(token LWS)` (RFC 3261
                 // 25.1): `Bell, Alexander <sip:...>` is refused rather than
-                // forwarded as received (RFC 4475 3.1.2.15).
-                if !display.bytes().all(|b| is_token_byte(b) || is_lws(b)) {
+                // forwarded as received (RFC 4475 3.1.2.15). UTF-8 letters
+                // are let through: phones send `Jörg <sip:...>` unquoted,
+                // and they cannot be mistaken for a separator.
+                if !display
+                    .bytes()
+                    .all(|b| is_token_byte(b) || is_lws(b) || !b.is_ascii())
+                {
                     return Err(ParseError::new("invalid display name"));
                 }
                 let display = (!display.is_empty()).then_some(Cow::Borrowed(display));
@@ -126,6 +131,13 @@ mod tests {
             na.parse_uri().unwrap().param("transport"),
             Some(Some("tcp"))
         );
+    }
+
+    #[test]
+    fn unquoted_utf8_display_name_is_accepted_but_separators_are_not() {
+        let na = NameAddr::parse("Jörg Müller <sip:joerg@example.de>").unwrap();
+        assert_eq!(na.display_name.as_deref(), Some("Jörg Müller"));
+        assert!(NameAddr::parse("Bell, Alexander <sip:a.g.bell@example.com>").is_err());
     }
 
     #[test]

@@ -868,12 +868,13 @@ fn unquoted_display_names_are_tokens() {
         "token1~` token2'+_ token3*%!.- <sip:a@b>",
         "caller<sip:a@b>",
         "\"Bell, Alexander\" <sip:a@b>",
+        // Not a token, but sent by phones and harmless: UTF-8 letters.
+        "Jörg <sip:a@b>",
     ] {
         assert!(NameAddr::parse(ok).is_ok(), "{ok}");
     }
     for bad in [
         "Bell, Alexander <sip:a@b>",
-        "Jörg <sip:a@b>",
         "a@b <sip:a@b>",
     ] {
         assert_eq!(
