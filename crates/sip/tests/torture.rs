@@ -873,10 +873,7 @@ fn unquoted_display_names_are_tokens() {
     ] {
         assert!(NameAddr::parse(ok).is_ok(), "{ok}");
     }
-    for bad in [
-        "Bell, Alexander <sip:a@b>",
-        "a@b <sip:a@b>",
-    ] {
+    for bad in ["Bell, Alexander <sip:a@b>", "a@b <sip:a@b>"] {
         assert_eq!(
             NameAddr::parse(bad).unwrap_err().reason(),
             "invalid display name",
