@@ -263,11 +263,11 @@ fn transport_error_terminates_and_tells_the_tu() {
     );
 }
 
-#[test]
-fn per_transaction_fr_timeout_shortens_timer_b_but_never_lengthens_it() {
+/// An INVITE branch started with Timer B/F set to `fr_ms`, run to 100 s.
+fn run_with_fr(fr_ms: u64) -> (Sim, kemibox_tm::ClientId) {
     let mut sim = Sim::new(config());
     let timers = Timers {
-        fr: Some(ms(2_000)),
+        fr: Some(ms(fr_ms)),
         ..config().timers
     };
     let (client, effects) = sim
@@ -282,31 +282,20 @@ fn per_transaction_fr_timeout_shortens_timer_b_but_never_lengthens_it() {
         .unwrap();
     sim.apply(effects);
     sim.run_until(100_000);
+    (sim, client)
+}
+
+#[test]
+fn per_transaction_fr_timeout_shortens_timer_b_but_never_lengthens_it() {
+    let (sim, client) = run_with_fr(2_000);
     assert_eq!(
         sim.events.first(),
         Some(&(2_000, TuEvent::Timeout { client }))
     );
     // Retransmissions (Timer A) stop with it.
     assert_eq!(sim.send_times(), [0, 500, 1500]);
-
     // An fr over 64*T1 is capped there.
-    let mut sim = Sim::new(config());
-    let timers = Timers {
-        fr: Some(ms(600_000)),
-        ..config().timers
-    };
-    let (client, effects) = sim
-        .table
-        .send_request_with(
-            msg(&proxied_invite(BRANCH)),
-            addr(NEXT_HOP),
-            false,
-            timers,
-            Millis(0),
-        )
-        .unwrap();
-    sim.apply(effects);
-    sim.run_until(100_000);
+    let (sim, client) = run_with_fr(600_000);
     assert_eq!(
         sim.events.first(),
         Some(&(32_000, TuEvent::Timeout { client }))
