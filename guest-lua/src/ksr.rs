@@ -221,6 +221,8 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
     if grants("tmx") {
         let t = lua.create_table()?;
         export!(lua, t, "KSR.tmx", "t_precheck_trans", tmx::t_precheck_trans() -> int);
+        export!(lua, t, "KSR.tmx", "t_suspend", tmx::t_suspend() -> int);
+        export!(lua, t, "KSR.tmx", "t_continue", tmx::t_continue(tindex: int, tlabel: int, cbname: str) -> int);
         export!(lua, t, "KSR.tmx", "t_is_branch_route", tmx::t_is_branch_route() -> int);
         export!(lua, t, "KSR.tmx", "t_is_failure_route", tmx::t_is_failure_route() -> int);
         export!(lua, t, "KSR.tmx", "t_is_reply_route", tmx::t_is_reply_route() -> int);

@@ -65,6 +65,14 @@ pub enum Event {
         function: String,
         destination: Option<String>,
     },
+    /// `KSR.tmx.t_suspend()`: the transaction waits under these ids.
+    Suspend { index: u32, label: u32 },
+    /// `KSR.tmx.t_continue()`: resume a suspended transaction with `route`.
+    Continue {
+        index: u32,
+        label: u32,
+        route: String,
+    },
     /// A stateless forward (`KSR.forward`, `KSR.forward_uri`) to
     /// `destination` ($du, else the R-URI, for `KSR.forward`).
     Forward { destination: Option<String> },
@@ -166,6 +174,8 @@ pub struct TmInfo {
     pub armed: Vec<String>,
     /// The transaction outlived its maximum lifetime (`t_is_expired`).
     pub expired: bool,
+    /// `$T(id_index)` / `$T(id_label)` once `t_suspend` ran.
+    pub suspended: Option<(u32, u32)>,
 }
 
 /// A branch added by `KSR.corex.append_branch*`: `t_relay` sends one

@@ -130,6 +130,21 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
                     Stateful::reply(shared, server, &message, code, &reason, &[]).await;
                 }
             }
+            Event::Suspend { index, label } if !is_ack => {
+                if server.is_none() {
+                    server = Stateful::ensure_server(shared, &message, &callbacks)
+                        .await
+                        .ok();
+                }
+                if let Some(server) = server {
+                    Stateful::suspend(shared, server, (index, label), &message, &callbacks).await;
+                }
+            }
+            Event::Continue {
+                index,
+                label,
+                route,
+            } => Stateful::resume(shared, (index, label), &route).await,
             Event::Forward { destination } if !message.drop => {
                 let mut forwarded = message.clone();
                 if destination.is_some() {

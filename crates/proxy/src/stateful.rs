@@ -94,6 +94,35 @@ impl Proxied {
     fn expired(&self, now: Millis) -> bool {
         lifetime_over(self.request.sip.method_str() == "INVITE", self.created, now)
     }
+
+    /// The failure route to run (taken: it runs once) and the request it
+    /// runs on, for a transaction that ended with `status` (`timeout`: no
+    /// final response, the proxy's own 408).
+    fn failure_route(
+        &mut self,
+        status: u16,
+        timeout: bool,
+        now: Millis,
+    ) -> (Option<String>, Message) {
+        let failure = self.callbacks.failure.take();
+        let mut request = self.request.clone();
+        request.tm = TmInfo {
+            status: Some(status),
+            canceled: self.canceled,
+            in_failure_route: true,
+            branch_timeout: status == 408 && timeout,
+            any_timeout: timeout
+                || self
+                    .branches
+                    .iter()
+                    .any(|b| b.status == Some(408) && b.response.is_none()),
+            armed: self.callbacks.armed(),
+            expired: self.expired(now),
+            suspended: self.request.tm.suspended,
+            ..TmInfo::default()
+        };
+        (failure, request)
+    }
 }
 
 fn lifetime_over(invite: bool, created: Millis, now: Millis) -> bool {
@@ -109,6 +138,8 @@ struct State {
     table: TransactionTable,
     proxied: HashMap<ServerId, Proxied>,
     branch_of: HashMap<ClientId, (ServerId, usize)>,
+    /// Transactions waiting in `t_suspend`, by `$T(id_index)`/`$T(id_label)`.
+    suspended: HashMap<(u32, u32), ServerId>,
 }
 
 /// Timers fire in slots of this many milliseconds: up to one slot late,
@@ -140,6 +171,7 @@ impl Stateful {
                 table: TransactionTable::new(config),
                 proxied: HashMap::new(),
                 branch_of: HashMap::new(),
+                suspended: HashMap::new(),
             }),
             epoch: Instant::now(),
             timers: Mutex::new(BTreeMap::new()),
@@ -531,6 +563,90 @@ impl Stateful {
         }
     }
 
+    /// Park `server` under `ids` (`KSR.tmx.t_suspend`) with the request
+    /// as the route left it. When no `t_continue` comes within the
+    /// transaction's final-response timeout (`t_set_fr`, else Timer B),
+    /// it fails with 408 through its failure route.
+    pub async fn suspend(
+        shared: &Arc<Shared>,
+        server: ServerId,
+        ids: (u32, u32),
+        m: &Message,
+        callbacks: &Callbacks,
+    ) {
+        let wait = m
+            .fr_timers
+            .fr
+            .unwrap_or_else(|| shared.config.transactions.timers.b());
+        {
+            let mut st = shared.stateful.lock();
+            let Some(p) = st.proxied.get_mut(&server) else {
+                return;
+            };
+            p.request = m.clone();
+            p.callbacks = callbacks.clone();
+            st.suspended.insert(ids, server);
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let now = shared.stateful.now();
+            let failed = {
+                let mut st = shared.stateful.lock();
+                let st = &mut *st;
+                match st.suspended.remove(&ids) {
+                    Some(server) => st
+                        .proxied
+                        .get_mut(&server)
+                        .map(|p| (server, p.failure_route(408, true, now))),
+                    None => None,
+                }
+            };
+            if let Some((server, (failure, request))) = failed {
+                tracing::info!(
+                    index = ids.0,
+                    label = ids.1,
+                    "suspended transaction timed out"
+                );
+                all_failed(&shared, server, (408, None), failure, request).await;
+            }
+        });
+    }
+
+    /// Resume the transaction suspended under `ids` (`KSR.tmx.t_continue`):
+    /// run `route` on its request and act on what it did, like a failure
+    /// route; a route that neither relays nor replies gets the error reply.
+    pub async fn resume(shared: &Arc<Shared>, ids: (u32, u32), route: &str) {
+        let found = {
+            let mut st = shared.stateful.lock();
+            let st = &mut *st;
+            st.suspended
+                .remove(&ids)
+                .and_then(|server| Some((server, st.proxied.get(&server)?.request.clone())))
+        };
+        let Some((server, request)) = found else {
+            tracing::info!(
+                index = ids.0,
+                label = ids.1,
+                "t_continue: no transaction suspended with these ids"
+            );
+            return;
+        };
+        match shared.pool.invoke(route, Some(request.clone())).await {
+            Ok(inv) if inv.outcome.is_ok() => {
+                if let Some(m) = inv.message
+                    && handle_failure_events(shared, server, inv.events, m).await
+                {
+                    return;
+                }
+            }
+            Ok(inv) => handler::log_failure(shared, &inv, Some(request.source)),
+            Err(failure) => tracing::error!(error = %failure, "t_continue route"),
+        }
+        let (code, reason) = shared.config.error_reply.clone();
+        Stateful::reply(shared, server, &request, code, &reason, &[]).await;
+    }
+
     /// A received response: to a branch, absorbed, or stray.
     pub async fn on_response(shared: &Arc<Shared>, m: Message) {
         let now = shared.stateful.now();
@@ -556,13 +672,18 @@ async fn cancel(shared: &Arc<Shared>, m: &Message, invite: Option<ServerId>) {
     if let Ok(server) = Stateful::ensure_server(shared, m, &Callbacks::default()).await {
         Stateful::reply(shared, server, m, 200, "OK", &[]).await;
     }
-    let cancels: Vec<(ClientId, Option<SipMessage>)> = {
+    let (cancels, waiting): (Vec<(ClientId, Option<SipMessage>)>, Option<Message>) = {
         let mut st = shared.stateful.lock();
         let st = &mut *st;
         let Some(p) = st.proxied.get_mut(&invite) else {
             return;
         };
         p.canceled = true;
+        // A transaction with no branch (suspended by `t_suspend`) ends here.
+        let waiting = (p.branches.is_empty() && !p.final_sent).then(|| p.request.clone());
+        if waiting.is_some() {
+            st.suspended.retain(|_, s| *s != invite);
+        }
         let mut out = Vec::new();
         for b in p.branches.iter_mut().filter(|b| b.status.is_none()) {
             let Some(client) = b.client else { continue };
@@ -572,12 +693,15 @@ async fn cancel(shared: &Arc<Shared>, m: &Message, invite: Option<ServerId>) {
                 b.cancel_pending = true;
             }
         }
-        out
+        (out, waiting)
     };
     for (client, cancel) in cancels {
         if let Some(cancel) = cancel {
             send_cancel(shared, client, cancel).await;
         }
+    }
+    if let Some(request) = waiting {
+        Stateful::reply(shared, invite, &request, 487, "Request Terminated", &[]).await;
     }
 }
 
@@ -712,26 +836,12 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
             Decision::Wait
         } else {
             let best = best_branch(&p.branches);
-            let failure = p.callbacks.failure.take();
-            let mut request = Box::new(p.request.clone());
-            request.tm = TmInfo {
-                status: Some(best.0),
-                canceled: p.canceled,
-                in_failure_route: true,
-                branch_timeout: best.0 == 408 && best.1.is_none(),
-                any_timeout: p
-                    .branches
-                    .iter()
-                    .any(|b| b.status == Some(408) && b.response.is_none()),
-                armed: p.callbacks.armed(),
-                expired: p.expired(now),
-                ..TmInfo::default()
-            };
+            let (failure, request) = p.failure_route(best.0, best.1.is_none(), now);
             Decision::AllFailed {
                 server,
                 best,
                 failure,
-                request,
+                request: Box::new(request),
             }
         }
     };
@@ -835,8 +945,8 @@ async fn all_failed(
     send_upstream(shared, server, status, bytes).await;
 }
 
-/// Act on what a failure route did. True when it took care of the
-/// transaction (a new branch or a reply).
+/// Act on what a failure route (or a `t_continue` route) did. True when
+/// it took care of the transaction (a new branch or a reply).
 async fn handle_failure_events(
     shared: &Arc<Shared>,
     server: ServerId,

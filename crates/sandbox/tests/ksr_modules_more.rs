@@ -1229,3 +1229,48 @@ end
     let inv = route(body, sending).await;
     assert_eq!(said(&inv), strings(&["::1", "5080", "tcp", "ipv6"]));
 }
+
+#[tokio::test]
+async fn t_suspend_gives_ids_and_t_continue_records_the_resume() {
+    let inv = route(
+        r#"
+local function p(v) KSR.info(tostring(v)) end
+function ksr_request_route()
+    p(KSR.pv.get("$T(id_index)"))
+    p(KSR.tmx.t_suspend())
+    p(KSR.tmx.t_suspend())
+    p(KSR.pv.get("$T(id_index)") > 0 and KSR.pv.get("$T(id_label)") >= 0)
+    p(KSR.tmx.t_continue(7, 99, "resume"))
+    p(KSR.tmx.t_continue(-1, 99, "resume"))
+    p(KSR.tmx.t_continue(7, 99, ""))
+end
+"#,
+        invite(),
+    )
+    .await;
+    assert_eq!(
+        said(&inv),
+        strings(&["nil", "1", "-1", "true", "1", "-1", "-1"])
+    );
+    let (index, label) = inv.message.as_ref().unwrap().tm.suspended.unwrap();
+    let actions = actions(&inv);
+    assert!(
+        actions.contains(&Event::Suspend { index, label }),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Event::Continue {
+            index: 7,
+            label: 99,
+            route: "resume".into()
+        }),
+        "{actions:?}"
+    );
+    // A second suspension gets other ids.
+    let again = route(
+        "function ksr_request_route() KSR.tmx.t_suspend() end",
+        invite(),
+    )
+    .await;
+    assert_ne!(again.message.unwrap().tm.suspended, Some((index, label)));
+}

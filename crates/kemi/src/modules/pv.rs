@@ -183,6 +183,14 @@ impl Ctx {
                 .map(|d| d.as_secs())
                 .unwrap_or(0))),
             PvName::Plain("sf") => Ok(int(self.sflags as i32)),
+            // The ids of a suspended transaction (`KSR.tmx.t_suspend`).
+            PvName::Named("T", part @ ("id_index" | "id_label")) => Ok(self
+                .message
+                .as_ref()
+                .and_then(|m| m.tm.suspended)
+                .and_then(|(index, label)| {
+                    int(if part == "id_index" { index } else { label } as i32)
+                })),
             // Where the message goes, while `ksr_onsend_route` runs.
             PvName::Named("snd", part) => {
                 let Some((transport, to)) = self.message.as_ref().and_then(|m| m.sending_to) else {
