@@ -136,7 +136,8 @@ fn lifetime_over(invite: bool, created: Millis, now: Millis) -> bool {
 
 struct State {
     table: TransactionTable,
-    proxied: HashMap<ServerId, Proxied>,
+    /// Boxed, so growing the map moves pointers (see kemibox-tm's table).
+    proxied: HashMap<ServerId, Box<Proxied>>,
     branch_of: HashMap<ClientId, (ServerId, usize)>,
     /// Transactions waiting in `t_suspend`, by `$T(id_index)`/`$T(id_label)`.
     suspended: HashMap<(u32, u32), ServerId>,
@@ -372,14 +373,14 @@ impl Stateful {
                 Ok((server, effects)) => {
                     st.proxied.insert(
                         server,
-                        Proxied {
+                        Box::new(Proxied {
                             request: m.clone(),
                             callbacks: callbacks.clone(),
                             branches: Vec::new(),
                             canceled: false,
                             final_sent: false,
                             created: now,
-                        },
+                        }),
                     );
                     Ok((server, effects))
                 }

@@ -131,8 +131,12 @@ struct ServerEntry {
 pub struct TransactionTable {
     config: Config,
     next_id: u64,
-    clients: HashMap<ClientId, ClientEntry>,
-    servers: HashMap<ServerId, ServerEntry>,
+    // Entries are boxed so that growing a map of hundreds of thousands of
+    // transactions moves pointers, not whole transactions: the rehash
+    // happens under the proxy's state lock, and moving the entries
+    // themselves stalled every message for hundreds of milliseconds.
+    clients: HashMap<ClientId, Box<ClientEntry>>,
+    servers: HashMap<ServerId, Box<ServerEntry>>,
     client_keys: HashMap<ClientKey, ClientId>,
     server_keys: HashMap<ServerKey, ServerId>,
 }
@@ -330,7 +334,7 @@ impl TransactionTable {
             (ServerTx::NonInvite(tx), Step::new())
         };
         self.server_keys.insert(key.clone(), id);
-        self.servers.insert(id, ServerEntry { key, tx });
+        self.servers.insert(id, Box::new(ServerEntry { key, tx }));
         Ok((id, self.finish(TxId::Server(id), step)))
     }
 
@@ -416,7 +420,8 @@ impl TransactionTable {
             (ClientTx::NonInvite(tx), step)
         };
         self.client_keys.insert(key.clone(), id);
-        self.clients.insert(id, ClientEntry { key, tx, timers });
+        self.clients
+            .insert(id, Box::new(ClientEntry { key, tx, timers }));
         Ok((id, self.finish(TxId::Client(id), step)))
     }
 
@@ -426,7 +431,7 @@ impl TransactionTable {
     pub fn on_timer(&mut self, timer: TimerId, now: Millis) -> Vec<Effect> {
         let timers = self.config.timers;
         let step = match timer.tx() {
-            TxId::Client(id) => match self.clients.get_mut(&id) {
+            TxId::Client(id) => match self.clients.get_mut(&id).map(|e| &mut **e) {
                 Some(ClientEntry {
                     tx: ClientTx::Invite(tx),
                     ..
