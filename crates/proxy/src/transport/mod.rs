@@ -1,6 +1,7 @@
 //! Sockets: UDP datagrams and TCP connections (framed by Content-Length),
 //! behind one `send` so the rest of the proxy does not care which.
 
+mod batch;
 mod tcp;
 mod udp;
 

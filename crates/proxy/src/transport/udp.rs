@@ -9,6 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::Inbound;
+use super::batch::Batch;
 use crate::Shared;
 
 /// Kernel buffer sizes asked for (capped by net.core.rmem_max/wmem_max):
@@ -33,31 +34,31 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Receive datagrams and hand each to the dispatcher, which keeps the
-/// messages of one call in order.
+/// Receive datagrams, many per system call, and hand each to the
+/// dispatcher, which keeps the messages of one call in order.
 pub async fn receive_loop(
     shared: Arc<Shared>,
     local: SocketAddr,
     socket: Arc<UdpSocket>,
 ) -> anyhow::Result<()> {
     tracing::info!(%local, "listening on udp");
-    let mut buf = vec![0u8; 65_536];
+    let mut batch = Batch::default();
     loop {
-        let (len, source) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let datagrams = match batch.recv(&socket).await {
+            Ok(d) => d,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems.
                 tracing::debug!(%local, error = %e, "udp receive error");
                 continue;
             }
         };
-        let Some(data) = buf.get(..len) else { continue };
-        let inbound = Inbound {
-            transport: Transport::Udp,
-            local,
-            source,
-            data: data.to_vec(),
-        };
-        shared.dispatch.send(inbound);
+        for (data, source) in datagrams {
+            shared.dispatch.send(Inbound {
+                transport: Transport::Udp,
+                local,
+                source,
+                data,
+            });
+        }
     }
 }
