@@ -96,8 +96,8 @@ impl Proxied {
     }
 
     /// The failure route to run (taken: it runs once) and the request it
-    /// runs on, for a transaction that ended with `status` (`timeout`: no
-    /// final response, the proxy's own 408).
+    /// runs on, for a transaction that ended with `status` (`timeout`: the
+    /// proxy's own 408, no final response came).
     fn failure_route(
         &mut self,
         status: u16,
@@ -110,7 +110,7 @@ impl Proxied {
             status: Some(status),
             canceled: self.canceled,
             in_failure_route: true,
-            branch_timeout: status == 408 && timeout,
+            branch_timeout: timeout,
             any_timeout: timeout
                 || self
                     .branches
@@ -837,7 +837,8 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
             Decision::Wait
         } else {
             let best = best_branch(&p.branches);
-            let (failure, request) = p.failure_route(best.0, best.1.is_none(), now);
+            let timeout = best.0 == 408 && best.1.is_none();
+            let (failure, request) = p.failure_route(best.0, timeout, now);
             Decision::AllFailed {
                 server,
                 best,

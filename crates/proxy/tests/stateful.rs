@@ -270,3 +270,46 @@ async fn shutdown_refuses_new_calls_and_finishes_the_ones_in_flight() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_route_after_a_503_sees_no_timeout() {
+    let (uac, uas) = (Ua::new().await, Ua::new().await);
+    let script = format!(
+        r#"
+function ksr_request_route()
+    KSR.pv.sets("$du", "sip:{}")
+    KSR.tm.t_on_failure("failed")
+    KSR.tm.t_relay()
+end
+function failed()
+    local any = KSR.tm.t_any_timeout() > 0 and "any" or "none"
+    local branch = KSR.tm.t_branch_timeout() > 0 and "branch" or "nobranch"
+    local status = KSR.tm.t_check_status("500") > 0 and "500" or "other"
+    KSR.tm.t_reply(480, "Seen " .. any .. " " .. branch .. " " .. status)
+end
+"#,
+        uas.addr
+    );
+    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
+    uac.send(
+        &request(
+            "INVITE",
+            "sip:bob@example.com",
+            uac.addr,
+            "u5",
+            "unavail",
+            1,
+        ),
+        proxy,
+    )
+    .await;
+    let (inv, from) = uas.expect("INVITE ").await;
+    uas.send(&respond(&inv, 503, "Service Unavailable", "u1"), from)
+        .await;
+    let (reply, _) = uac.expect("SIP/2.0 480 ").await;
+    assert!(
+        // 503 goes upstream as 500 (RFC 3261 16.7 step 6), not a timeout.
+        reply.starts_with("SIP/2.0 480 Seen none nobranch 500"),
+        "{reply}"
+    );
+}
