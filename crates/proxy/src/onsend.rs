@@ -1,6 +1,6 @@
 //! `ksr_onsend_route`: the script's last look at a request before it goes
 //! out (Kamailio's `onsend_route`), with `$snd(ip)`, `$snd(port)` and
-//! `$snd(proto)` naming the destination. `KSR.drop()` there keeps the
+//! `$snd(proto)` naming the destination. `KSR.x.drop()` there keeps the
 //! request from being sent; other changes are not applied, as in Kamailio.
 
 use std::net::SocketAddr;
