@@ -5,6 +5,7 @@
 //!   offline and print what it did, one JSON object a line.
 //! - `kemibox api`: every KSR function available to scripts.
 //! - `kemibox run`: the proxy.
+//! - `kemibox user add|rm|list`: subscribers for digest authentication.
 
 /// The proxy allocates for every message (parsed message, edits, events,
 /// rendered bytes); mimalloc's per-thread free lists serve that pattern
@@ -17,6 +18,7 @@ mod check;
 mod config;
 mod route;
 mod run;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +52,8 @@ enum Command {
     /// Run the proxy: the embedded default script on udp:127.0.0.1:5060
     /// unless told otherwise.
     Run(run::Args),
+    /// Subscribers for digest authentication: add, rm, list.
+    User(user::Args),
     /// List every KSR function (`KSR.tm.t_relay() -> int`).
     Api {
         /// Print the Markdown reference (docs/api.md) instead.
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Check { script, entry } => check::run(&script, &entry),
         Command::Route(args) => route::run(args),
         Command::Run(args) => run::run(args),
+        Command::User(args) => user::run(args),
         Command::Api { markdown } => {
             api::run(markdown);
             Ok(ExitCode::SUCCESS)
