@@ -6,6 +6,7 @@ use std::sync::Arc;
 use kemibox_kemi::{Event, Message};
 use kemibox_sandbox::{Invocation, Outcome};
 use kemibox_sip::SipMessage;
+use kemibox_tm::ServerId;
 
 use crate::stateful::{Callbacks, Stateful, Verdict};
 use crate::transport::Inbound;
@@ -109,9 +110,7 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
         match event {
             Event::Callback { kind, function } => callbacks.arm(&kind, function),
             Event::Tm { function, .. } if function == "t_newtran" && !is_ack => {
-                server = Stateful::ensure_server(shared, &message, &callbacks)
-                    .await
-                    .ok();
+                server_of(shared, &mut server, &message, &callbacks).await;
             }
             Event::Tm { function, .. } if function == "t_relay" && !message.drop => {
                 if is_ack {
@@ -119,24 +118,17 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
                     forward::request(shared, &mut message).await;
                     continue;
                 }
-                if server.is_none() {
-                    server = Stateful::ensure_server(shared, &message, &callbacks)
-                        .await
-                        .ok();
-                }
-                let Some(server) = server else { continue };
+                let Some(server) = server_of(shared, &mut server, &message, &callbacks).await
+                else {
+                    continue;
+                };
                 if !Stateful::relay(shared, server, message.clone(), &callbacks).await {
                     let (code, reason) = shared.config.error_reply.clone();
                     Stateful::reply(shared, server, &message, code, &reason, &[]).await;
                 }
             }
             Event::Suspend { index, label } if !is_ack => {
-                if server.is_none() {
-                    server = Stateful::ensure_server(shared, &message, &callbacks)
-                        .await
-                        .ok();
-                }
-                if let Some(server) = server {
+                if let Some(server) = server_of(shared, &mut server, &message, &callbacks).await {
                     Stateful::suspend(shared, server, (index, label), &message, &callbacks).await;
                 }
             }
@@ -159,10 +151,8 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
                 stateful,
             } => {
                 let code = u16::try_from(code).unwrap_or(500);
-                if stateful && server.is_none() {
-                    server = Stateful::ensure_server(shared, &message, &callbacks)
-                        .await
-                        .ok();
+                if stateful {
+                    server_of(shared, &mut server, &message, &callbacks).await;
                 }
                 match server {
                     Some(server) => {
@@ -174,6 +164,22 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
             _ => {}
         }
     }
+}
+
+/// The request's server transaction: the one this route's events already
+/// made, else a new one (`None` when it cannot be created; answered).
+async fn server_of(
+    shared: &Arc<Shared>,
+    server: &mut Option<ServerId>,
+    message: &Message,
+    callbacks: &Callbacks,
+) -> Option<ServerId> {
+    if server.is_none() {
+        *server = Stateful::ensure_server(shared, message, callbacks)
+            .await
+            .ok();
+    }
+    *server
 }
 
 async fn response(shared: &Arc<Shared>, message: Message) {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kemibox_kemi::{Event, Message, Transport};
+use kemibox_kemi::{Message, Transport};
 
 use crate::{Shared, handler};
 
@@ -24,7 +24,8 @@ pub async fn allows(shared: &Arc<Shared>, message: &Message, to: (Transport, Soc
     m.sending_to = Some(to);
     match shared.pool.invoke(ROUTE, Some(m)).await {
         Ok(inv) if inv.outcome.is_ok() => {
-            let dropped = inv.events.contains(&Event::Drop) || inv.message.is_some_and(|m| m.drop);
+            // `KSR.x.drop()` and `KSR.set_drop()` both mark the message.
+            let dropped = inv.message.is_some_and(|m| m.drop);
             if dropped {
                 tracing::debug!(peer = %to.1, "request dropped by {ROUTE}");
             }
