@@ -24,7 +24,11 @@ fn main() -> Result<()> {
             continue;
         };
         let iface = &resolve.interfaces[*id];
-        let module = iface.name.clone().context("anonymous interface")?;
+        let module = iface
+            .name
+            .clone()
+            .context("anonymous interface")?
+            .replace('-', "_");
         if module == "types" {
             continue;
         }

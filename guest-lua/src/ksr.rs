@@ -10,7 +10,8 @@ use mlua::{Lua, Result, Table, Value};
 
 use crate::args::{KemiResult, bad_argument, int_arg, str_arg};
 use crate::kemibox::ksr::{
-    core, corex, hdr, kx, maxfwd, pv, rr, sanity, siputils, sl, textops, tm, tmx, x,
+    auth, auth_db, core, corex, hdr, kx, maxfwd, pv, registrar, rr, sanity, siputils, sl, textops,
+    tm, tmx, x,
 };
 
 macro_rules! arg_value {
@@ -216,6 +217,8 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         export!(lua, t, "KSR.tm", "t_any_timeout", tm::t_any_timeout() -> int);
         export!(lua, t, "KSR.tm", "t_set_fr", tm::t_set_fr(fr_inv: int, fr: int) -> int);
         export!(lua, t, "KSR.tm", "t_is_expired", tm::t_is_expired() -> int);
+        export!(lua, t, "KSR.tm", "t_load_contacts", tm::t_load_contacts() -> int);
+        export!(lua, t, "KSR.tm", "t_next_contacts", tm::t_next_contacts() -> int);
         ksr.raw_set("tm", t)?;
     }
     if grants("tmx") {
@@ -376,6 +379,38 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         export!(lua, t, "KSR.textops", "cmp_istr", textops::cmp_istr(s1: str, s2: str) -> int);
         export!(lua, t, "KSR.textops", "starts_with", textops::starts_with(s1: str, s2: str) -> int);
         ksr.raw_set("textops", t)?;
+    }
+    if grants("registrar") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.registrar", "save", registrar::save(table: str, iflags: int) -> int);
+        export!(lua, t, "KSR.registrar", "save_uri", registrar::save_uri(table: str, iflags: int, uri: str) -> int);
+        export!(lua, t, "KSR.registrar", "lookup", registrar::lookup(table: str) -> int);
+        export!(lua, t, "KSR.registrar", "lookup_uri", registrar::lookup_uri(table: str, uri: str) -> int);
+        export!(lua, t, "KSR.registrar", "lookup_branches", registrar::lookup_branches(table: str) -> int);
+        export!(lua, t, "KSR.registrar", "registered", registrar::registered(table: str) -> int);
+        export!(lua, t, "KSR.registrar", "registered_uri", registrar::registered_uri(table: str, uri: str) -> int);
+        export!(lua, t, "KSR.registrar", "unregister", registrar::unregister(table: str, uri: str) -> int);
+        ksr.raw_set("registrar", t)?;
+    }
+    if grants("auth") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.auth", "auth_challenge", auth::auth_challenge(realm: str, iflags: int) -> int);
+        export!(lua, t, "KSR.auth", "www_challenge", auth::www_challenge(realm: str, iflags: int) -> int);
+        export!(lua, t, "KSR.auth", "proxy_challenge", auth::proxy_challenge(realm: str, iflags: int) -> int);
+        export!(lua, t, "KSR.auth", "consume_credentials", auth::consume_credentials() -> int);
+        export!(lua, t, "KSR.auth", "has_credentials", auth::has_credentials(realm: str) -> int);
+        export!(lua, t, "KSR.auth", "pv_auth_check", auth::pv_auth_check(realm: str, passwd: str, iflags: int, checks: int) -> int);
+        export!(lua, t, "KSR.auth", "pv_www_authenticate", auth::pv_www_authenticate(realm: str, passwd: str, iflags: int) -> int);
+        export!(lua, t, "KSR.auth", "pv_proxy_authenticate", auth::pv_proxy_authenticate(realm: str, passwd: str, iflags: int) -> int);
+        ksr.raw_set("auth", t)?;
+    }
+    if grants("auth_db") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.auth_db", "auth_check", auth_db::auth_check(realm: str, table: str, iflags: int) -> int);
+        export!(lua, t, "KSR.auth_db", "www_authenticate", auth_db::www_authenticate(realm: str, table: str) -> int);
+        export!(lua, t, "KSR.auth_db", "proxy_authenticate", auth_db::proxy_authenticate(realm: str, table: str) -> int);
+        export!(lua, t, "KSR.auth_db", "is_subscriber", auth_db::is_subscriber(uri: str, table: str, iflags: int) -> int);
+        ksr.raw_set("auth_db", t)?;
     }
     Ok(ksr)
 }

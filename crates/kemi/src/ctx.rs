@@ -188,6 +188,9 @@ pub struct AppendedBranch {
     pub dst_uri: Option<String>,
     /// Its q-value as given (`"0.5"`), kept for `$branch(q)`-style use.
     pub q: Option<String>,
+    /// Path (RFC 3327) the branch must follow: Route headers the proxy
+    /// adds to this branch's request (from a registered contact's Path).
+    pub path: Vec<String>,
 }
 
 /// Final-response timers the script set for this transaction's branches
@@ -238,11 +241,18 @@ pub struct Message {
     pub rr: RecordRouteState,
     /// Extra branches for `t_relay` (`KSR.corex.append_branch*`).
     pub branches: Vec<AppendedBranch>,
+    /// The Path (RFC 3327) of the R-URI's branch, from the registered
+    /// contact `KSR.registrar.lookup` chose: the proxy sends that branch
+    /// with these as Route headers (appended branches carry their own).
+    pub path: Vec<String>,
     /// Timers set by `KSR.tm.t_set_fr`.
     pub fr_timers: FrTimers,
     /// Where the message is about to be sent, while `ksr_onsend_route`
     /// runs (`$snd(ip)`, `$snd(port)`, `$snd(proto)`).
     pub sending_to: Option<(Transport, SocketAddr)>,
+    /// What `KSR.auth`/`KSR.auth_db` checks found (the credentials header
+    /// for `consume_credentials`, a stale nonce for the next challenge).
+    pub(crate) auth: crate::digest::AuthState,
 }
 
 /// What `KSR.rr` did to a message: the Record-Route it added (Kamailio's
@@ -309,8 +319,10 @@ impl Message {
             send_socket: None,
             rr: RecordRouteState::default(),
             branches: Vec::new(),
+            path: Vec::new(),
             fr_timers: FrTimers::default(),
             sending_to: None,
+            auth: Default::default(),
         }
     }
 
@@ -338,11 +350,14 @@ pub struct Ctx {
     pub record_logs: bool,
     /// Set by `KSR.x.exit()` / `KSR.x.drop()`.
     pub exited: bool,
+    /// The tenant's stores (location, subscribers) and their settings.
+    pub services: Arc<crate::Services>,
 }
 
 impl Ctx {
-    pub fn new(tenant: Arc<str>, myself: Arc<Myself>) -> Ctx {
+    pub fn new(tenant: Arc<str>, myself: Arc<Myself>, services: Arc<crate::Services>) -> Ctx {
         Ctx {
+            services,
             tenant,
             myself,
             vars: HashMap::new(),

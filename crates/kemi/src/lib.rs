@@ -8,13 +8,18 @@
 
 pub mod api;
 mod ctx;
+mod digest;
 mod modules;
+mod nonce;
 pub mod pv_name;
+mod services;
 
 pub use ctx::{
     AppendedBranch, Ctx, Event, FrTimers, Level, Message, Myself, PvValue, TmInfo, Transport,
 };
 pub use modules::{MODULES, add_to_linker};
+pub use nonce::Nonces;
+pub use services::{RegistrarSettings, Services};
 
 /// Host bindings generated from `wit/` (world `ksr`).
 pub mod bindings {

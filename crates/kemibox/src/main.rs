@@ -6,6 +6,7 @@
 //! - `kemibox api`: every KSR function available to scripts.
 //! - `kemibox run`: the proxy.
 //! - `kemibox user add|rm|list`: subscribers for digest authentication.
+//! - `kemibox ul show`: registrations.
 
 /// The proxy allocates for every message (parsed message, edits, events,
 /// rendered bytes); mimalloc's per-thread free lists serve that pattern
@@ -18,6 +19,8 @@ mod check;
 mod config;
 mod route;
 mod run;
+mod storage;
+mod ul;
 mod user;
 
 use std::path::PathBuf;
@@ -54,6 +57,8 @@ enum Command {
     Run(run::Args),
     /// Subscribers for digest authentication: add, rm, list.
     User(user::Args),
+    /// Registrations (user location): show.
+    Ul(ul::Args),
     /// List every KSR function (`KSR.tm.t_relay() -> int`).
     Api {
         /// Print the Markdown reference (docs/api.md) instead.
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         Command::Route(args) => route::run(args),
         Command::Run(args) => run::run(args),
         Command::User(args) => user::run(args),
+        Command::Ul(args) => ul::run(args),
         Command::Api { markdown } => {
             api::run(markdown);
             Ok(ExitCode::SUCCESS)

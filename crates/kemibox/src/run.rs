@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use kemibox_kemi::Services;
 use kemibox_proxy::{Listen, Proxy, ProxyConfig};
 use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 
@@ -14,7 +15,7 @@ const DEFAULT_SCRIPT: &str = include_str!("../../../scripts/default.lua");
 pub struct Args {
     /// Settings from a TOML file (see docs/config.md) instead of the
     /// options below.
-    #[arg(long, conflicts_with_all = ["script", "listen", "fuel", "memory", "deadline_ms", "log"])]
+    #[arg(long, conflicts_with_all = ["script", "listen", "fuel", "memory", "deadline_ms", "log", "db"])]
     config: Option<PathBuf>,
     /// Routing script (default: the embedded scripts/default.lua).
     #[arg(long)]
@@ -36,10 +37,17 @@ pub struct Args {
     /// RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
+    /// SQLite file for subscribers and registrations (default:
+    /// kemibox.sqlite in the data directory; see `kemibox user --help`).
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut error_reply = None;
+    let mut database = crate::config::Database::default();
+    let mut registrar = crate::config::Registrar::default();
+    let mut auth = crate::config::Auth::default();
     if let Some(path) = &args.config {
         let loaded = crate::config::load(path)?;
         args.script = loaded.script;
@@ -49,6 +57,12 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.memory = loaded.limits.memory;
         args.deadline_ms = loaded.limits.deadline_ms;
         error_reply = loaded.error_reply;
+        database = loaded.database;
+        registrar = loaded.registrar;
+        auth = loaded.auth;
+    }
+    if args.db.is_some() {
+        database.sqlite = args.db.clone();
     }
     crate::init_logging(&args.log);
     let (name, source) = match &args.script {
@@ -75,7 +89,13 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(config, name, source, limits))
+        .block_on(async {
+            let stores = crate::storage::open(&database).await?;
+            tracing::info!("{}", stores.describe);
+            let services = crate::storage::services(&stores, registrar, &auth)?;
+            crate::storage::spawn_expiry(stores.location.clone());
+            serve(config, name, source, limits, services).await
+        })
 }
 
 async fn serve(
@@ -83,11 +103,13 @@ async fn serve(
     name: String,
     source: String,
     limits: Limits,
+    services: Arc<Services>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(None)?;
     let transports = Proxy::bind(&config).await?;
     let mut spec = TenantSpec::new("default", name, source);
     spec.limits = limits;
+    spec.services = services;
     spec.myself = Arc::new(Proxy::myself(&transports));
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -1,25 +1,20 @@
 //! `kemibox user add|rm|list`: the subscribers digest authentication
-//! checks, in the embedded SQLite database (or `--db FILE`). Passwords are
-//! turned into HA1 hashes at once; they are never stored or printed.
+//! checks, in the configured database (`--config FILE`), a given SQLite
+//! file (`--db FILE`) or the embedded default. Passwords are turned into
+//! HA1 hashes at once; they are never stored or printed.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Subcommand};
-use kemibox_store::{SqliteStore, SubscriberStore};
+
+use crate::storage::Target;
 
 #[derive(ClapArgs)]
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    /// The database file (default: kemibox.sqlite in the data directory,
-    /// `$KEMIBOX_DATA_DIR`, else `$XDG_DATA_HOME/kemibox`, else
-    /// `~/.local/share/kemibox`).
-    #[arg(long, global = true)]
-    db: Option<PathBuf>,
-    /// The tenant whose subscribers these are.
-    #[arg(long, global = true, default_value = "default")]
-    tenant: String,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Subcommand)]
@@ -32,16 +27,6 @@ enum Action {
     List,
 }
 
-/// Where kemibox keeps its data when not told otherwise.
-pub fn default_db() -> PathBuf {
-    let dir = std::env::var_os("KEMIBOX_DATA_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("kemibox")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/kemibox")))
-        .unwrap_or_else(|| PathBuf::from("kemibox-data"));
-    dir.join("kemibox.sqlite")
-}
-
 fn split_aor(aor: &str) -> anyhow::Result<(&str, &str)> {
     let aor = aor.strip_prefix("sip:").unwrap_or(aor);
     aor.split_once('@')
@@ -50,26 +35,28 @@ fn split_aor(aor: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = args.db.unwrap_or_else(default_db);
-    let store = SqliteStore::open(&path)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    let tenant = &args.tenant;
+    crate::block_on(manage(args))?
+}
+
+async fn manage(args: Args) -> anyhow::Result<ExitCode> {
+    let store = args.target.open().await?.subscribers;
+    let tenant = &args.target.tenant;
     match args.action {
         Action::Add { aor, password } => {
             let (user, domain) = split_aor(&aor)?;
-            store.add(tenant, user, domain, &password)?;
+            store.add(tenant, user, domain, &password).await?;
             println!("added {user}@{domain} (tenant {tenant})");
         }
         Action::Rm { aor } => {
             let (user, domain) = split_aor(&aor)?;
-            if !store.remove(tenant, user, domain)? {
+            if !store.remove(tenant, user, domain).await? {
                 eprintln!("kemibox: no subscriber {user}@{domain} in tenant {tenant}");
                 return Ok(ExitCode::from(1));
             }
             println!("removed {user}@{domain} (tenant {tenant})");
         }
         Action::List => {
-            for s in store.list(tenant)? {
+            for s in store.list(tenant).await? {
                 println!("{}@{}", s.username, s.domain);
             }
         }

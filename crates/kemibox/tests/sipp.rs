@@ -6,83 +6,36 @@
 //! The scripts send to the callee at 127.0.0.1:5080 (fixed in them), so
 //! the scenarios here run one after another in a single test.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// The workspace root: scripts and scenarios are found from there.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::path::Path;
+use std::time::Duration;
 
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::sipp::{Running, count, kemibox_run, scenario, sipp};
 
 const PROXY: &str = "127.0.0.1:15060";
 
-fn sipp(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("sipp");
-    cmd.current_dir(dir)
-        .args(["-i", "127.0.0.1", "-nostdin", "-buff_size", "4194304"])
-        .args(["-default_behaviors", "all,-abortunexp"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd
-}
-
 /// Start `kemibox run` with `script`; its log goes to `log`.
 fn proxy(script: &Path, log: &Path) -> Running {
-    let file = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kemibox"))
-        .args([
-            "run",
+    let dir = log.parent().unwrap();
+    let script = script.display().to_string();
+    kemibox_run(
+        dir,
+        &[
             "--listen",
             &format!("udp:{PROXY}"),
             "--log",
             "info",
             "--script",
-        ])
-        .arg(script)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("kemibox starts");
-    let mut running = Running(child);
-    let started = Instant::now();
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains("kemibox proxy started")
-    {
-        let exited = running.0.try_wait().ok().flatten();
-        let log_text = || std::fs::read_to_string(log).unwrap_or_default();
-        assert!(
-            exited.is_none(),
-            "kemibox exited ({exited:?}): {}",
-            log_text()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "proxy did not start: {}",
-            log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    running
+            &script,
+        ],
+        log,
+    )
 }
 
 /// A SIPp callee running `scenario` on 127.0.0.1:5080.
-fn callee(dir: &Path, scenario: &str) -> Running {
-    let sf = root().join("tests/sipp").join(scenario);
-    let child = sipp(dir, &["-sf", sf.to_str().unwrap(), "-p", "5080"])
+fn callee(dir: &Path, name: &str) -> Running {
+    let child = sipp(dir, &["-sf", &scenario(name), "-p", "5080"])
         .spawn()
         .expect("sipp installed (scripts/setup.sh)");
     std::thread::sleep(Duration::from_millis(500));
@@ -92,13 +45,12 @@ fn callee(dir: &Path, scenario: &str) -> Running {
 /// Place `calls` calls with `scenario` at `rate` per second; true when
 /// every call succeeded (SIPp's exit status 0). Leaves SIPp's statistics in
 /// `dir`.
-fn place_calls(dir: &Path, scenario: &str, calls: u32, rate: u32) -> bool {
-    let sf = root().join("tests/sipp").join(scenario);
+fn place_calls(dir: &Path, name: &str, calls: u32, rate: u32) -> bool {
     let status = sipp(
         dir,
         &[
             "-sf",
-            sf.to_str().unwrap(),
+            &scenario(name),
             PROXY,
             "-p",
             "15070",
@@ -119,13 +71,6 @@ fn place_calls(dir: &Path, scenario: &str, calls: u32, rate: u32) -> bool {
     status.success()
 }
 
-fn count(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches(needle)
-        .count()
-}
-
 #[test]
 fn sipp_calls_through_the_relay_and_seed_scripts() {
     let dir = std::env::temp_dir().join(format!("kemibox-sipp-{}", std::process::id()));
@@ -135,7 +80,7 @@ fn sipp_calls_through_the_relay_and_seed_scripts() {
     {
         let log = dir.join("relay.log");
         let _uas = callee(&dir, "uas_rr.xml");
-        let _proxy = proxy(&root().join("scripts/relay.lua"), &log);
+        let _proxy = proxy(&common::root().join("scripts/relay.lua"), &log);
         assert!(
             place_calls(&dir, "uac_rr.xml", 1000, 200),
             "relay.lua: SIPp reported failed calls; see {}",
@@ -148,7 +93,10 @@ fn sipp_calls_through_the_relay_and_seed_scripts() {
     {
         let log = dir.join("seed003.log");
         let _uas = callee(&dir, "uas_rr.xml");
-        let _proxy = proxy(&root().join("tests/fixtures/seeds/seed003-route.lua"), &log);
+        let _proxy = proxy(
+            &common::root().join("tests/fixtures/seeds/seed003-route.lua"),
+            &log,
+        );
         assert!(
             place_calls(&dir, "uac_rr.xml", 1000, 200),
             "seed003: SIPp reported failed calls; see {}",
@@ -168,7 +116,10 @@ fn sipp_calls_through_the_relay_and_seed_scripts() {
     {
         let log = dir.join("seed003-busy.log");
         let _uas = callee(&dir, "uas_486.xml");
-        let _proxy = proxy(&root().join("tests/fixtures/seeds/seed003-route.lua"), &log);
+        let _proxy = proxy(
+            &common::root().join("tests/fixtures/seeds/seed003-route.lua"),
+            &log,
+        );
         assert!(
             place_calls(&dir, "uac_486.xml", 100, 50),
             "busy: SIPp reported failed calls; see {}",

@@ -125,6 +125,23 @@ impl Proxied {
     }
 }
 
+/// `m` with a branch's Path (RFC 3327) as Route headers on top, so it
+/// reaches a contact registered through other proxies; `None` when a Path
+/// entry cannot be a header value.
+fn with_path(mut m: Message, path: &[String]) -> Option<Message> {
+    if path.is_empty() {
+        return Some(m);
+    }
+    let route = format!("Route: {}", path.join(", "));
+    match m.edits.insert_header(&m.sip, &route) {
+        Ok(()) => Some(m),
+        Err(e) => {
+            tracing::warn!(path = ?path, "branch not sent: bad Path: {e}");
+            None
+        }
+    }
+}
+
 fn lifetime_over(invite: bool, created: Millis, now: Millis) -> bool {
     let lifetime = if invite {
         MAX_INVITE_LIFETIME_MS
@@ -446,14 +463,20 @@ impl Stateful {
                 p.request.fr_timers = m.fr_timers;
             }
         }
-        let mut started = Stateful::branch(shared, server, m.clone(), callbacks).await;
+        let path = std::mem::take(&mut m.path);
+        let mut started = false;
+        if let Some(main) = with_path(m.clone(), &path) {
+            started |= Stateful::branch(shared, server, main, callbacks).await;
+        }
         for b in appended {
             let mut bm = m.clone();
             if bm.edits.set_ruri(b.uri).is_err() {
                 continue;
             }
             bm.dst_uri = b.dst_uri;
-            started |= Stateful::branch(shared, server, bm, callbacks).await;
+            if let Some(bm) = with_path(bm, &b.path) {
+                started |= Stateful::branch(shared, server, bm, callbacks).await;
+            }
         }
         started
     }

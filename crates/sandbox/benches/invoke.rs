@@ -293,7 +293,11 @@ impl Native {
             .into_function()?;
         let (_exit, run): (Value, Function) = prelude.call((ksr, traceback))?;
         lua.set_memory_limit(Limits::default().lua_memory() as usize)?;
-        lua.set_app_data(Ctx::new("bench".into(), myself()));
+        lua.set_app_data(Ctx::new(
+            "bench".into(),
+            myself(),
+            kemibox_kemi::Services::in_memory(),
+        ));
         let chunk = lua
             .load(source)
             .set_name("@bench.lua")

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use kemibox_kemi::Myself;
+use kemibox_kemi::{Myself, Services};
 use wasmtime::component::InstancePre;
 
 use crate::instance::Instance;
@@ -24,6 +24,8 @@ pub struct TenantSpec {
     /// Function the script must define to be accepted.
     pub entry: Option<String>,
     pub myself: Arc<Myself>,
+    /// The stores the registrar and auth modules use (default: in memory).
+    pub services: Arc<Services>,
 }
 
 impl TenantSpec {
@@ -45,6 +47,7 @@ impl TenantSpec {
                 .collect(),
             entry: Some("ksr_request_route".into()),
             myself: Arc::new(Myself::default()),
+            services: Services::in_memory(),
         }
     }
 }

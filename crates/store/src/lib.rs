@@ -5,10 +5,19 @@
 //! with their HA1 hashes (RFC 7616 section 3.4.2: `H(user:realm:password)`
 //! for MD5 and SHA-256), never the password. [`SqliteStore`] is the
 //! embedded default: one file, created on first use.
+//!
+//! Several kemibox nodes share their users and registrations through
+//! networked stores instead: [`PostgresSubscribers`] and [`RedisLocation`].
 
+mod location;
+mod postgres;
+mod redis;
 mod sqlite;
 mod subscriber;
 
+pub use self::redis::RedisLocation;
+pub use location::{Binding, Located, LocationStore};
+pub use postgres::PostgresSubscribers;
 pub use sqlite::SqliteStore;
 pub use subscriber::{Subscriber, SubscriberStore, ha1_md5, ha1_sha256};
 
@@ -18,7 +27,23 @@ pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
+    /// A networked database (PostgreSQL, Redis) could not be reached or
+    /// dropped the connection; the caller reports a negative result and
+    /// the store reconnects on a later call.
+    #[error("{backend} unavailable: {detail}")]
+    Unavailable {
+        backend: &'static str,
+        detail: String,
+    },
     /// An argument that can never be stored (empty user, ...).
     #[error("{0}")]
     Invalid(String),
+}
+
+/// The current time in Unix seconds, the clock binding expiries use.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

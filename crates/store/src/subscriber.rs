@@ -1,5 +1,6 @@
 //! Subscribers: who may authenticate, per tenant and domain.
 
+use async_trait::async_trait;
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
@@ -20,9 +21,10 @@ pub struct Subscriber {
 
 /// Where subscribers live. Every call names the tenant: a tenant only
 /// ever sees its own.
-pub trait SubscriberStore {
+#[async_trait]
+pub trait SubscriberStore: Send + Sync {
     /// Add `username@domain` with `password` (replacing an existing one).
-    fn add(
+    async fn add(
         &self,
         tenant: &str,
         username: &str,
@@ -30,16 +32,16 @@ pub trait SubscriberStore {
         password: &str,
     ) -> Result<(), StoreError>;
     /// Remove `username@domain`; false when there was none.
-    fn remove(&self, tenant: &str, username: &str, domain: &str) -> Result<bool, StoreError>;
+    async fn remove(&self, tenant: &str, username: &str, domain: &str) -> Result<bool, StoreError>;
     /// One subscriber, if stored.
-    fn get(
+    async fn get(
         &self,
         tenant: &str,
         username: &str,
         domain: &str,
     ) -> Result<Option<Subscriber>, StoreError>;
     /// Every subscriber of `tenant`, by domain then username.
-    fn list(&self, tenant: &str) -> Result<Vec<Subscriber>, StoreError>;
+    async fn list(&self, tenant: &str) -> Result<Vec<Subscriber>, StoreError>;
 }
 
 /// `MD5(username:realm:password)` in lower-case hex (RFC 2617 HA1).

@@ -21,10 +21,12 @@ impl Ctx {
             uri,
             dst_uri: None,
             q,
+            path: Vec::new(),
         })
     }
 
-    fn append(&mut self, branch: AppendedBranch) -> i32 {
+    /// Add a branch for `t_relay`, up to [`MAX_BRANCHES`]. 1, or -1.
+    pub(crate) fn append(&mut self, branch: AppendedBranch) -> i32 {
         let Some(m) = self.message.as_mut().filter(|m| m.sip.is_request()) else {
             return -1;
         };
@@ -182,6 +184,7 @@ impl Host for Ctx {
             uri,
             dst_uri: m.dst_uri.clone(),
             q: None,
+            path: Vec::new(),
         };
         self.append(branch)
     }

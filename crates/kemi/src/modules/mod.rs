@@ -3,12 +3,15 @@
 //! Adding `KSR.foo.bar`: a line in `wit/foo.wit`, the function in `foo.rs`,
 //! and (for a new module) one entry in [`MODULES`] and [`add_to_linker`].
 
+mod auth;
+mod auth_db;
 mod core;
 mod corex;
 mod hdr;
 mod kx;
 mod maxfwd;
 mod pv;
+mod registrar;
 mod rr;
 mod sanity;
 mod siputils;
@@ -26,8 +29,23 @@ use crate::bindings::kemibox::ksr;
 
 /// Modules a tenant can be granted. `core` and `x` are always linked.
 pub const MODULES: &[&str] = &[
-    "core", "x", "pv", "hdr", "sl", "tm", "tmx", "rr", "maxfwd", "siputils", "sanity", "kx",
-    "corex", "textops",
+    "core",
+    "x",
+    "pv",
+    "hdr",
+    "sl",
+    "tm",
+    "tmx",
+    "rr",
+    "maxfwd",
+    "siputils",
+    "sanity",
+    "kx",
+    "corex",
+    "textops",
+    "registrar",
+    "auth",
+    "auth_db",
 ];
 
 /// KEMI's boolean as an integer result: 1 for true, -1 for false.
@@ -83,6 +101,15 @@ pub fn add_to_linker<T: Send + 'static>(
     }
     if has("textops") {
         ksr::textops::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("registrar") {
+        ksr::registrar::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("auth") {
+        ksr::auth::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("auth_db") {
+        ksr::auth_db::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
     }
     Ok(())
 }

@@ -39,17 +39,6 @@ fn int(i: impl TryInto<i32>) -> Option<PvValue> {
     i.try_into().ok().map(PvValue::Int)
 }
 
-/// A `name="value"` parameter of a digest Authorization header.
-fn digest_param(header: &str, name: &str) -> Option<String> {
-    let rest = header.trim().strip_prefix("Digest")?;
-    rest.split(',').find_map(|part| {
-        let (k, v) = part.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().trim_matches('"').to_string())
-    })
-}
-
 /// The SIP version of the start line as received (`SIP/2.0`).
 fn sip_version(sip: &kemibox_sip::SipMessage) -> String {
     let raw = sip.raw();
@@ -133,25 +122,19 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
         "mf" => int(m.flags as i32),
         "bf" => int(m.branch_flags.first().copied().unwrap_or(0) as i32),
         "T_branch_idx" => int(0),
-        "au" | "ar" => {
-            let auth = sip
-                .header("Authorization")
-                .or_else(|| sip.header("Proxy-Authorization"));
-            let param = if class == "au" { "username" } else { "realm" };
-            // `$au` is the user part of the username (`alice` of `alice@example.com`).
-            auth.and_then(|a| digest_param(a, param))
-                .map(|v| match class {
-                    "au" => v.split('@').next().unwrap_or_default().to_string(),
-                    _ => v,
+        // The digest credentials (Proxy-Authorization first, as Kamailio):
+        // `$au` user part of the username, `$ad` its domain part, `$aU`
+        // the whole username, `$ar` the realm.
+        "au" | "ad" | "aU" | "ar" => {
+            let creds = super::auth::message_credentials(sip);
+            creds
+                .as_ref()
+                .and_then(|c| match class {
+                    "au" => c.user(),
+                    "ad" => c.domain(),
+                    "aU" => c.username.as_deref(),
+                    _ => c.realm.as_deref(),
                 })
-                .and_then(text)
-        }
-        "ad" => {
-            let auth = sip
-                .header("Authorization")
-                .or_else(|| sip.header("Proxy-Authorization"));
-            auth.and_then(|a| digest_param(a, "username"))
-                .and_then(|u| u.split_once('@').map(|(_, d)| d.to_string()))
                 .and_then(text)
         }
         _ => return Err(PvError::Unknown),

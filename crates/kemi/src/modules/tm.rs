@@ -136,4 +136,12 @@ impl Host for Ctx {
     async fn t_is_expired(&mut self) -> i32 {
         kemi(self.message.as_ref().is_some_and(|m| m.tm.expired))
     }
+    async fn t_load_contacts(&mut self) -> i32 {
+        // Serial forking works on what `KSR.registrar.lookup` leaves: see
+        // `modules/registrar/serial.rs`.
+        self.load_contacts()
+    }
+    async fn t_next_contacts(&mut self) -> i32 {
+        self.next_contacts()
+    }
 }

@@ -76,10 +76,16 @@ pub fn result(stdout: &str) -> Map<String, Value> {
 /// little between runs and builds (Lua's string hash seed).
 pub const FUEL: &str = "<fuel>";
 
+/// Placeholder for digest nonces in golden files: each run keys them with
+/// a fresh random secret.
+pub const NONCE: &str = "nonce=\\\"<nonce>\\\"";
+
 /// `kemibox route` output with `fuel_used` replaced by [`FUEL`], after
-/// checking it is a positive integer. Lines are re-serialized compactly,
-/// as `kemibox` writes them, so nothing else changes.
+/// checking it is a positive integer, and digest nonces by [`NONCE`].
+/// Lines are re-serialized compactly, as `kemibox` writes them, so nothing
+/// else changes.
 pub fn try_normalize(stdout: &str) -> Result<String, String> {
+    let nonce = regex::Regex::new(r#"nonce=\\"[0-9a-f]+\\""#).expect("valid regex");
     let mut text = String::new();
     for mut line in try_events(stdout)? {
         if let Some(fuel) = line.get_mut("fuel_used") {
@@ -88,7 +94,8 @@ pub fn try_normalize(stdout: &str) -> Result<String, String> {
             }
             *fuel = Value::from(FUEL);
         }
-        text.push_str(&serde_json::to_string(&line).expect("serializes"));
+        let serialized = serde_json::to_string(&line).expect("serializes");
+        text.push_str(&nonce.replace_all(&serialized, NONCE));
         text.push('\n');
     }
     Ok(text)
@@ -145,3 +152,4 @@ fn diff(expected: &str, actual: &str) -> String {
     }
     out
 }
+pub mod sipp;

@@ -1,0 +1,155 @@
+//! The configured stores, opened: SQLite in the data directory unless
+//! PostgreSQL (subscribers) and Redis (locations) are configured, so the
+//! proxy, `kemibox user` and `kemibox ul` all work on the same data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kemibox_kemi::{Nonces, Services};
+use kemibox_store::{
+    LocationStore, PostgresSubscribers, RedisLocation, SqliteStore, SubscriberStore,
+};
+
+use crate::config::{Auth, Database, Registrar};
+
+/// Where kemibox keeps its data when not told otherwise:
+/// `$KEMIBOX_DATA_DIR`, else `$XDG_DATA_HOME/kemibox`, else
+/// `~/.local/share/kemibox`.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("KEMIBOX_DATA_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("kemibox")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/kemibox")))
+        .unwrap_or_else(|| PathBuf::from("kemibox-data"))
+}
+
+/// The SQLite file used when none is configured.
+pub fn default_sqlite() -> PathBuf {
+    data_dir().join("kemibox.sqlite")
+}
+
+/// The stores a [`Database`] section names, opened.
+pub struct Stores {
+    pub subscribers: Arc<dyn SubscriberStore>,
+    pub location: Arc<dyn LocationStore>,
+    /// Where each kind lives, for the start-up log line.
+    pub describe: String,
+}
+
+/// Open what `db` configures. SQLite is opened (and created) only when a
+/// kind of data has no networked database.
+pub async fn open(db: &Database) -> anyhow::Result<Stores> {
+    let sqlite_path = db.sqlite.clone().unwrap_or_else(default_sqlite);
+    let sqlite = if db.postgres.is_none() || db.redis.is_none() {
+        Some(Arc::new(open_sqlite(&sqlite_path)?))
+    } else {
+        None
+    };
+    let (subscribers, subs_at): (Arc<dyn SubscriberStore>, String) = match &db.postgres {
+        Some(url) => (
+            Arc::new(
+                PostgresSubscribers::connect(url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("database.postgres: {e}"))?,
+            ),
+            "PostgreSQL".into(),
+        ),
+        None => (
+            sqlite.clone().expect("opened when postgres is not set"),
+            sqlite_path.display().to_string(),
+        ),
+    };
+    let (location, loc_at): (Arc<dyn LocationStore>, String) = match &db.redis {
+        Some(url) => (
+            Arc::new(
+                RedisLocation::connect(url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("database.redis: {e}"))?,
+            ),
+            "Redis".into(),
+        ),
+        None => (
+            sqlite.expect("opened when redis is not set"),
+            sqlite_path.display().to_string(),
+        ),
+    };
+    Ok(Stores {
+        subscribers,
+        location,
+        describe: format!("subscribers in {subs_at}, locations in {loc_at}"),
+    })
+}
+
+fn open_sqlite(path: &Path) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
+}
+
+/// The services the KEMI modules use, from opened stores and settings.
+pub fn services(
+    stores: &Stores,
+    registrar: Registrar,
+    auth: &Auth,
+) -> anyhow::Result<Arc<Services>> {
+    let secret = auth
+        .secret_bytes()
+        .map_err(|e| anyhow::anyhow!("auth.{e}"))?
+        .unwrap_or_else(Nonces::random_secret);
+    Ok(Arc::new(Services {
+        location: stores.location.clone(),
+        subscribers: stores.subscribers.clone(),
+        registrar: registrar.into(),
+        nonces: Nonces::new(secret, Duration::from_secs(auth.nonce_expire)),
+    }))
+}
+
+/// How often expired bindings are removed from the location store (lookups
+/// never return them in between).
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+
+/// Remove expired bindings in the background, for as long as the proxy
+/// runs; failures are logged and retried at the next tick.
+pub fn spawn_expiry(location: Arc<dyn LocationStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRE_EVERY);
+        loop {
+            tick.tick().await;
+            match location.expire(kemibox_store::unix_now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "expired bindings removed"),
+                Err(e) => tracing::warn!("removing expired bindings: {e}"),
+            }
+        }
+    });
+}
+
+/// Which database an operator command works on: the one a config file
+/// names, a given SQLite file, or the embedded default.
+#[derive(clap::Args)]
+pub struct Target {
+    /// Use the `[database]` of this config file (as `kemibox run --config`).
+    #[arg(long, global = true, conflicts_with = "db")]
+    config: Option<PathBuf>,
+    /// A SQLite file (default: kemibox.sqlite in the data directory,
+    /// `$KEMIBOX_DATA_DIR`, else `$XDG_DATA_HOME/kemibox`, else
+    /// `~/.local/share/kemibox`).
+    #[arg(long, global = true)]
+    db: Option<PathBuf>,
+    /// The tenant whose data this is.
+    #[arg(long, global = true, default_value = "default")]
+    pub tenant: String,
+}
+
+impl Target {
+    /// Open the stores this target names.
+    pub async fn open(&self) -> anyhow::Result<Stores> {
+        let database = match &self.config {
+            Some(path) => crate::config::load(path)?.database,
+            None => Database {
+                sqlite: self.db.clone(),
+                ..Database::default()
+            },
+        };
+        open(&database).await
+    }
+}
