@@ -86,8 +86,8 @@ pub(crate) enum Refused {
 }
 
 impl Nonces {
-    /// Kamailio's default nonce_expire: 30 s.
-    pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(30);
+    /// Kamailio's default nonce_expire: 300 s (OpenSIPS uses 30 s).
+    pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(300);
 
     /// Nonces signed with `secret` that stay fresh for `expiry`. Processes
     /// that share a secret accept each other's nonces (for expiry; replay

@@ -21,7 +21,7 @@
 //! min_expires = 60
 //!
 //! [auth]
-//! nonce_expire = 30
+//! nonce_expire = 300
 //! secret = "…64 hex digits…"           # the same on every node
 //! ```
 //!

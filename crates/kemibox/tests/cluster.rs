@@ -1,7 +1,9 @@
 //! Two kemibox nodes sharing PostgreSQL (subscribers) and Redis
 //! (registrations), both real servers started here on loopback: a phone
 //! registered through node A is reached by a call through node B, and
-//! `kemibox user` / `kemibox ul` work on the configured databases.
+//! `kemibox user` / `kemibox ul` work on the configured databases. When
+//! Redis goes away calls are answered (404) rather than lost, and both
+//! nodes reconnect once it is back.
 
 mod common;
 // The store tests' private servers (this test uses only some of it).
@@ -37,7 +39,7 @@ fn config(dir: &Path, name: &str, listen: &str, pg: &str, redis: &str) -> String
 #[test]
 fn a_phone_registered_through_one_node_is_called_through_the_other() {
     let pg = postgres();
-    let rd = redis();
+    let mut rd = redis();
     let dir = std::env::temp_dir().join(format!("kemibox-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -83,5 +85,52 @@ fn a_phone_registered_through_one_node_is_called_through_the_other() {
         dir.display()
     );
     assert!(finished(bob), "bob's phone got the call");
+
+    // Redis goes away: lookups fail (the default script answers 404), the
+    // nodes keep running and say why in their logs ...
+    rd.kill();
+    assert!(
+        uac(
+            &dir,
+            "uac_auth_404.xml",
+            NODE_B,
+            "26072",
+            &[("user", "alice"), ("callee", "bob")],
+            ("alice", "alice-pw"),
+        ),
+        "with Redis down the call is refused, not lost; see {}",
+        dir.display()
+    );
+    let log_b = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    assert!(
+        log_b.contains("location store failed for bob@127.0.0.1")
+            && log_b.contains("redis unavailable"),
+        "node B logs the lost database: {log_b}"
+    );
+    // ... and once Redis is back (empty: it persists nothing), they
+    // reconnect by themselves: bob registers again and is reached.
+    rd.restart();
+    assert!(
+        register(&dir, NODE_A, "bob", "bob-pw", BOB_PORT, "3600"),
+        "node A reconnected to Redis; see {}",
+        dir.display()
+    );
+    let bob = answer_one_call(&dir, BOB_PORT);
+    assert!(
+        uac(
+            &dir,
+            "uac_auth.xml",
+            NODE_B,
+            "26072",
+            &[("user", "alice"), ("callee", "bob")],
+            ("alice", "alice-pw"),
+        ),
+        "node B reconnected to Redis; see {}",
+        dir.display()
+    );
+    assert!(
+        finished(bob),
+        "bob's phone got the call after Redis came back"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
