@@ -1,6 +1,8 @@
 //! Parallel forking (`KSR.corex.append_branch*`), stateless forwarding
 //! (`KSR.forward`, `KSR.forward_uri`), `ksr_onsend_route` and per
-//! transaction timers (`KSR.tm.t_set_fr`) over real UDP sockets.
+//! transaction timers (`KSR.tm.t_set_fr`), and serial forking over registered
+//! contacts (`KSR.tm.t_load_contacts` / `t_next_contacts`) over real UDP
+//! sockets.
 
 use std::time::{Duration, Instant};
 
@@ -179,5 +181,73 @@ end
         started.elapsed() < Duration::from_secs(3),
         "fr of 300 ms, answered after {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_contacts_are_tried_in_q_order_serially() {
+    let (uac, uas1, uas2) = (Ua::new().await, Ua::new().await, Ua::new().await);
+    let script = r#"
+function ksr_request_route()
+    if KSR.siputils.has_totag() > 0 then KSR.tm.t_relay() return end
+    if KSR.is_REGISTER() then KSR.registrar.save("location", 0) return end
+    if KSR.registrar.lookup("location") < 0 then
+        KSR.sl.sl_send_reply(404, "Not Found")
+        return
+    end
+    KSR.tm.t_load_contacts()
+    KSR.tm.t_next_contacts()
+    KSR.tm.t_on_failure("next_contact")
+    KSR.tm.t_relay()
+end
+function next_contact()
+    if KSR.tm.t_next_contacts() > 0 then
+        KSR.tm.t_on_failure("next_contact")
+        KSR.tm.t_relay()
+    end
+end
+"#;
+    let proxy = common::start(script, &["udp:127.0.0.1:0"]).await[0].1;
+    // bob's two phones: the first preferred (q=0.9).
+    let register = request("REGISTER", "sip:example.com", uac.addr, "r1", "reg", 1).replace(
+        &format!("Contact: <sip:alice@{}>", uac.addr),
+        &format!(
+            "Contact: <sip:bob@{}>;q=0.1, <sip:bob@{}>;q=0.9",
+            uas2.addr, uas1.addr
+        ),
+    );
+    uac.send(&register, proxy).await;
+    let (ok, _) = uac.expect("SIP/2.0 200 ").await;
+    assert_eq!(ok.matches("Contact: ").count(), 2, "{ok}");
+
+    let invite = request("INVITE", "sip:bob@example.com", uac.addr, "i1", "serial", 1);
+    uac.send(&invite, proxy).await;
+    // Only the preferred phone rings first ...
+    let (inv1, from1) = uas1.expect("INVITE ").await;
+    assert!(
+        inv1.starts_with(&format!("INVITE sip:bob@{} ", uas1.addr)),
+        "{inv1}"
+    );
+    assert!(
+        uas2.recv_within(0.3).await.is_none(),
+        "q=0.1 waits its turn"
+    );
+    // ... it is busy: the failure route moves on to the next q group.
+    uas1.send(&respond(&inv1, 486, "Busy Here", "u1"), from1)
+        .await;
+    uas1.expect("ACK ").await;
+    let (inv2, from2) = uas2.expect("INVITE ").await;
+    assert!(
+        inv2.starts_with(&format!("INVITE sip:bob@{} ", uas2.addr)),
+        "{inv2}"
+    );
+    uas2.send(&respond(&inv2, 200, "OK", "u2"), from2).await;
+    let (ok, _) = uac.expect("SIP/2.0 200 ").await;
+    assert!(ok.contains("tag=u2"), "{ok}");
+    assert!(
+        uac.recv_within(0.3)
+            .await
+            .is_none_or(|(m, _)| !m.starts_with("SIP/2.0 486")),
+        "the caller never sees the first phone's 486"
     );
 }
