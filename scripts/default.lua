@@ -4,6 +4,7 @@
 -- example so an operator finds the routes where they expect them:
 --
 --   reqinit    loops, malformed requests
+--   natdetect  UAs behind NAT are remembered where they really are
 --   withindlg  requests inside a dialog follow their Route set
 --   auth       REGISTER and calls from our users must authenticate
 --   registrar  REGISTER saves the contacts in "location"
@@ -33,6 +34,23 @@ local function ksr_route_reqinit()
     end
 end
 
+-- UAs behind NAT (nathelper's test 19: private Contact, Via not the
+-- source address or port): a REGISTER keeps its source as the binding's
+-- received address; other requests carry it in a Contact alias, which
+-- in-dialog requests come back with (handle_ruri_alias below).
+local function ksr_route_natdetect()
+    if not KSR.nathelper then
+        return
+    end
+    if KSR.nathelper.nat_uac_test(19) > 0 then
+        if KSR.is_REGISTER() then
+            KSR.nathelper.fix_nated_register()
+        elseif KSR.siputils.is_first_hop() > 0 then
+            KSR.nathelper.set_contact_alias()
+        end
+    end
+end
+
 -- Relay statefully, with the transaction callbacks armed.
 local function ksr_route_relay()
     if KSR.is_method_in("IBSU") then
@@ -56,6 +74,10 @@ local function ksr_route_withindlg()
         return
     end
     if KSR.rr.loose_route() > 0 then
+        if KSR.nathelper and not KSR.isdsturiset() then
+            -- The next hop is a UA behind NAT: go where its alias says.
+            KSR.nathelper.handle_ruri_alias()
+        end
         if KSR.is_BYE() then
             KSR.setflag(FLT_ACC)
             KSR.setflag(FLT_ACCFAILED)
@@ -139,6 +161,7 @@ end
 
 function ksr_request_route()
     ksr_route_reqinit()
+    ksr_route_natdetect()
 
     -- CANCEL goes where its INVITE went.
     if KSR.is_CANCEL() then

@@ -10,7 +10,7 @@ use mlua::{Lua, Result, Table, Value};
 
 use crate::args::{KemiResult, bad_argument, int_arg, str_arg};
 use crate::kemibox::ksr::{
-    auth, auth_db, core, corex, hdr, kx, maxfwd, pv, registrar, rr, sanity, siputils, sl, textops,
+    auth, auth_db, core, corex, hdr, kx, maxfwd, nathelper, pv, registrar, rr, sanity, siputils, sl, textops,
     tm, tmx, x,
 };
 
@@ -411,6 +411,17 @@ pub fn build(lua: &Lua, granted: &[String]) -> Result<Table> {
         export!(lua, t, "KSR.auth_db", "proxy_authenticate", auth_db::proxy_authenticate(realm: str, table: str) -> int);
         export!(lua, t, "KSR.auth_db", "is_subscriber", auth_db::is_subscriber(uri: str, table: str, iflags: int) -> int);
         ksr.raw_set("auth_db", t)?;
+    }
+    if grants("nathelper") {
+        let t = lua.create_table()?;
+        export!(lua, t, "KSR.nathelper", "nat_uac_test", nathelper::nat_uac_test(iflags: int) -> int);
+        export!(lua, t, "KSR.nathelper", "fix_nated_contact", nathelper::fix_nated_contact() -> int);
+        export!(lua, t, "KSR.nathelper", "fix_nated_register", nathelper::fix_nated_register() -> int);
+        export!(lua, t, "KSR.nathelper", "set_contact_alias", nathelper::set_contact_alias() -> int);
+        export!(lua, t, "KSR.nathelper", "add_contact_alias", nathelper::add_contact_alias() -> int);
+        export!(lua, t, "KSR.nathelper", "add_contact_alias_addr", nathelper::add_contact_alias_addr(ip: str, port: str, proto: str) -> int);
+        export!(lua, t, "KSR.nathelper", "handle_ruri_alias", nathelper::handle_ruri_alias() -> int);
+        ksr.raw_set("nathelper", t)?;
     }
     Ok(ksr)
 }

@@ -250,6 +250,11 @@ pub struct Message {
     /// Where the message is about to be sent, while `ksr_onsend_route`
     /// runs (`$snd(ip)`, `$snd(port)`, `$snd(proto)`).
     pub sending_to: Option<(Transport, SocketAddr)>,
+    /// `KSR.nathelper.fix_nated_register` ran: `KSR.registrar.save` keeps
+    /// the source as the bindings' received address even when the REGISTER
+    /// does not look behind NAT (the script knows better, e.g. after its
+    /// own `nat_uac_test`).
+    pub force_received: bool,
     /// What `KSR.auth`/`KSR.auth_db` checks found (the credentials header
     /// for `consume_credentials`, a stale nonce for the next challenge).
     pub(crate) auth: crate::digest::AuthState,
@@ -322,6 +327,7 @@ impl Message {
             path: Vec::new(),
             fr_timers: FrTimers::default(),
             sending_to: None,
+            force_received: false,
             auth: Default::default(),
         }
     }

@@ -10,6 +10,7 @@ mod corex;
 mod hdr;
 mod kx;
 mod maxfwd;
+mod nathelper;
 mod pv;
 mod registrar;
 mod rr;
@@ -46,6 +47,7 @@ pub const MODULES: &[&str] = &[
     "registrar",
     "auth",
     "auth_db",
+    "nathelper",
 ];
 
 /// KEMI's boolean as an integer result: 1 for true, -1 for false.
@@ -110,6 +112,9 @@ pub fn add_to_linker<T: Send + 'static>(
     }
     if has("auth_db") {
         ksr::auth_db::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
+    }
+    if has("nathelper") {
+        ksr::nathelper::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;
     }
     Ok(())
 }

@@ -97,7 +97,7 @@ fn compare_uris(a: &str, b: &str, same: fn(&Uri, &Uri) -> bool) -> i32 {
 
 /// `uri` without its first parameter named `name` (case-insensitive);
 /// `None` when it has no such parameter.
-fn without_param(uri: &Uri, name: &str) -> Option<String> {
+pub(super) fn without_param(uri: &Uri, name: &str) -> Option<String> {
     let position = uri
         .params
         .iter()

@@ -12,6 +12,7 @@ use super::{
     SAVE_MEMORY_ONLY, SAVE_NO_REPLY, SAVE_REPLACE_ALL, aor_of, instance_urn, parse_q, q_text,
     unix_now,
 };
+use crate::modules::nathelper::{is_private, source_uri};
 use crate::services::RegistrarSettings;
 use crate::{Ctx, Level, Message, Transport};
 
@@ -101,19 +102,21 @@ fn delta_seconds(text: &str) -> Option<u32> {
     )
 }
 
-/// Where the REGISTER came from as a SIP URI, when the UA is behind NAT:
-/// requests for the binding go there instead (Kamailio's `received`, as
-/// `fix_nated_register` sets it after `nat_uac_test`). Behind NAT means
-/// what Kamailio's tests 1, 2 and 16 look for: the Contact is a private
-/// address other than the source, or the top Via's sent-by is not the
-/// address the request came from. A Contact elsewhere on a public address,
-/// sent from where its Via says, is taken as meant (a UA registering its
-/// other port, a third-party registration).
+/// Where the REGISTER came from as a SIP URI, when the UA is behind NAT
+/// or the script said so with `KSR.nathelper.fix_nated_register`
+/// (`forced`): requests for the binding go there instead (Kamailio's
+/// `received`, as `fix_nated_register` sets it after `nat_uac_test`).
+/// Behind NAT means what Kamailio's tests 1, 2 and 16 look for: the
+/// Contact is a private address other than the source, or the top Via's
+/// sent-by is not the address the request came from. A Contact elsewhere
+/// on a public address, sent from where its Via says, is taken as meant
+/// (a UA registering its other port, a third-party registration).
 fn received(
     contact: &Uri<'_>,
     via: Option<(&str, Option<u16>)>,
     source: SocketAddr,
     transport: Transport,
+    forced: bool,
 ) -> Option<String> {
     let ip_of = |host: &str| {
         host.trim_start_matches('[')
@@ -125,29 +128,7 @@ fn received(
     let via_elsewhere = via.is_some_and(|(host, port)| {
         ip_of(host) != Some(source.ip()) || port.unwrap_or(5060) != source.port()
     });
-    (private_contact || via_elsewhere).then(|| {
-        let ip = match source.ip() {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-        };
-        format!(
-            "sip:{ip}:{};transport={}",
-            source.port(),
-            transport.as_str()
-        )
-    })
-}
-
-/// RFC 1918, RFC 6598 (carrier-grade NAT) and IPv6 unique-local
-/// addresses: what a UA behind NAT puts in its Contact.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private() || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
-    }
+    (forced || private_contact || via_elsewhere).then(|| source_uri(source, transport))
 }
 
 impl Register {
@@ -245,7 +226,13 @@ impl Register {
                             call_id: call_id.clone(),
                             cseq,
                             path: path.clone(),
-                            received: received(&contact, via, m.source, m.transport),
+                            received: received(
+                                &contact,
+                                via,
+                                m.source,
+                                m.transport,
+                                m.force_received,
+                            ),
                             socket: Some(format!("{}:{}", m.transport.as_str(), m.local)),
                             instance: c.param("+sip.instance").flatten().map(str::to_string),
                             reg_id: c.param("reg-id").flatten().and_then(|r| r.parse().ok()),
@@ -576,7 +563,7 @@ mod tests {
     fn received_only_when_behind_nat() {
         let src: SocketAddr = "192.0.2.7:5070".parse().unwrap();
         let via = Some(("192.0.2.7", Some(5070)));
-        let r = |u: &str, via| received(&Uri::parse(u).unwrap(), via, src, Transport::Tcp);
+        let r = |u: &str, via| received(&Uri::parse(u).unwrap(), via, src, Transport::Tcp, false);
         // Sent from where the Via says, public Contact: as meant.
         assert_eq!(r("sip:a@192.0.2.7:5070", via), None);
         assert_eq!(r("sip:a@198.51.100.1:5090", via), None);
@@ -592,6 +579,18 @@ mod tests {
             r("sip:a@192.0.2.7:5070", Some(("192.0.2.7", None))).as_deref(),
             nat
         );
+        // fix_nated_register: the source even for a Contact as meant.
+        assert_eq!(
+            received(
+                &Uri::parse("sip:a@198.51.100.1:5090").unwrap(),
+                via,
+                src,
+                Transport::Tcp,
+                true
+            )
+            .as_deref(),
+            nat
+        );
         let v6: SocketAddr = "[2001:db8::7]:5070".parse().unwrap();
         let v6_via = Some(("[2001:db8::7]", Some(5070)));
         assert_eq!(
@@ -599,7 +598,8 @@ mod tests {
                 &Uri::parse("sip:a@[2001:db8::7]:5070").unwrap(),
                 v6_via,
                 v6,
-                Transport::Udp
+                Transport::Udp,
+                false
             ),
             None
         );
@@ -608,7 +608,8 @@ mod tests {
                 &Uri::parse("sip:a@[fd00::1]").unwrap(),
                 v6_via,
                 v6,
-                Transport::Udp
+                Transport::Udp,
+                false
             )
             .as_deref(),
             Some("sip:[2001:db8::7]:5070;transport=udp")
