@@ -412,7 +412,10 @@ fn check_tenants(
             catch_all = Some(id.clone());
         }
         let modules = match &t.modules {
-            None => kemibox_kemi::MODULES.iter().map(|m| m.to_string()).collect(),
+            None => kemibox_kemi::MODULES
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
             Some(list) => {
                 let mut modules = Vec::new();
                 for m in list {

@@ -159,5 +159,8 @@ fn an_unknown_module_is_refused_with_the_known_ones() {
 fn two_catch_all_tenants_are_refused() {
     let err = refused("tenant-catch-all.toml");
     assert!(err.contains("tenant-catch-all.toml: line 8:"), "{err}");
-    assert!(err.contains("both have neither listen nor domains"), "{err}");
+    assert!(
+        err.contains("both have neither listen nor domains"),
+        "{err}"
+    );
 }

@@ -132,8 +132,7 @@ async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut mes
                     forward::request(shared, pool, &mut message).await;
                     continue;
                 }
-                let Some(server) =
-                    server_of(shared, pool, &mut server, &message, &callbacks).await
+                let Some(server) = server_of(shared, pool, &mut server, &message, &callbacks).await
                 else {
                     continue;
                 };

@@ -143,7 +143,11 @@ impl Tenants {
 
     /// The tenant of the request in `m`.
     pub fn for_request(&self, m: &Message) -> Option<&Arc<Pool>> {
-        let host = m.sip.ruri().and_then(|r| Uri::parse(r).ok()).map(|u| u.host);
+        let host = m
+            .sip
+            .ruri()
+            .and_then(|r| Uri::parse(r).ok())
+            .map(|u| u.host);
         self.select(m.transport, m.local, host)
     }
 
@@ -156,10 +160,12 @@ impl Tenants {
 /// `domain` (lower case; `*.x` for any subdomain of x) against `host`.
 fn domain_matches(domain: &str, host: &str) -> bool {
     match domain.strip_prefix("*.") {
-        Some(parent) => host.len() > parent.len() + 1 && {
-            let (sub, tail) = host.split_at(host.len() - parent.len());
-            sub.ends_with('.') && tail.eq_ignore_ascii_case(parent)
-        },
+        Some(parent) => {
+            host.len() > parent.len() + 1 && {
+                let (sub, tail) = host.split_at(host.len() - parent.len());
+                sub.ends_with('.') && tail.eq_ignore_ascii_case(parent)
+            }
+        }
         None => domain.eq_ignore_ascii_case(host),
     }
 }

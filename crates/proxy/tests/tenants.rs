@@ -231,10 +231,24 @@ async fn a_failing_script_is_logged_with_its_tenant_and_the_other_tenant_keeps_a
     .await;
     let uac = Ua::new().await;
     for i in 0..3 {
-        let opts = request("OPTIONS", "sip:x@a.example", uac.addr, &format!("e{i}"), "err", i);
+        let opts = request(
+            "OPTIONS",
+            "sip:x@a.example",
+            uac.addr,
+            &format!("e{i}"),
+            "err",
+            i,
+        );
         uac.send(&opts, addrs[0].1).await;
         uac.expect("SIP/2.0 500 ").await;
-        let opts = request("OPTIONS", "sip:x@b.example", uac.addr, &format!("f{i}"), "ok", i);
+        let opts = request(
+            "OPTIONS",
+            "sip:x@b.example",
+            uac.addr,
+            &format!("f{i}"),
+            "ok",
+            i,
+        );
         uac.send(&opts, addrs[1].1).await;
         let (reply, _) = uac.expect("SIP/2.0 200 ").await;
         assert_eq!(reason(&reply), "tenant B", "{reply}");
