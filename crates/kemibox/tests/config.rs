@@ -164,3 +164,10 @@ fn two_catch_all_tenants_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_top_level_script_beside_tenants_is_refused() {
+    let err = refused("tenant-script.toml");
+    assert!(err.contains("tenant-script.toml: line 2: script:"), "{err}");
+    assert!(err.contains("move this one into a [[tenant]]"), "{err}");
+}
