@@ -23,6 +23,17 @@
 //! [auth]
 //! nonce_expire = 300
 //! secret = "…64 hex digits…"           # the same on every node
+//!
+//! unmatched_reply = { code = 404, reason = "Not Found" }   # before any table
+//!
+//! [[tenant]]                           # several tenants instead of `script`
+//! id = "a"
+//! script = "a.lua"
+//! listen = ["udp:127.0.0.1:5060"]      # sockets it owns (also in `listen`)
+//! domains = ["a.example"]              # R-URI hosts that are its
+//! modules = ["sl", "tm"]               # granted KSR modules (default: all)
+//! [tenant.limits]                      # default: the top-level [limits]
+//! fuel = 10000000
 //! ```
 //!
 //! Unknown keys are refused, and every error names the file, the line and
@@ -33,6 +44,7 @@ use std::path::{Path, PathBuf};
 use kemibox_proxy::Listen;
 use kemibox_sandbox::Limits;
 use serde::Deserialize;
+use toml::Spanned;
 
 /// The file's contents.
 #[derive(Debug, Deserialize)]
@@ -54,6 +66,54 @@ pub struct Config {
     pub registrar: Registrar,
     #[serde(default)]
     pub auth: Auth,
+    /// Reply to requests no tenant takes (default `404 Not Found`).
+    #[serde(default)]
+    pub unmatched_reply: Option<ErrorReply>,
+    /// Several tenants, each with its script; instead of `script`.
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// One `[[tenant]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Unique, `[A-Za-z0-9_-]+`; on every log line, and what the stores
+    /// are scoped by.
+    pub id: Spanned<String>,
+    /// Routing script, relative to the config file.
+    pub script: PathBuf,
+    /// Listen addresses the tenant owns; each must be in `listen`.
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    /// Domains whose requests (by R-URI host) are the tenant's.
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
+    /// Granted KSR modules (default: all).
+    pub modules: Option<Vec<Spanned<String>>>,
+    /// Per-invocation limits; a key not given is the top-level one.
+    #[serde(default)]
+    pub limits: TenantLimits,
+}
+
+/// `[tenant.limits]`: each key defaults to the top-level `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    pub fuel: Option<u64>,
+    pub memory: Option<u64>,
+    pub deadline_ms: Option<u64>,
+}
+
+/// A `[[tenant]]` read and checked.
+#[derive(Debug, Clone)]
+pub struct LoadedTenant {
+    pub id: String,
+    pub script: PathBuf,
+    pub listen: Vec<Listen>,
+    pub domains: Vec<String>,
+    pub modules: Vec<String>,
+    pub limits: Limits,
 }
 
 /// Where subscribers and locations are kept. SQLite holds whatever no
@@ -177,6 +237,9 @@ pub struct Loaded {
     pub database: Database,
     pub registrar: Registrar,
     pub auth: Auth,
+    pub unmatched_reply: Option<(u16, String)>,
+    /// Empty: `script` is the one tenant, "default".
+    pub tenants: Vec<LoadedTenant>,
 }
 
 /// Read and check `path`; the error says which file, where and why.
@@ -238,7 +301,18 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         .auth
         .secret_bytes()
         .map_err(|e| anyhow::anyhow!("{}: {}: auth.{e}", path.display(), line_of("secret")))?;
+    if let Some(r) = &config.unmatched_reply
+        && !(300..=699).contains(&r.code)
+    {
+        anyhow::bail!(
+            "{}: {}: unmatched_reply.code = {} must be a final error status (300-699)",
+            path.display(),
+            line_of("unmatched_reply"),
+            r.code
+        );
+    }
     let base = path.parent().unwrap_or(Path::new("."));
+    let tenants = check_tenants(path, &text, &config, &listen, base)?;
     let mut database = config.database;
     database.sqlite = database
         .sqlite
@@ -254,5 +328,132 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         database,
         registrar: config.registrar,
         auth: config.auth,
+        unmatched_reply: config.unmatched_reply.map(|r| (r.code, r.reason)),
+        tenants,
     })
+}
+
+/// Check the `[[tenant]]` entries: every error names the file, the line
+/// and the fix.
+fn check_tenants(
+    path: &Path,
+    text: &str,
+    config: &Config,
+    listen: &[Listen],
+    base: &Path,
+) -> anyhow::Result<Vec<LoadedTenant>> {
+    let at = |offset: usize| {
+        let line = text.get(..offset).unwrap_or(text).matches('\n').count() + 1;
+        format!("{}: line {line}", path.display())
+    };
+    if config.tenants.is_empty() {
+        return Ok(Vec::new());
+    }
+    if config.script.is_some() {
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("script"))
+            .unwrap_or(0);
+        anyhow::bail!(
+            "{}: line {}: script: with [[tenant]] entries each tenant names its own script; move this one into a [[tenant]]",
+            path.display(),
+            line + 1
+        );
+    }
+    let mut out: Vec<LoadedTenant> = Vec::new();
+    let mut catch_all: Option<String> = None;
+    for t in &config.tenants {
+        let id = t.id.get_ref();
+        let here = at(t.id.span().start);
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            anyhow::bail!(
+                "{here}: tenant id {id:?}: use letters, digits, '_' and '-' only (e.g. \"acme-1\")"
+            );
+        }
+        if out.iter().any(|o| &o.id == id) {
+            anyhow::bail!("{here}: tenant id {id:?} is used twice: give each tenant its own id");
+        }
+        let mut owned = Vec::new();
+        for entry in &t.listen {
+            let l = entry.get_ref().parse::<Listen>().map_err(|e| {
+                anyhow::anyhow!("{}: tenant {id}: listen: {e}", at(entry.span().start))
+            })?;
+            if !listen.contains(&l) {
+                anyhow::bail!(
+                    "{}: tenant {id}: listen {l} is not in the top-level listen: add it there or remove it here",
+                    at(entry.span().start)
+                );
+            }
+            owned.push(l);
+        }
+        let mut domains = Vec::new();
+        for d in &t.domains {
+            let name = d.get_ref().trim();
+            let bare = name.strip_prefix("*.").unwrap_or(name);
+            if bare.is_empty() || bare.contains(['*', ' ', ':', '/', '@']) {
+                anyhow::bail!(
+                    "{}: tenant {id}: domain {:?}: give a host name, e.g. \"example.com\" or \"*.example.com\"",
+                    at(d.span().start),
+                    d.get_ref()
+                );
+            }
+            domains.push(name.to_ascii_lowercase());
+        }
+        if owned.is_empty() && domains.is_empty() {
+            if let Some(other) = &catch_all {
+                anyhow::bail!(
+                    "{here}: tenants {other:?} and {id:?} both have neither listen nor domains, so both would take every request no other tenant takes: give one of them listen or domains"
+                );
+            }
+            catch_all = Some(id.clone());
+        }
+        let modules = match &t.modules {
+            None => kemibox_kemi::MODULES
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            Some(list) => {
+                let mut modules = Vec::new();
+                for m in list {
+                    if !kemibox_kemi::MODULES.contains(&m.get_ref().as_str()) {
+                        anyhow::bail!(
+                            "{}: tenant {id}: unknown module {:?}: expected one of {}",
+                            at(m.span().start),
+                            m.get_ref(),
+                            kemibox_kemi::MODULES.join(", ")
+                        );
+                    }
+                    modules.push(m.get_ref().clone());
+                }
+                modules
+            }
+        };
+        let top = config.limits;
+        let limits = Limits {
+            fuel: t.limits.fuel.unwrap_or(top.fuel),
+            memory: t.limits.memory.unwrap_or(top.memory),
+            deadline_ms: t.limits.deadline_ms.unwrap_or(top.deadline_ms),
+        };
+        limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{here}: tenant {id}: limits: {e}"))?;
+        let script = if t.script.is_absolute() {
+            t.script.clone()
+        } else {
+            base.join(&t.script)
+        };
+        out.push(LoadedTenant {
+            id: id.clone(),
+            script,
+            listen: owned,
+            domains,
+            modules,
+            limits,
+        });
+    }
+    Ok(out)
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use kemibox_kemi::Services;
-use kemibox_proxy::{Listen, Proxy, ProxyConfig};
+use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig};
 use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 
 /// The script `kemibox run` uses when none is given.
@@ -45,6 +45,8 @@ pub struct Args {
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut error_reply = None;
+    let mut unmatched_reply = None;
+    let mut tenants = Vec::new();
     let mut database = crate::config::Database::default();
     let mut registrar = crate::config::Registrar::default();
     let mut auth = crate::config::Auth::default();
@@ -57,6 +59,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.memory = loaded.limits.memory;
         args.deadline_ms = loaded.limits.deadline_ms;
         error_reply = loaded.error_reply;
+        unmatched_reply = loaded.unmatched_reply;
+        tenants = loaded.tenants;
         database = loaded.database;
         registrar = loaded.registrar;
         auth = loaded.auth;
@@ -65,13 +69,6 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         database.sqlite = args.db.clone();
     }
     crate::init_logging(&args.log);
-    let (name, source) = match &args.script {
-        Some(path) => (crate::script_name(path), crate::read_script(path)?),
-        None => (
-            "default.lua (embedded)".to_string(),
-            DEFAULT_SCRIPT.to_string(),
-        ),
-    };
     let limits = Limits {
         fuel: args.fuel,
         memory: args.memory,
@@ -80,10 +77,33 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     limits
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    let plans = if tenants.is_empty() {
+        let (name, source) = match &args.script {
+            Some(path) => (crate::script_name(path), crate::read_script(path)?),
+            None => (
+                "default.lua (embedded)".to_string(),
+                DEFAULT_SCRIPT.to_string(),
+            ),
+        };
+        let mut spec = TenantSpec::new("default", name, source);
+        spec.limits = limits;
+        vec![(spec, Vec::new(), Vec::new())]
+    } else {
+        let mut plans = Vec::new();
+        for t in tenants {
+            let source = crate::read_script(&t.script)?;
+            let mut spec = TenantSpec::new(t.id, crate::script_name(&t.script), source);
+            spec.limits = t.limits;
+            spec.modules = t.modules;
+            plans.push((spec, t.listen, t.domains));
+        }
+        plans
+    };
     let defaults = ProxyConfig::default();
     let config = ProxyConfig {
         listen: args.listen.clone(),
         error_reply: error_reply.unwrap_or(defaults.error_reply.clone()),
+        unmatched_reply: unmatched_reply.unwrap_or(defaults.unmatched_reply.clone()),
         ..defaults
     };
     tokio::runtime::Builder::new_multi_thread()
@@ -94,34 +114,63 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             tracing::info!("{}", stores.describe);
             let services = crate::storage::services(&stores, registrar, &auth)?;
             crate::storage::spawn_expiry(stores.location.clone());
-            serve(config, name, source, limits, services).await
+            serve(config, plans, services).await
         })
 }
 
+/// A tenant to start: its spec, the sockets it owns and its domains.
+type Plan = (TenantSpec, Vec<Listen>, Vec<String>);
+
 async fn serve(
     config: ProxyConfig,
-    name: String,
-    source: String,
-    limits: Limits,
+    plans: Vec<Plan>,
     services: Arc<Services>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(None)?;
     let transports = Proxy::bind(&config).await?;
-    let mut spec = TenantSpec::new("default", name, source);
-    spec.limits = limits;
-    spec.services = services;
-    spec.myself = Arc::new(Proxy::myself(&transports));
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let pool = match Pool::new(&runtime, spec, workers * 4).await {
-        Ok(pool) => Arc::new(pool),
-        Err(failure) => {
-            eprintln!("kemibox: script refused: {failure}");
-            return Ok(ExitCode::from(1));
+    // One tenant takes every message, whatever its sockets and domains.
+    let single = plans.len() == 1;
+    let mut hosted = Vec::new();
+    for (mut spec, listen, domains) in plans {
+        spec.services = services.clone();
+        let mut myself = Proxy::myself(&transports);
+        myself.domains = domains.clone();
+        spec.myself = Arc::new(myself);
+        let id = spec.id.clone();
+        let pool = match Pool::new(&runtime, spec, workers * 4).await {
+            Ok(pool) => Arc::new(pool),
+            Err(failure) if single => {
+                eprintln!("kemibox: script refused: {failure}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(failure) => {
+                eprintln!("kemibox: tenant {id}: script refused: {failure}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        if !single {
+            tracing::info!(
+                tenant = %id,
+                listen = ?listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                domains = ?domains,
+                "tenant loaded"
+            );
         }
+        hosted.push(Hosted {
+            pool,
+            listen,
+            domains,
+        });
+    }
+    let proxy = if single {
+        let pool = hosted.remove(0).pool;
+        Proxy::new(config, pool, transports)
+    } else {
+        Proxy::with_tenants(config, hosted, transports)?
     };
-    let proxy = Proxy::new(config, pool, transports);
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -78,3 +78,96 @@ fn a_good_config_starts_the_proxy() {
     let _ = child.wait();
     assert!(log.contains("kemibox proxy started"), "{log}");
 }
+
+#[test]
+fn two_tenants_load_and_the_proxy_starts() {
+    let data = std::env::temp_dir().join(format!("kemibox-config-tenants-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kemibox"))
+        .args(["run", "--config"])
+        .arg(fixture("tenants.toml"))
+        .env("NO_COLOR", "1")
+        .env("KEMIBOX_DATA_DIR", &data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut text = String::new();
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if text.contains("kemibox proxy started") {
+                break;
+            }
+        }
+        text
+    });
+    let started = Instant::now();
+    while !reader.is_finished() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = reader.join().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(log.contains("kemibox proxy started"), "{log}");
+    let loaded = |id: &str| {
+        log.lines()
+            .any(|l| l.contains("tenant loaded") && l.contains(&format!("tenant={id} ")))
+    };
+    assert!(loaded("a") && loaded("b"), "{log}");
+}
+
+#[test]
+fn a_tenant_id_used_twice_is_refused_with_its_line() {
+    let err = refused("tenant-dup-id.toml");
+    assert!(err.contains("tenant-dup-id.toml: line 9:"), "{err}");
+    assert!(err.contains("tenant id \"a\" is used twice"), "{err}");
+}
+
+#[test]
+fn a_tenant_id_with_other_characters_is_refused() {
+    let err = refused("tenant-bad-id.toml");
+    assert!(err.contains("tenant-bad-id.toml: line 4:"), "{err}");
+    assert!(err.contains("letters, digits, '_' and '-' only"), "{err}");
+}
+
+#[test]
+fn a_tenant_listen_address_missing_from_listen_is_refused() {
+    let err = refused("tenant-listen.toml");
+    assert!(err.contains("tenant-listen.toml: line 7:"), "{err}");
+    assert!(
+        err.contains("listen udp:127.0.0.1:5099 is not in the top-level listen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_module_is_refused_with_the_known_ones() {
+    let err = refused("tenant-module.toml");
+    assert!(err.contains("tenant-module.toml: line 7:"), "{err}");
+    assert!(err.contains("unknown module \"sqlops\""), "{err}");
+    assert!(err.contains("registrar"), "{err}");
+}
+
+#[test]
+fn two_catch_all_tenants_are_refused() {
+    let err = refused("tenant-catch-all.toml");
+    assert!(err.contains("tenant-catch-all.toml: line 8:"), "{err}");
+    assert!(
+        err.contains("both have neither listen nor domains"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_top_level_script_beside_tenants_is_refused() {
+    let err = refused("tenant-script.toml");
+    assert!(err.contains("tenant-script.toml: line 2: script:"), "{err}");
+    assert!(err.contains("move this one into a [[tenant]]"), "{err}");
+}

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use kemibox_kemi::{Message, Transport};
+use kemibox_sandbox::Pool;
 use kemibox_sip::{Received, Uri, Via, render};
 
 use crate::{Shared, reply};
@@ -91,14 +92,14 @@ pub fn branch_bytes(
 
 /// Forward a request statelessly (RFC 3261 16.11; ACKs of 2xx): the branch
 /// is derived from the request so retransmissions get the same one.
-pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
+pub async fn request(shared: &Arc<Shared>, pool: &Pool, message: &mut Message) {
     let Some(target) = message.dst_uri.clone().or_else(|| message.ruri()) else {
         return;
     };
     let hop = match resolve(&target).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(tenant = %shared.pool.tenant().spec.id, "cannot relay: {e}");
+            tracing::warn!(tenant = %pool.tenant().spec.id, "cannot relay: {e}");
             return;
         }
     };
@@ -112,7 +113,7 @@ pub async fn request(shared: &Arc<Shared>, message: &mut Message) {
         "{top_branch}|{ruri}|{}|{target}",
         message.sip.call_id().unwrap_or("")
     );
-    if !crate::onsend::allows(shared, message, (hop.transport, hop.addr)).await {
+    if !crate::onsend::allows(pool, message, (hop.transport, hop.addr)).await {
         return;
     }
     let Some(bytes) = branch_bytes(shared, message, hop, &key) else {

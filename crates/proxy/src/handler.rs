@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kemibox_kemi::{Event, Message};
-use kemibox_sandbox::{Invocation, Outcome};
+use kemibox_sandbox::{Invocation, Outcome, Pool};
 use kemibox_sip::SipMessage;
 use kemibox_tm::ServerId;
 
@@ -69,6 +69,20 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     }
     let source = message.source;
     let is_ack = message.sip.method_str() == "ACK";
+    let Some(pool) = shared.tenants.for_request(&message).cloned() else {
+        let total = shared.tenants.count_unmatched();
+        tracing::debug!(
+            peer = %source,
+            ruri = %message.sip.ruri().unwrap_or(""),
+            unmatched = total,
+            "no tenant for this request"
+        );
+        if !is_ack {
+            let (code, reason) = &shared.config.unmatched_reply;
+            reply::send(shared, &message, *code, reason, &[]).await;
+        }
+        return;
+    };
     // Kept for the error reply: the route consumes the message.
     let original = Message::new(
         message.sip.clone(),
@@ -76,7 +90,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         message.local,
         message.transport,
     );
-    let invocation = match shared.pool.invoke("ksr_request_route", Some(message)).await {
+    let invocation = match pool.invoke("ksr_request_route", Some(message)).await {
         Ok(inv) => inv,
         Err(failure) => {
             tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");
@@ -87,7 +101,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         }
     };
     if !invocation.outcome.is_ok() {
-        log_failure(shared, &invocation, Some(source));
+        log_failure(&pool, &invocation, Some(source));
         if !is_ack {
             reply::error(shared, &original).await;
         }
@@ -97,12 +111,12 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         events, message, ..
     } = invocation;
     let Some(message) = message else { return };
-    act(shared, events, message).await;
+    act(shared, &pool, events, message).await;
 }
 
 /// Carry out what the request route asked for, in order: callbacks,
 /// transactions, relays (stateful and stateless), replies.
-async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
+async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut message: Message) {
     let is_ack = message.sip.method_str() == "ACK";
     let mut callbacks = Callbacks::default();
     let mut server = None;
@@ -110,15 +124,15 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
         match event {
             Event::Callback { kind, function } => callbacks.arm(&kind, function),
             Event::Tm { function, .. } if function == "t_newtran" && !is_ack => {
-                server_of(shared, &mut server, &message, &callbacks).await;
+                server_of(shared, pool, &mut server, &message, &callbacks).await;
             }
             Event::Tm { function, .. } if function == "t_relay" && !message.drop => {
                 if is_ack {
                     // The ACK of a 2xx has no transaction (RFC 3261 17.2.1).
-                    forward::request(shared, &mut message).await;
+                    forward::request(shared, pool, &mut message).await;
                     continue;
                 }
-                let Some(server) = server_of(shared, &mut server, &message, &callbacks).await
+                let Some(server) = server_of(shared, pool, &mut server, &message, &callbacks).await
                 else {
                     continue;
                 };
@@ -128,7 +142,9 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
                 }
             }
             Event::Suspend { index, label } if !is_ack => {
-                if let Some(server) = server_of(shared, &mut server, &message, &callbacks).await {
+                if let Some(server) =
+                    server_of(shared, pool, &mut server, &message, &callbacks).await
+                {
                     Stateful::suspend(shared, server, (index, label), &message, &callbacks).await;
                 }
             }
@@ -136,13 +152,13 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
                 index,
                 label,
                 route,
-            } => Stateful::resume(shared, (index, label), &route).await,
+            } => Stateful::resume(shared, pool, (index, label), &route).await,
             Event::Forward { destination } if !message.drop => {
                 let mut forwarded = message.clone();
                 if destination.is_some() {
                     forwarded.dst_uri = destination;
                 }
-                forward::request(shared, &mut forwarded).await;
+                forward::request(shared, pool, &mut forwarded).await;
             }
             Event::Reply {
                 code,
@@ -152,7 +168,7 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
             } => {
                 let code = u16::try_from(code).unwrap_or(500);
                 if stateful {
-                    server_of(shared, &mut server, &message, &callbacks).await;
+                    server_of(shared, pool, &mut server, &message, &callbacks).await;
                 }
                 match server {
                     Some(server) => {
@@ -170,12 +186,13 @@ async fn act(shared: &Arc<Shared>, events: Vec<Event>, mut message: Message) {
 /// made, else a new one (`None` when it cannot be created; answered).
 async fn server_of(
     shared: &Arc<Shared>,
+    pool: &Arc<Pool>,
     server: &mut Option<ServerId>,
     message: &Message,
     callbacks: &Callbacks,
 ) -> Option<ServerId> {
     if server.is_none() {
-        *server = Stateful::ensure_server(shared, message, callbacks)
+        *server = Stateful::ensure_server(shared, pool, message, callbacks)
             .await
             .ok();
     }
@@ -190,17 +207,24 @@ async fn response(shared: &Arc<Shared>, message: Message) {
 pub(crate) const REPLY_ROUTE: &str = "ksr_reply_route";
 
 /// A response no transaction knows (a 2xx retransmission, or a reply to a
-/// statelessly forwarded request): `ksr_reply_route`, then on by Via.
+/// statelessly forwarded request): the `ksr_reply_route` of the tenant of
+/// the socket it arrived on, then on by Via. With no such tenant it goes on
+/// by Via without a script.
 pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Message) {
     let source = message.source;
     let Some(next_hop) = forward::reply_destination(shared, &message) else {
         return;
     };
-    if !shared.pool.tenant().defines(REPLY_ROUTE) {
+    let pool = shared
+        .tenants
+        .select(message.transport, message.local, None)
+        .filter(|p| p.tenant().defines(REPLY_ROUTE))
+        .cloned();
+    let Some(pool) = pool else {
         forward::reply(shared, &mut message, next_hop).await;
         return;
-    }
-    let invocation = match shared.pool.invoke(REPLY_ROUTE, Some(message)).await {
+    };
+    let invocation = match pool.invoke(REPLY_ROUTE, Some(message)).await {
         Ok(inv) => inv,
         Err(failure) => {
             tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");
@@ -210,7 +234,7 @@ pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Messag
     match &invocation.outcome {
         Outcome::Ok { .. } | Outcome::NotFound { .. } => {}
         _ => {
-            log_failure(shared, &invocation, Some(source));
+            log_failure(&pool, &invocation, Some(source));
             return;
         }
     }
@@ -222,8 +246,8 @@ pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Messag
 }
 
 /// Log a failed route with the tenant, `script:line`, the cause and the peer.
-pub(crate) fn log_failure(shared: &Shared, invocation: &Invocation, peer: Option<SocketAddr>) {
-    let tenant = shared.pool.tenant();
+pub(crate) fn log_failure(pool: &Pool, invocation: &Invocation, peer: Option<SocketAddr>) {
+    let tenant = pool.tenant();
     let script = &tenant.spec.script_name;
     let location = invocation
         .location(script)

@@ -1,6 +1,8 @@
 //! The SIP side of kemibox: sockets, and what happens to each message.
 //!
-//! Every request runs the tenant's `ksr_request_route`, every reply its
+//! A proxy hosts one tenant or several (see [`Hosted`]: a request belongs
+//! to the tenant owning its socket, else to the one whose domain is its
+//! R-URI host). Every request runs the tenant's `ksr_request_route`, every reply its
 //! `ksr_reply_route` (when defined), in the sandbox; the proxy then acts on
 //! what the route asked for: replies (`KSR.sl`) and relays
 //! (`KSR.tm.t_relay`). A route that fails (Lua error, fuel, deadline,
@@ -18,6 +20,7 @@ mod listen;
 mod onsend;
 mod reply;
 mod stateful;
+mod tenants;
 mod transport;
 
 use std::net::SocketAddr;
@@ -27,6 +30,7 @@ use kemibox_kemi::{Myself, Transport};
 use kemibox_sandbox::Pool;
 
 pub use listen::Listen;
+pub use tenants::Hosted;
 pub use transport::Transports;
 
 /// What the proxy needs besides its tenant.
@@ -35,6 +39,9 @@ pub struct ProxyConfig {
     pub listen: Vec<Listen>,
     /// Reply sent when the request route fails (default `500 Server Error`).
     pub error_reply: (u16, String),
+    /// Reply sent statelessly to a request no tenant takes (default `404
+    /// Not Found`); only when several tenants are hosted.
+    pub unmatched_reply: (u16, String),
     /// Transaction timers and limits (RFC 3261 defaults).
     pub transactions: kemibox_tm::Config,
 }
@@ -44,6 +51,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: vec![Listen::default()],
             error_reply: (500, "Server Error".into()),
+            unmatched_reply: (404, "Not Found".into()),
             transactions: proxy_transactions(),
         }
     }
@@ -68,7 +76,7 @@ pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(33);
 
 /// Shared by every message handler.
 pub(crate) struct Shared {
-    pub pool: Arc<Pool>,
+    pub tenants: tenants::Tenants,
     pub config: ProxyConfig,
     pub transports: Transports,
     pub dispatch: dispatch::Dispatch,
@@ -101,11 +109,28 @@ impl Proxy {
         }
     }
 
+    /// A proxy with one tenant, which gets every message.
     pub fn new(config: ProxyConfig, pool: Arc<Pool>, transports: Transports) -> Proxy {
+        Proxy::build(config, tenants::Tenants::single(pool), transports)
+    }
+
+    /// A proxy hosting several tenants, each recognised by the sockets it
+    /// owns and its domains (see [`Hosted`]). Fails when a tenant names a
+    /// socket that is not in `config.listen`.
+    pub fn with_tenants(
+        config: ProxyConfig,
+        hosted: Vec<Hosted>,
+        transports: Transports,
+    ) -> anyhow::Result<Proxy> {
+        let tenants = tenants::Tenants::new(hosted, &config.listen, &transports)?;
+        Ok(Proxy::build(config, tenants, transports))
+    }
+
+    fn build(config: ProxyConfig, tenants: tenants::Tenants, transports: Transports) -> Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 stateful: stateful::Stateful::new(config.transactions),
-                pool,
+                tenants,
                 config,
                 transports,
                 dispatch: dispatch::Dispatch::new(

@@ -4,11 +4,11 @@
 //! request from being sent; other changes are not applied, as in Kamailio.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use kemibox_kemi::{Message, Transport};
+use kemibox_sandbox::Pool;
 
-use crate::{Shared, handler};
+use crate::handler;
 
 /// The route's name, run only when the script defines it.
 pub const ROUTE: &str = "ksr_onsend_route";
@@ -16,13 +16,13 @@ pub const ROUTE: &str = "ksr_onsend_route";
 /// Whether `message` may be sent to `to`: true unless the script's
 /// `ksr_onsend_route` dropped it. A failing route is logged and does not
 /// stop the request.
-pub async fn allows(shared: &Arc<Shared>, message: &Message, to: (Transport, SocketAddr)) -> bool {
-    if !shared.pool.tenant().defines(ROUTE) {
+pub async fn allows(pool: &Pool, message: &Message, to: (Transport, SocketAddr)) -> bool {
+    if !pool.tenant().defines(ROUTE) {
         return true;
     }
     let mut m = message.clone();
     m.sending_to = Some(to);
-    match shared.pool.invoke(ROUTE, Some(m)).await {
+    match pool.invoke(ROUTE, Some(m)).await {
         Ok(inv) if inv.outcome.is_ok() => {
             // `KSR.x.drop()` and `KSR.set_drop()` both mark the message.
             let dropped = inv.message.is_some_and(|m| m.drop);
@@ -32,7 +32,7 @@ pub async fn allows(shared: &Arc<Shared>, message: &Message, to: (Transport, Soc
             !dropped
         }
         Ok(inv) => {
-            handler::log_failure(shared, &inv, Some(to.1));
+            handler::log_failure(pool, &inv, Some(to.1));
             true
         }
         Err(failure) => {

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kemibox_kemi::{Event, Message, TmInfo, Transport};
-use kemibox_sandbox::Outcome;
+use kemibox_sandbox::{Outcome, Pool};
 use kemibox_sip::{SipMessage, render};
 use kemibox_tm::{
     ClientId, ClientState, Config, Effect, Millis, Peer, Received, ServerId, TimerId,
@@ -72,8 +72,11 @@ struct Branch {
 }
 
 /// Proxy state kept per server transaction.
-#[derive(Debug)]
 struct Proxied {
+    /// The tenant that created the transaction: every later route of the
+    /// transaction (branch, reply, failure, onsend, `t_continue`) runs in
+    /// its pool.
+    pool: Arc<Pool>,
     /// The request as routed: the received message with the edits the
     /// request route made (before our Via).
     request: Message,
@@ -375,6 +378,7 @@ impl Stateful {
     /// `Err` after answering 503 when the table is full.
     pub async fn ensure_server(
         shared: &Arc<Shared>,
+        pool: &Arc<Pool>,
         m: &Message,
         callbacks: &Callbacks,
     ) -> Result<ServerId, ()> {
@@ -391,6 +395,7 @@ impl Stateful {
                     st.proxied.insert(
                         server,
                         Box::new(Proxied {
+                            pool: pool.clone(),
                             request: m.clone(),
                             callbacks: callbacks.clone(),
                             branches: Vec::new(),
@@ -448,25 +453,27 @@ impl Stateful {
         callbacks: &Callbacks,
     ) -> bool {
         let appended = std::mem::take(&mut m.branches);
-        {
+        let pool = {
             let mut st = shared.stateful.lock();
-            if let Some(p) = st.proxied.get_mut(&server) {
-                if p.canceled {
-                    // No new branches once the caller canceled (as Kamailio's tm).
-                    tracing::debug!(server = server.get(), "not relaying: transaction canceled");
-                    return false;
-                }
-                p.callbacks = callbacks.clone();
-                p.request.edits = m.edits.clone();
-                p.request.flags = m.flags;
-                p.request.avps = m.avps.clone();
-                p.request.fr_timers = m.fr_timers;
+            let Some(p) = st.proxied.get_mut(&server) else {
+                return false;
+            };
+            if p.canceled {
+                // No new branches once the caller canceled (as Kamailio's tm).
+                tracing::debug!(server = server.get(), "not relaying: transaction canceled");
+                return false;
             }
-        }
+            p.callbacks = callbacks.clone();
+            p.request.edits = m.edits.clone();
+            p.request.flags = m.flags;
+            p.request.avps = m.avps.clone();
+            p.request.fr_timers = m.fr_timers;
+            p.pool.clone()
+        };
         let path = std::mem::take(&mut m.path);
         let mut started = false;
         if let Some(main) = with_path(m.clone(), &path) {
-            started |= Stateful::branch(shared, server, main, callbacks).await;
+            started |= Stateful::branch(shared, &pool, server, main, callbacks).await;
         }
         for b in appended {
             let mut bm = m.clone();
@@ -475,7 +482,7 @@ impl Stateful {
             }
             bm.dst_uri = b.dst_uri;
             if let Some(bm) = with_path(bm, &b.path) {
-                started |= Stateful::branch(shared, server, bm, callbacks).await;
+                started |= Stateful::branch(shared, &pool, server, bm, callbacks).await;
             }
         }
         started
@@ -485,6 +492,7 @@ impl Stateful {
     /// `ksr_onsend_route`, then the client transaction.
     async fn branch(
         shared: &Arc<Shared>,
+        pool: &Pool,
         server: ServerId,
         m: Message,
         callbacks: &Callbacks,
@@ -495,7 +503,7 @@ impl Stateful {
         let hop = match forward::resolve(&target).await {
             Ok(h) => h,
             Err(e) => {
-                tracing::warn!(tenant = %shared.pool.tenant().spec.id, "cannot relay: {e}");
+                tracing::warn!(tenant = %pool.tenant().spec.id, "cannot relay: {e}");
                 return false;
             }
         };
@@ -503,7 +511,7 @@ impl Stateful {
         let mut m = m;
         if let Some(function) = callbacks.branch.clone() {
             m.tm.in_branch_route = true;
-            match shared.pool.invoke(&function, Some(m)).await {
+            match pool.invoke(&function, Some(m)).await {
                 Ok(inv) if inv.outcome.is_ok() => match inv.message {
                     Some(mut bm) if !bm.drop => {
                         bm.tm.in_branch_route = false;
@@ -512,7 +520,7 @@ impl Stateful {
                     _ => return true,
                 },
                 Ok(inv) => {
-                    handler::log_failure(shared, &inv, inv.message.as_ref().map(|x| x.source));
+                    handler::log_failure(pool, &inv, inv.message.as_ref().map(|x| x.source));
                     return false;
                 }
                 Err(failure) => {
@@ -521,7 +529,7 @@ impl Stateful {
                 }
             }
         }
-        if !crate::onsend::allows(shared, &m, (hop.transport, hop.addr)).await {
+        if !crate::onsend::allows(pool, &m, (hop.transport, hop.addr)).await {
             return false;
         }
         let index = {
@@ -622,17 +630,17 @@ impl Stateful {
                     Some(server) => st
                         .proxied
                         .get_mut(&server)
-                        .map(|p| (server, p.failure_route(408, true, now))),
+                        .map(|p| (server, p.pool.clone(), p.failure_route(408, true, now))),
                     None => None,
                 }
             };
-            if let Some((server, (failure, request))) = failed {
+            if let Some((server, pool, (failure, request))) = failed {
                 tracing::info!(
                     index = ids.0,
                     label = ids.1,
                     "suspended transaction timed out"
                 );
-                all_failed(&shared, server, (408, None), failure, request).await;
+                all_failed(&shared, &pool, server, (408, None), failure, request).await;
             }
         });
     }
@@ -640,13 +648,19 @@ impl Stateful {
     /// Resume the transaction suspended under `ids` (`KSR.tmx.t_continue`):
     /// run `route` on its request and act on what it did, like a failure
     /// route; a route that neither relays nor replies gets the error reply.
-    pub async fn resume(shared: &Arc<Shared>, ids: (u32, u32), route: &str) {
+    /// Only the tenant that suspended a transaction (`pool`) can resume it.
+    pub async fn resume(shared: &Arc<Shared>, pool: &Arc<Pool>, ids: (u32, u32), route: &str) {
         let found = {
             let mut st = shared.stateful.lock();
             let st = &mut *st;
-            st.suspended
-                .remove(&ids)
-                .and_then(|server| Some((server, st.proxied.get(&server)?.request.clone())))
+            let own = st.suspended.get(&ids).and_then(|server| {
+                let p = st.proxied.get(server)?;
+                Arc::ptr_eq(&p.pool, pool).then(|| (*server, p.request.clone()))
+            });
+            if own.is_some() {
+                st.suspended.remove(&ids);
+            }
+            own
         };
         let Some((server, request)) = found else {
             tracing::info!(
@@ -656,7 +670,7 @@ impl Stateful {
             );
             return;
         };
-        match shared.pool.invoke(route, Some(request.clone())).await {
+        match pool.invoke(route, Some(request.clone())).await {
             Ok(inv) if inv.outcome.is_ok() => {
                 if let Some(m) = inv.message
                     && handle_failure_events(shared, server, inv.events, m).await
@@ -664,7 +678,7 @@ impl Stateful {
                     return;
                 }
             }
-            Ok(inv) => handler::log_failure(shared, &inv, Some(request.source)),
+            Ok(inv) => handler::log_failure(pool, &inv, Some(request.source)),
             Err(failure) => tracing::error!(error = %failure, "t_continue route"),
         }
         let (code, reason) = shared.config.error_reply.clone();
@@ -693,8 +707,21 @@ async fn cancel(shared: &Arc<Shared>, m: &Message, invite: Option<ServerId>) {
         reply::send(shared, m, 481, "Call/Transaction Does Not Exist", &[]).await;
         return;
     };
-    if let Ok(server) = Stateful::ensure_server(shared, m, &Callbacks::default()).await {
-        Stateful::reply(shared, server, m, 200, "OK", &[]).await;
+    // The CANCEL's transaction belongs to the INVITE's tenant.
+    let pool = {
+        let st = shared.stateful.lock();
+        st.proxied.get(&invite).map(|p| p.pool.clone())
+    }
+    .or_else(|| shared.tenants.for_request(m).cloned());
+    match pool {
+        Some(pool) => {
+            if let Ok(server) =
+                Stateful::ensure_server(shared, &pool, m, &Callbacks::default()).await
+            {
+                Stateful::reply(shared, server, m, 200, "OK", &[]).await;
+            }
+        }
+        None => reply::send(shared, m, 200, "OK", &[]).await,
     }
     let (cancels, waiting): (Vec<(ClientId, Option<SipMessage>)>, Option<Message>) = {
         let mut st = shared.stateful.lock();
@@ -757,13 +784,19 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
     let found = {
         let st = shared.stateful.lock();
         let now = shared.stateful.now();
-        st.branch_of.get(&client).and_then(|(s, i)| {
+        st.branch_of.get(&client).and_then(|(s, _)| {
             let p = st.proxied.get(s)?;
-            Some((*s, *i, p.callbacks.clone(), p.canceled, p.expired(now)))
+            Some((
+                *s,
+                p.pool.clone(),
+                p.callbacks.clone(),
+                p.canceled,
+                p.expired(now),
+            ))
         })
     };
     // Responses to our own CANCELs end here.
-    let Some((server, _index, callbacks, canceled, expired)) = found else {
+    let Some((server, pool, callbacks, canceled, expired)) = found else {
         return;
     };
 
@@ -774,19 +807,19 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
     m.tm.expired = expired;
     m.tm.armed = callbacks.armed();
     let routes = std::iter::once(REPLY_ROUTE.to_string())
-        .filter(|f| shared.pool.tenant().defines(f))
+        .filter(|f| pool.tenant().defines(f))
         .map(|f| (f, false))
         .chain(callbacks.reply.clone().map(|f| (f, true)));
     for (function, transaction_route) in routes {
         m.tm.in_reply_route = transaction_route;
-        let Ok(inv) = shared.pool.invoke(&function, Some(m.clone())).await else {
+        let Ok(inv) = pool.invoke(&function, Some(m.clone())).await else {
             return;
         };
         match &inv.outcome {
             Outcome::Ok { .. } => {}
             Outcome::NotFound { .. } if function == REPLY_ROUTE => {}
             _ => {
-                handler::log_failure(shared, &inv, Some(m.source));
+                handler::log_failure(&pool, &inv, Some(m.source));
                 return;
             }
         }
@@ -864,6 +897,7 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
             let (failure, request) = p.failure_route(best.0, timeout, now);
             Decision::AllFailed {
                 server,
+                pool: p.pool.clone(),
                 best,
                 failure,
                 request: Box::new(request),
@@ -894,10 +928,11 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
         }
         Decision::AllFailed {
             server,
+            pool,
             best,
             failure,
             request,
-        } => all_failed(shared, server, best, failure, *request).await,
+        } => all_failed(shared, &pool, server, best, failure, *request).await,
     }
 }
 
@@ -909,6 +944,7 @@ enum Decision {
     },
     AllFailed {
         server: ServerId,
+        pool: Arc<Pool>,
         best: (u16, Option<Vec<u8>>),
         failure: Option<String>,
         request: Box<Message>,
@@ -939,6 +975,7 @@ fn best_branch(branches: &[Branch]) -> (u16, Option<Vec<u8>>) {
 /// (serial forking) or answer; otherwise send the best response up.
 async fn all_failed(
     shared: &Arc<Shared>,
+    pool: &Pool,
     server: ServerId,
     best: (u16, Option<Vec<u8>>),
     failure: Option<String>,
@@ -948,7 +985,7 @@ async fn all_failed(
     if let Some(function) = failure {
         let mut m = request.clone();
         m.dst_uri = None;
-        match shared.pool.invoke(&function, Some(m)).await {
+        match pool.invoke(&function, Some(m)).await {
             Ok(inv) if inv.outcome.is_ok() => {
                 if let Some(fm) = inv.message
                     && handle_failure_events(shared, server, inv.events, fm).await
@@ -956,7 +993,7 @@ async fn all_failed(
                     return;
                 }
             }
-            Ok(inv) => handler::log_failure(shared, &inv, Some(request.source)),
+            Ok(inv) => handler::log_failure(pool, &inv, Some(request.source)),
             Err(failure) => tracing::error!(error = %failure, "failure route"),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kemibox_kemi::Transport;
-use kemibox_proxy::{Listen, Proxy, ProxyConfig};
+use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig};
 use kemibox_sandbox::{Pool, Runtime, TenantSpec};
 use tokio::net::UdpSocket;
 
@@ -58,6 +58,49 @@ pub async fn start_stoppable(
         let _ = stopped.await;
     }));
     (addrs, stop, serving)
+}
+
+/// One tenant for [`start_tenants`]: id, script, the listen addresses it
+/// owns and its domains.
+pub struct TestTenant<'a> {
+    pub id: &'a str,
+    pub script: &'a str,
+    pub listen: &'a [&'a str],
+    pub domains: &'a [&'a str],
+}
+
+/// Start a proxy hosting several tenants on `listen`; returns the bound
+/// addresses (UDP first, then TCP, each in the order given).
+pub async fn start_tenants(
+    tenants: &[TestTenant<'_>],
+    listen: &[&str],
+    config: ProxyConfig,
+) -> Vec<(Transport, SocketAddr)> {
+    let runtime = Runtime::new(None).unwrap();
+    let config = ProxyConfig {
+        listen: listen
+            .iter()
+            .map(|l| l.parse::<Listen>().unwrap())
+            .collect(),
+        ..config
+    };
+    let transports = Proxy::bind(&config).await.unwrap();
+    let mut hosted = Vec::new();
+    for t in tenants {
+        let mut spec = TenantSpec::new(t.id, format!("{}.lua", t.id), t.script);
+        let mut myself = Proxy::myself(&transports);
+        myself.domains = t.domains.iter().map(|d| d.to_string()).collect();
+        spec.myself = Arc::new(myself);
+        hosted.push(Hosted {
+            pool: Arc::new(Pool::new(&runtime, spec, 4).await.unwrap()),
+            listen: t.listen.iter().map(|l| l.parse().unwrap()).collect(),
+            domains: t.domains.iter().map(|d| d.to_string()).collect(),
+        });
+    }
+    let proxy = Proxy::with_tenants(config, hosted, transports).unwrap();
+    let addrs = proxy.local_addrs();
+    tokio::spawn(proxy.serve(std::future::pending()));
+    addrs
 }
 
 /// A UDP user agent for tests.

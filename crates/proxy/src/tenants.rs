@@ -1,0 +1,187 @@
+//! Several tenants in one proxy: which tenant a message belongs to.
+//!
+//! A request goes to the tenant owning the socket it arrived on, when
+//! exactly one does; else to the tenant one of whose domains is the R-URI
+//! host (among the socket's owners when several own it, among all tenants
+//! when none does); else to the tenant with neither sockets nor domains
+//! (the catch-all), if there is one; else nobody takes it and it is
+//! answered with the configured `unmatched_reply`. Everything that runs
+//! later for a transaction uses the tenant that created it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kemibox_kemi::{Message, Transport};
+use kemibox_sandbox::Pool;
+use kemibox_sip::Uri;
+
+use crate::{Listen, Transports};
+
+/// One hosted tenant: its pool and how its messages are recognised.
+pub struct Hosted {
+    pub pool: Arc<Pool>,
+    /// Listen addresses the tenant owns (each must be in the proxy's
+    /// listen list; with port 0, the port as bound).
+    pub listen: Vec<Listen>,
+    /// Domains whose R-URIs are the tenant's: `example.com`, or
+    /// `*.example.com` for any subdomain. Compared without case.
+    pub domains: Vec<String>,
+}
+
+struct Entry {
+    pool: Arc<Pool>,
+    sockets: Vec<(Transport, SocketAddr)>,
+    domains: Vec<String>,
+}
+
+/// The hosted tenants.
+pub(crate) struct Tenants {
+    entries: Vec<Entry>,
+    /// Requests nobody took.
+    unmatched: AtomicU64,
+}
+
+impl Tenants {
+    /// One tenant that gets every message.
+    pub fn single(pool: Arc<Pool>) -> Tenants {
+        Tenants {
+            entries: vec![Entry {
+                pool,
+                sockets: Vec::new(),
+                domains: Vec::new(),
+            }],
+            unmatched: AtomicU64::new(0),
+        }
+    }
+
+    /// The tenants, their listen addresses resolved to the bound sockets.
+    pub fn new(
+        hosted: Vec<Hosted>,
+        listen: &[Listen],
+        transports: &Transports,
+    ) -> anyhow::Result<Tenants> {
+        // `Transports::bind` binds in the order given, per transport.
+        let bound = transports.local_addrs();
+        let (mut udp, mut tcp) = (0, 0);
+        let mut resolved = Vec::new();
+        for l in listen {
+            let k = match l.transport {
+                Transport::Udp => &mut udp,
+                Transport::Tcp => &mut tcp,
+            };
+            let socket = bound.iter().filter(|(t, _)| *t == l.transport).nth(*k);
+            *k += 1;
+            if let Some(socket) = socket {
+                resolved.push((*l, *socket));
+            }
+        }
+        let mut entries = Vec::new();
+        for h in hosted {
+            let mut sockets = Vec::new();
+            for l in &h.listen {
+                let before = sockets.len();
+                sockets.extend(resolved.iter().filter(|(c, _)| c == l).map(|(_, s)| *s));
+                if sockets.len() == before {
+                    anyhow::bail!(
+                        "tenant {}: listen {l} is not one of the proxy's listen addresses",
+                        h.pool.tenant().spec.id
+                    );
+                }
+            }
+            entries.push(Entry {
+                pool: h.pool,
+                sockets,
+                domains: h.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            });
+        }
+        if entries.is_empty() {
+            anyhow::bail!("no tenant to serve");
+        }
+        Ok(Tenants {
+            entries,
+            unmatched: AtomicU64::new(0),
+        })
+    }
+
+    /// The tenant of a request (`ruri_host`: its R-URI host) or a reply
+    /// (`None`) that arrived on `local`.
+    pub fn select(
+        &self,
+        transport: Transport,
+        local: SocketAddr,
+        ruri_host: Option<&str>,
+    ) -> Option<&Arc<Pool>> {
+        if let [only] = self.entries.as_slice() {
+            return Some(&only.pool);
+        }
+        let owners: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.sockets.contains(&(transport, local)))
+            .collect();
+        if let [owner] = owners.as_slice() {
+            return Some(&owner.pool);
+        }
+        if let Some(host) = ruri_host {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let by_domain = |e: &&Entry| e.domains.iter().any(|d| domain_matches(d, host));
+            let found = if owners.is_empty() {
+                self.entries.iter().find(by_domain)
+            } else {
+                owners.into_iter().find(by_domain)
+            };
+            if let Some(e) = found {
+                return Some(&e.pool);
+            }
+        }
+        self.entries
+            .iter()
+            .find(|e| e.sockets.is_empty() && e.domains.is_empty())
+            .map(|e| &e.pool)
+    }
+
+    /// The tenant of the request in `m`.
+    pub fn for_request(&self, m: &Message) -> Option<&Arc<Pool>> {
+        let host = m
+            .sip
+            .ruri()
+            .and_then(|r| Uri::parse(r).ok())
+            .map(|u| u.host);
+        self.select(m.transport, m.local, host)
+    }
+
+    /// Count a request nobody took; the running total.
+    pub fn count_unmatched(&self) -> u64 {
+        self.unmatched.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// `domain` (lower case; `*.x` for any subdomain of x) against `host`.
+fn domain_matches(domain: &str, host: &str) -> bool {
+    match domain.strip_prefix("*.") {
+        Some(parent) => {
+            host.len() > parent.len() + 1 && {
+                let (sub, tail) = host.split_at(host.len() - parent.len());
+                sub.ends_with('.') && tail.eq_ignore_ascii_case(parent)
+            }
+        }
+        None => domain.eq_ignore_ascii_case(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::domain_matches;
+
+    #[test]
+    fn domains_match_without_case_and_wildcards_match_subdomains_only() {
+        assert!(domain_matches("a.example", "A.Example"));
+        assert!(!domain_matches("a.example", "b.example"));
+        assert!(!domain_matches("a.example", "x.a.example"));
+        assert!(domain_matches("*.a.example", "x.A.example"));
+        assert!(domain_matches("*.a.example", "y.x.a.example"));
+        assert!(!domain_matches("*.a.example", "a.example"));
+        assert!(!domain_matches("*.a.example", "xa.example"));
+    }
+}

@@ -1,0 +1,258 @@
+//! Several tenants in one proxy, over real UDP sockets: a request finds
+//! its tenant by the socket it arrived on, else by its R-URI host; nobody's
+//! requests get the configured reply; a transaction stays with the tenant
+//! that created it; one tenant's failing script does not touch another.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::{TestTenant, Ua, request, respond};
+use kemibox_proxy::ProxyConfig;
+
+mod common;
+
+/// Answers OPTIONS with `200 <reason>`.
+fn answering(reason: &str) -> String {
+    format!("function ksr_request_route()\n  KSR.sl.sl_send_reply(200, \"{reason}\")\nend\n")
+}
+
+/// The reason phrase of a response's status line.
+fn reason(msg: &str) -> &str {
+    let line = msg.lines().next().unwrap_or("");
+    line.splitn(3, ' ').nth(2).unwrap_or("")
+}
+
+/// Everything `kemibox_proxy` logs at debug level and above in this test
+/// binary (installed once).
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("kemibox_proxy=debug"))
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buf
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The logged lines containing every one of `needles`.
+fn logged(needles: &[&str]) -> Vec<String> {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    text.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_socket_gets_the_answer_of_its_own_tenant() {
+    let (a, b) = (answering("tenant A"), answering("tenant B"));
+    let addrs = common::start_tenants(
+        &[
+            TestTenant {
+                id: "a",
+                script: &a,
+                listen: &["udp:127.0.0.1:0"],
+                domains: &[],
+            },
+            TestTenant {
+                id: "b",
+                script: &b,
+                listen: &["udp:127.0.0.2:0"],
+                domains: &["b.example"],
+            },
+        ],
+        &["udp:127.0.0.1:0", "udp:127.0.0.2:0"],
+        ProxyConfig::default(),
+    )
+    .await;
+    let (sock_a, sock_b) = (addrs[0].1, addrs[1].1);
+    assert_eq!(sock_b.ip().to_string(), "127.0.0.2");
+    let uac = Ua::new().await;
+    // The socket decides, even when the R-URI names the other tenant's domain.
+    let opts = request("OPTIONS", "sip:x@b.example", uac.addr, "s1", "sock1", 1);
+    uac.send(&opts, sock_a).await;
+    let (reply, _) = uac.expect("SIP/2.0 200 ").await;
+    assert_eq!(reason(&reply), "tenant A", "{reply}");
+    let opts = request("OPTIONS", "sip:x@a.example", uac.addr, "s2", "sock2", 1);
+    uac.send(&opts, sock_b).await;
+    let (reply, _) = uac.expect("SIP/2.0 200 ").await;
+    assert_eq!(reason(&reply), "tenant B", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_socket_the_ruri_domain_picks_the_tenant_and_nobody_gets_the_configured_reply()
+{
+    let _logs = logs();
+    let (a, b) = (answering("tenant A"), answering("tenant B"));
+    let config = ProxyConfig {
+        unmatched_reply: (404, "No Such Domain".into()),
+        ..ProxyConfig::default()
+    };
+    let proxy = common::start_tenants(
+        &[
+            TestTenant {
+                id: "a",
+                script: &a,
+                listen: &[],
+                domains: &["a.example"],
+            },
+            TestTenant {
+                id: "b",
+                script: &b,
+                listen: &[],
+                domains: &["b.example", "*.b.example"],
+            },
+        ],
+        &["udp:127.0.0.1:0"],
+        config,
+    )
+    .await[0]
+        .1;
+    let uac = Ua::new().await;
+    for (i, (ruri, status, expected)) in [
+        ("sip:x@a.example", "SIP/2.0 200 ", "tenant A"),
+        ("sip:x@A.EXAMPLE:5060", "SIP/2.0 200 ", "tenant A"),
+        ("sip:x@b.example", "SIP/2.0 200 ", "tenant B"),
+        ("sip:x@pbx.B.example", "SIP/2.0 200 ", "tenant B"),
+        ("sip:x@c.example", "SIP/2.0 404 ", "No Such Domain"),
+        ("sip:x@xb.example", "SIP/2.0 404 ", "No Such Domain"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let opts = request("OPTIONS", ruri, uac.addr, &format!("d{i}"), "dom", i as u32);
+        uac.send(&opts, proxy).await;
+        let (reply, _) = uac.expect(status).await;
+        assert_eq!(reason(&reply), expected, "{ruri}: {reply}");
+    }
+    assert!(
+        !logged(&["no tenant for this request", "ruri=sip:x@c.example"]).is_empty(),
+        "the unmatched request is logged at debug level"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_runs_its_failure_route_in_the_tenant_that_created_it() {
+    let (uac, uas) = (Ua::new().await, Ua::new().await);
+    // Both tenants define the same failure route name; only A relays.
+    let tenant = |name: &str| {
+        format!(
+            r#"
+function ksr_request_route()
+    if KSR.pv.get("$rd") == "a.example" then
+        KSR.pv.sets("$du", "sip:{}")
+        KSR.tm.t_on_failure("failed")
+        KSR.tm.t_relay()
+        return
+    end
+    KSR.sl.sl_send_reply(403, "not here")
+end
+function failed()
+    KSR.tm.t_reply(480, "failed over by {name}")
+end
+"#,
+            uas.addr
+        )
+    };
+    let (a, b) = (tenant("A"), tenant("B"));
+    let mut config = ProxyConfig::default();
+    config.transactions.timers.t1 = Duration::from_millis(20);
+    let proxy = common::start_tenants(
+        &[
+            TestTenant {
+                id: "a",
+                script: &a,
+                listen: &[],
+                domains: &["a.example"],
+            },
+            TestTenant {
+                id: "b",
+                script: &b,
+                listen: &[],
+                domains: &["b.example"],
+            },
+        ],
+        &["udp:127.0.0.1:0"],
+        config,
+    )
+    .await[0]
+        .1;
+    let invite = request("INVITE", "sip:bob@a.example", uac.addr, "t1", "tx", 1);
+    uac.send(&invite, proxy).await;
+    let (inv, from) = uas.expect("INVITE ").await;
+    uas.send(&respond(&inv, 486, "Busy Here", "u1"), from).await;
+    uas.expect("ACK ").await;
+    let (reply, _) = uac.expect("SIP/2.0 480 ").await;
+    assert_eq!(reason(&reply), "failed over by A", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_script_is_logged_with_its_tenant_and_the_other_tenant_keeps_answering() {
+    let _logs = logs();
+    let a = "function ksr_request_route()\n  local t = nil\n  t.x = 1\nend\n";
+    let b = answering("tenant B");
+    let addrs = common::start_tenants(
+        &[
+            TestTenant {
+                id: "broken-a",
+                script: a,
+                listen: &["udp:127.0.0.1:0"],
+                domains: &[],
+            },
+            TestTenant {
+                id: "b",
+                script: &b,
+                listen: &["udp:127.0.0.2:0"],
+                domains: &[],
+            },
+        ],
+        &["udp:127.0.0.1:0", "udp:127.0.0.2:0"],
+        ProxyConfig::default(),
+    )
+    .await;
+    let uac = Ua::new().await;
+    for i in 0..3 {
+        let opts = request(
+            "OPTIONS",
+            "sip:x@a.example",
+            uac.addr,
+            &format!("e{i}"),
+            "err",
+            i,
+        );
+        uac.send(&opts, addrs[0].1).await;
+        uac.expect("SIP/2.0 500 ").await;
+        let opts = request(
+            "OPTIONS",
+            "sip:x@b.example",
+            uac.addr,
+            &format!("f{i}"),
+            "ok",
+            i,
+        );
+        uac.send(&opts, addrs[1].1).await;
+        let (reply, _) = uac.expect("SIP/2.0 200 ").await;
+        assert_eq!(reason(&reply), "tenant B", "{reply}");
+    }
+    let failures = logged(&["tenant=broken-a", "broken-a.lua:3:"]);
+    assert_eq!(failures.len(), 3, "{failures:?}");
+}
