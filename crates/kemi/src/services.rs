@@ -65,3 +65,64 @@ impl Services {
         })
     }
 }
+
+/// A networked store that cannot be reached, for the modules' tests of
+/// how store failures reach scripts and logs.
+#[cfg(test)]
+pub(crate) mod unreachable {
+    use async_trait::async_trait;
+    use kemibox_store::{Binding, Located, LocationStore, StoreError, Subscriber, SubscriberStore};
+
+    pub(crate) struct Unreachable;
+
+    fn down() -> StoreError {
+        StoreError::Unavailable {
+            backend: "test",
+            detail: "connection refused".into(),
+        }
+    }
+
+    #[async_trait]
+    impl SubscriberStore for Unreachable {
+        async fn add(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn remove(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
+            Err(down())
+        }
+        async fn get(&self, _: &str, _: &str, _: &str) -> Result<Option<Subscriber>, StoreError> {
+            Err(down())
+        }
+        async fn list(&self, _: &str) -> Result<Vec<Subscriber>, StoreError> {
+            Err(down())
+        }
+    }
+
+    #[async_trait]
+    impl LocationStore for Unreachable {
+        async fn lookup(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: u64,
+        ) -> Result<Vec<Binding>, StoreError> {
+            Err(down())
+        }
+        async fn save(&self, _: &str, _: &str, _: &Binding) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn remove(&self, _: &str, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
+            Err(down())
+        }
+        async fn remove_aor(&self, _: &str, _: &str, _: &str) -> Result<usize, StoreError> {
+            Err(down())
+        }
+        async fn dump(&self, _: Option<&str>, _: u64) -> Result<Vec<Located>, StoreError> {
+            Err(down())
+        }
+        async fn expire(&self, _: u64) -> Result<usize, StoreError> {
+            Err(down())
+        }
+    }
+}

@@ -639,6 +639,37 @@ mod tests {
         assert_eq!(contacts(&found), ["sip:ua@10.0.0.2"]);
     }
 
+    /// A save the database refuses is an error, and the binding is not
+    /// served from memory either: what was not written would be gone
+    /// after a restart.
+    #[tokio::test]
+    async fn a_refused_write_changes_nothing() {
+        let path = temp("refused");
+        let store = SqliteStore::open(&path).unwrap();
+        let aor = "erin@example.com";
+        store
+            .save("t", "location", &binding(aor, "sip:a@h", None, 1000))
+            .await
+            .unwrap();
+        // Another writer makes every new row fail from now on.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON location
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let refused = store
+            .save("t", "location", &binding(aor, "sip:b@h", None, 1000))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_))),
+            "{refused:?}"
+        );
+        let served = store.lookup("t", "location", aor, 1000).await.unwrap();
+        assert_eq!(contacts(&served), ["sip:a@h"]);
+    }
+
     #[tokio::test]
     async fn cache_and_database_agree_after_every_change() {
         let path = temp("consistency");

@@ -117,38 +117,11 @@ impl Host for Ctx {
 mod tests {
     use std::sync::Arc;
 
-    use async_trait::async_trait;
     use kemibox_sip::SipMessage;
-    use kemibox_store::{StoreError, Subscriber, SubscriberStore};
 
     use super::Host;
+    use crate::services::unreachable::Unreachable;
     use crate::{Ctx, Message, Myself, Nonces, Services, Transport};
-
-    /// A networked store that cannot be reached.
-    struct Unreachable;
-
-    fn down() -> StoreError {
-        StoreError::Unavailable {
-            backend: "postgres",
-            detail: "connection refused".into(),
-        }
-    }
-
-    #[async_trait]
-    impl SubscriberStore for Unreachable {
-        async fn add(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), StoreError> {
-            Err(down())
-        }
-        async fn remove(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
-            Err(down())
-        }
-        async fn get(&self, _: &str, _: &str, _: &str) -> Result<Option<Subscriber>, StoreError> {
-            Err(down())
-        }
-        async fn list(&self, _: &str) -> Result<Vec<Subscriber>, StoreError> {
-            Err(down())
-        }
-    }
 
     /// An unreachable store is an error (-1), not an unknown user (-3) or
     /// a wrong password, so scripts do not re-challenge users who typed
