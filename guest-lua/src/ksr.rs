@@ -10,8 +10,8 @@ use mlua::{Lua, Result, Table, Value};
 
 use crate::args::{KemiResult, bad_argument, int_arg, str_arg};
 use crate::kemibox::ksr::{
-    auth, auth_db, core, corex, hdr, kx, maxfwd, nathelper, pv, registrar, rr, sanity, siputils, sl, textops,
-    tm, tmx, x,
+    auth, auth_db, core, corex, hdr, kx, maxfwd, nathelper, pv, registrar, rr, sanity, siputils,
+    sl, textops, tm, tmx, x,
 };
 
 macro_rules! arg_value {
