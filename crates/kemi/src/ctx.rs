@@ -358,6 +358,8 @@ pub struct Ctx {
     pub exited: bool,
     /// The tenant's stores (location, subscribers) and their settings.
     pub services: Arc<crate::Services>,
+    /// Where `t_relay` may send (`None`: anywhere).
+    pub relay_to: Option<Arc<crate::RelayTo>>,
 }
 
 impl Ctx {
@@ -372,6 +374,7 @@ impl Ctx {
             events: Vec::new(),
             record_logs: false,
             exited: false,
+            relay_to: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod digest;
 mod modules;
 mod nonce;
 pub mod pv_name;
+mod relay_to;
 mod services;
 
 pub use ctx::{
@@ -19,6 +20,7 @@ pub use ctx::{
 };
 pub use modules::{MODULES, add_to_linker};
 pub use nonce::Nonces;
+pub use relay_to::{RelayRule, RelayTo};
 pub use services::{RegistrarSettings, Services};
 
 /// Host bindings generated from `wit/` (world `ksr`).

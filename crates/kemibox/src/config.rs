@@ -41,7 +41,8 @@
 
 use std::path::{Path, PathBuf};
 
-use kemibox_proxy::Listen;
+use kemibox_kemi::RelayTo;
+use kemibox_proxy::{LimitedReply, Listen, RateLimit};
 use kemibox_sandbox::Limits;
 use serde::Deserialize;
 use toml::Spanned;
@@ -59,7 +60,15 @@ pub struct Config {
     #[serde(default)]
     pub error_reply: Option<ErrorReply>,
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: TenantLimits,
+    /// Reply to a request over its tenant's rate (default `503 Service
+    /// Unavailable` with `Retry-After: 1`); tenants may give their own.
+    #[serde(default)]
+    pub rate_limited_reply: Option<LimitedReplyConfig>,
+    /// Where the script may relay (default: anywhere); the default of
+    /// every tenant.
+    #[serde(default)]
+    pub relay_to: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub database: Database,
     #[serde(default)]
@@ -91,18 +100,90 @@ pub struct TenantConfig {
     pub domains: Vec<Spanned<String>>,
     /// Granted KSR modules (default: all).
     pub modules: Option<Vec<Spanned<String>>>,
+    /// Reply to its requests over its rate (default: the top-level one).
+    #[serde(default)]
+    pub rate_limited_reply: Option<LimitedReplyConfig>,
+    /// Where its script may relay (default: the top-level `relay_to`,
+    /// else anywhere).
+    #[serde(default)]
+    pub relay_to: Option<Vec<Spanned<String>>>,
     /// Per-invocation limits; a key not given is the top-level one.
     #[serde(default)]
     pub limits: TenantLimits,
 }
 
-/// `[tenant.limits]`: each key defaults to the top-level `[limits]`.
+/// `[limits]` and `[tenant.limits]`: each key of a tenant's defaults to
+/// the top-level one, and the top-level ones to the sandbox defaults.
+/// `fuel`, `memory` and `deadline_ms` are the sandbox's per-invocation
+/// [`Limits`]; `invocations_per_second` and `burst` are the proxy's rate
+/// limit ([`RateLimit`]), kept out of the sandbox, which only runs one
+/// invocation at a time and knows nothing of rates.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimits {
     pub fuel: Option<u64>,
     pub memory: Option<u64>,
     pub deadline_ms: Option<u64>,
+    /// Requests per second the request route takes (absent: no limit).
+    pub invocations_per_second: Option<u32>,
+    /// Requests at once (default: `invocations_per_second`).
+    pub burst: Option<u32>,
+}
+
+impl TenantLimits {
+    /// The sandbox limits, each key not given from `base`.
+    fn sandbox(&self, base: Limits) -> Limits {
+        Limits {
+            fuel: self.fuel.unwrap_or(base.fuel),
+            memory: self.memory.unwrap_or(base.memory),
+            deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
+        }
+    }
+
+    /// The rate and burst; a tenant without its own rate takes the
+    /// top-level rate and burst, one with its own rate bursts to that
+    /// rate unless it gives `burst`.
+    fn rate(&self, top: &TenantLimits) -> Result<Option<(u32, u32)>, String> {
+        let (rate, burst) = match self.invocations_per_second {
+            Some(rate) => (Some(rate), self.burst),
+            None => (top.invocations_per_second, self.burst.or(top.burst)),
+        };
+        match (rate, burst) {
+            (Some(0), _) => Err(
+                "invocations_per_second = 0 would refuse every request: give at least 1, or remove it for no limit".into(),
+            ),
+            (Some(_), Some(0)) => Err("burst = 0 must be at least 1 (default: invocations_per_second)".into()),
+            (Some(rate), burst) => Ok(Some((rate, burst.unwrap_or(rate)))),
+            (None, Some(_)) => Err("burst without invocations_per_second: add invocations_per_second, or remove burst".into()),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// `rate_limited_reply = { code = 503, reason = "...", retry_after = 1 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitedReplyConfig {
+    pub code: u16,
+    pub reason: String,
+    /// Seconds for `Retry-After` (absent: no such header).
+    pub retry_after: Option<u32>,
+}
+
+impl LimitedReplyConfig {
+    fn checked(&self) -> Result<LimitedReply, String> {
+        if !(300..=699).contains(&self.code) {
+            return Err(format!(
+                "rate_limited_reply.code = {} must be a final error status (300-699), e.g. 503",
+                self.code
+            ));
+        }
+        Ok(LimitedReply {
+            code: self.code,
+            reason: self.reason.clone(),
+            retry_after: self.retry_after,
+        })
+    }
 }
 
 /// A `[[tenant]]` read and checked.
@@ -114,6 +195,10 @@ pub struct LoadedTenant {
     pub domains: Vec<String>,
     pub modules: Vec<String>,
     pub limits: Limits,
+    /// Its rate limit (`None`: none).
+    pub rate: Option<RateLimit>,
+    /// Where its script may relay (`None`: anywhere).
+    pub relay_to: Option<RelayTo>,
 }
 
 /// Where subscribers and locations are kept. SQLite holds whatever no
@@ -234,6 +319,10 @@ pub struct Loaded {
     pub log: String,
     pub error_reply: Option<(u16, String)>,
     pub limits: Limits,
+    /// The single script's rate limit (`None`: none).
+    pub rate: Option<RateLimit>,
+    /// Where the single script may relay (`None`: anywhere).
+    pub relay_to: Option<RelayTo>,
     pub database: Database,
     pub registrar: Registrar,
     pub auth: Auth,
@@ -268,10 +357,28 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             line_of("listen")
         );
     }
-    config
-        .limits
+    let limits = config.limits.sandbox(Limits::default());
+    limits
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {}: limits: {e}", path.display(), line_of("[limits]")))?;
+    let top_rate = config.limits.rate(&TenantLimits::default()).map_err(|e| {
+        let key = if e.starts_with("burst") {
+            "burst"
+        } else {
+            "invocations_per_second"
+        };
+        anyhow::anyhow!("{}: {}: limits: {e}", path.display(), line_of(key))
+    })?;
+    let top_reply = match &config.rate_limited_reply {
+        Some(r) => r.checked().map_err(|e| {
+            anyhow::anyhow!("{}: {}: {e}", path.display(), line_of("rate_limited_reply"))
+        })?,
+        None => LimitedReply::default(),
+    };
+    let relay_to = match &config.relay_to {
+        Some(entries) => Some(relay_to(path, &text, entries)?),
+        None => None,
+    };
     if let Some(r) = &config.error_reply
         && !(300..=699).contains(&r.code)
     {
@@ -312,7 +419,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         );
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let tenants = check_tenants(path, &text, &config, &listen, base)?;
+    let tenants = check_tenants(path, &text, &config, &listen, base, &top_reply, &relay_to)?;
     let mut database = config.database;
     database.sqlite = database
         .sqlite
@@ -324,7 +431,13 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         listen,
         log: config.log,
         error_reply: config.error_reply.map(|r| (r.code, r.reason)),
-        limits: config.limits,
+        limits,
+        rate: top_rate.map(|(per_second, burst)| RateLimit {
+            per_second,
+            burst,
+            reply: top_reply,
+        }),
+        relay_to,
         database,
         registrar: config.registrar,
         auth: config.auth,
@@ -341,6 +454,8 @@ fn check_tenants(
     config: &Config,
     listen: &[Listen],
     base: &Path,
+    top_reply: &LimitedReply,
+    top_relay_to: &Option<RelayTo>,
 ) -> anyhow::Result<Vec<LoadedTenant>> {
     let at = |offset: usize| {
         let line = text.get(..offset).unwrap_or(text).matches('\n').count() + 1;
@@ -432,15 +547,26 @@ fn check_tenants(
                 modules
             }
         };
-        let top = config.limits;
-        let limits = Limits {
-            fuel: t.limits.fuel.unwrap_or(top.fuel),
-            memory: t.limits.memory.unwrap_or(top.memory),
-            deadline_ms: t.limits.deadline_ms.unwrap_or(top.deadline_ms),
-        };
+        let limits = t.limits.sandbox(config.limits.sandbox(Limits::default()));
         limits
             .validate()
             .map_err(|e| anyhow::anyhow!("{here}: tenant {id}: limits: {e}"))?;
+        let rate = t
+            .limits
+            .rate(&config.limits)
+            .map_err(|e| anyhow::anyhow!("{here}: tenant {id}: limits: {e}"))?;
+        let reply = match &t.rate_limited_reply {
+            Some(r) => r
+                .checked()
+                .map_err(|e| anyhow::anyhow!("{here}: tenant {id}: {e}"))?,
+            None => top_reply.clone(),
+        };
+        let relay = match &t.relay_to {
+            Some(entries) => Some(
+                relay_to(path, text, entries).map_err(|e| anyhow::anyhow!("{e} (tenant {id})"))?,
+            ),
+            None => top_relay_to.clone(),
+        };
         let script = if t.script.is_absolute() {
             t.script.clone()
         } else {
@@ -453,7 +579,31 @@ fn check_tenants(
             domains,
             modules,
             limits,
+            rate: rate.map(|(per_second, burst)| RateLimit {
+                per_second,
+                burst,
+                reply,
+            }),
+            relay_to: relay,
         });
     }
     Ok(out)
+}
+
+/// A `relay_to` list checked; the error names the entry's line.
+fn relay_to(path: &Path, text: &str, entries: &[Spanned<String>]) -> anyhow::Result<RelayTo> {
+    let mut rules = Vec::new();
+    for e in entries {
+        let rule = e.get_ref().parse().map_err(|why| {
+            let line = text
+                .get(..e.span().start)
+                .unwrap_or(text)
+                .matches('\n')
+                .count()
+                + 1;
+            anyhow::anyhow!("{}: line {line}: relay_to: {why}", path.display())
+        })?;
+        rules.push(rule);
+    }
+    Ok(RelayTo { rules })
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use kemibox_kemi::Services;
-use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig};
+use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit};
 use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 
 /// The script `kemibox run` uses when none is given.
@@ -50,6 +50,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut database = crate::config::Database::default();
     let mut registrar = crate::config::Registrar::default();
     let mut auth = crate::config::Auth::default();
+    let mut rate = None;
+    let mut relay_to = None;
     if let Some(path) = &args.config {
         let loaded = crate::config::load(path)?;
         args.script = loaded.script;
@@ -61,6 +63,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         error_reply = loaded.error_reply;
         unmatched_reply = loaded.unmatched_reply;
         tenants = loaded.tenants;
+        rate = loaded.rate;
+        relay_to = loaded.relay_to;
         database = loaded.database;
         registrar = loaded.registrar;
         auth = loaded.auth;
@@ -87,7 +91,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         };
         let mut spec = TenantSpec::new("default", name, source);
         spec.limits = limits;
-        vec![(spec, Vec::new(), Vec::new())]
+        spec.relay_to = relay_to.map(Arc::new);
+        vec![(spec, Vec::new(), Vec::new(), rate)]
     } else {
         let mut plans = Vec::new();
         for t in tenants {
@@ -95,7 +100,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             let mut spec = TenantSpec::new(t.id, crate::script_name(&t.script), source);
             spec.limits = t.limits;
             spec.modules = t.modules;
-            plans.push((spec, t.listen, t.domains));
+            spec.relay_to = t.relay_to.map(Arc::new);
+            plans.push((spec, t.listen, t.domains, t.rate));
         }
         plans
     };
@@ -118,8 +124,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         })
 }
 
-/// A tenant to start: its spec, the sockets it owns and its domains.
-type Plan = (TenantSpec, Vec<Listen>, Vec<String>);
+/// A tenant to start: its spec, the sockets it owns, its domains and its
+/// rate limit.
+type Plan = (TenantSpec, Vec<Listen>, Vec<String>, Option<RateLimit>);
 
 async fn serve(
     config: ProxyConfig,
@@ -134,7 +141,7 @@ async fn serve(
     // One tenant takes every message, whatever its sockets and domains.
     let single = plans.len() == 1;
     let mut hosted = Vec::new();
-    for (mut spec, listen, domains) in plans {
+    for (mut spec, listen, domains, rate) in plans {
         spec.services = services.clone();
         let mut myself = Proxy::myself(&transports);
         myself.domains = domains.clone();
@@ -163,14 +170,11 @@ async fn serve(
             pool,
             listen,
             domains,
+            rate,
         });
     }
-    let proxy = if single {
-        let pool = hosted.remove(0).pool;
-        Proxy::new(config, pool, transports)
-    } else {
-        Proxy::with_tenants(config, hosted, transports)?
-    };
+    // A single tenant owns no sockets or domains, so it takes every message.
+    let proxy = Proxy::with_tenants(config, hosted, transports)?;
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -41,6 +41,26 @@ pub async fn resolve(uri: &str) -> Result<Hop, String> {
     Ok(Hop { transport, addr })
 }
 
+/// Whether the tenant's `relay_to` lets a request for `target` go to
+/// `hop`; a refusal is logged with the tenant and the destination.
+pub fn allowed(pool: &Pool, target: &str, hop: Hop) -> bool {
+    let spec = &pool.tenant().spec;
+    let Some(relay_to) = &spec.relay_to else {
+        return true;
+    };
+    let host = Uri::parse(target).map(|u| u.host).unwrap_or("");
+    if relay_to.allows(host, hop.addr) {
+        return true;
+    }
+    tracing::warn!(
+        tenant = %spec.id,
+        destination = %hop.addr,
+        target,
+        "not relaying: destination not in the tenant's relay_to"
+    );
+    false
+}
+
 fn host_text(ip: IpAddr) -> String {
     match ip {
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -103,6 +123,9 @@ pub async fn request(shared: &Arc<Shared>, pool: &Pool, message: &mut Message) {
             return;
         }
     };
+    if !allowed(pool, &target, hop) {
+        return;
+    }
     let top_branch = message
         .sip
         .top_via()

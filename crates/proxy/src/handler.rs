@@ -8,6 +8,7 @@ use kemibox_sandbox::{Invocation, Outcome, Pool};
 use kemibox_sip::SipMessage;
 use kemibox_tm::ServerId;
 
+use crate::quota::Admit;
 use crate::stateful::{Callbacks, Stateful, Verdict};
 use crate::transport::Inbound;
 use crate::{Shared, forward, reply};
@@ -83,6 +84,9 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         }
         return;
     };
+    if !is_ack && message.sip.method_str() != "CANCEL" && !admit(shared, &pool, &message).await {
+        return;
+    }
     // Kept for the error reply: the route consumes the message.
     let original = Message::new(
         message.sip.clone(),
@@ -112,6 +116,35 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     } = invocation;
     let Some(message) = message else { return };
     act(shared, &pool, events, message).await;
+}
+
+/// Whether the tenant's rate limit lets `message` run the request route;
+/// when not, it is answered with the tenant's reply and counted.
+async fn admit(shared: &Arc<Shared>, pool: &Arc<Pool>, message: &Message) -> bool {
+    let Some(limiter) = shared.tenants.limiter(pool) else {
+        return true;
+    };
+    let Admit::No { total, warn } = limiter.admit(std::time::Instant::now()) else {
+        return true;
+    };
+    if warn {
+        tracing::warn!(
+            tenant = %pool.tenant().spec.id,
+            rate_limited = total,
+            peer = %message.source,
+            "rate limited: refusing requests over the tenant's invocations_per_second"
+        );
+    }
+    if let Some(limit) = limiter.limit() {
+        let r = &limit.reply;
+        let headers: Vec<String> = r
+            .retry_after
+            .map(|s| format!("Retry-After: {s}"))
+            .into_iter()
+            .collect();
+        reply::send(shared, message, r.code, &r.reason, &headers).await;
+    }
+    false
 }
 
 /// Carry out what the request route asked for, in order: callbacks,

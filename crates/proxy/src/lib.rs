@@ -18,6 +18,7 @@ mod forward;
 mod handler;
 mod listen;
 mod onsend;
+mod quota;
 mod reply;
 mod stateful;
 mod tenants;
@@ -30,6 +31,7 @@ use kemibox_kemi::{Myself, Transport};
 use kemibox_sandbox::Pool;
 
 pub use listen::Listen;
+pub use quota::{LimitedReply, RateLimit, TenantStats};
 pub use tenants::Hosted;
 pub use transport::Transports;
 
@@ -84,6 +86,19 @@ pub(crate) struct Shared {
     /// Set once shutdown began: new calls are refused.
     pub draining: std::sync::atomic::AtomicBool,
     pub branch_salt: std::collections::hash_map::RandomState,
+}
+
+/// The tenants' counters of a serving proxy (see [`Proxy::stats`]).
+#[derive(Clone)]
+pub struct Stats {
+    shared: Arc<Shared>,
+}
+
+impl Stats {
+    /// Each tenant's counters, as [`Proxy::tenant_stats`].
+    pub fn tenants(&self) -> Vec<TenantStats> {
+        self.shared.tenants.stats()
+    }
 }
 
 /// A proxy with its sockets bound, ready to serve.
@@ -141,6 +156,20 @@ impl Proxy {
                 draining: Default::default(),
                 branch_salt: Default::default(),
             }),
+        }
+    }
+
+    /// Each tenant's counters (requests refused for its rate limit), in
+    /// the order the tenants were given. For counters once `serve(self)`
+    /// took the proxy, keep a [`Stats`] from [`Proxy::stats`].
+    pub fn tenant_stats(&self) -> Vec<TenantStats> {
+        self.shared.tenants.stats()
+    }
+
+    /// A handle on the tenants' counters that outlives `serve(self)`.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            shared: self.shared.clone(),
         }
     }
 

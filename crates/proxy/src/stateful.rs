@@ -507,6 +507,9 @@ impl Stateful {
                 return false;
             }
         };
+        if !forward::allowed(pool, &target, hop) {
+            return false;
+        }
         // The branch route may change (or drop) this branch only.
         let mut m = m;
         if let Some(function) = callbacks.branch.clone() {

@@ -16,6 +16,7 @@ use kemibox_kemi::{Message, Transport};
 use kemibox_sandbox::Pool;
 use kemibox_sip::Uri;
 
+use crate::quota::{Limiter, RateLimit, TenantStats};
 use crate::{Listen, Transports};
 
 /// One hosted tenant: its pool and how its messages are recognised.
@@ -27,12 +28,16 @@ pub struct Hosted {
     /// Domains whose R-URIs are the tenant's: `example.com`, or
     /// `*.example.com` for any subdomain. Compared without case.
     pub domains: Vec<String>,
+    /// Requests per second the tenant's request route may take (`None`:
+    /// no limit).
+    pub rate: Option<RateLimit>,
 }
 
 struct Entry {
     pool: Arc<Pool>,
     sockets: Vec<(Transport, SocketAddr)>,
     domains: Vec<String>,
+    limiter: Limiter,
 }
 
 /// The hosted tenants.
@@ -50,6 +55,7 @@ impl Tenants {
                 pool,
                 sockets: Vec::new(),
                 domains: Vec::new(),
+                limiter: Limiter::new(None),
             }],
             unmatched: AtomicU64::new(0),
         }
@@ -93,6 +99,7 @@ impl Tenants {
                 pool: h.pool,
                 sockets,
                 domains: h.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                limiter: Limiter::new(h.rate),
             });
         }
         if entries.is_empty() {
@@ -149,6 +156,25 @@ impl Tenants {
             .and_then(|r| Uri::parse(r).ok())
             .map(|u| u.host);
         self.select(m.transport, m.local, host)
+    }
+
+    /// The rate limiter of the tenant running `pool`.
+    pub fn limiter(&self, pool: &Arc<Pool>) -> Option<&Limiter> {
+        self.entries
+            .iter()
+            .find(|e| Arc::ptr_eq(&e.pool, pool))
+            .map(|e| &e.limiter)
+    }
+
+    /// Each tenant's counters, in the order the tenants were given.
+    pub fn stats(&self) -> Vec<TenantStats> {
+        self.entries
+            .iter()
+            .map(|e| TenantStats {
+                tenant: e.pool.tenant().spec.id.clone(),
+                rate_limited: e.limiter.rate_limited(),
+            })
+            .collect()
     }
 
     /// Count a request nobody took; the running total.

@@ -27,11 +27,12 @@ impl Instance {
     /// tenant's limits.
     pub async fn new(tenant: Arc<Tenant>) -> Result<Instance, LoadFailure> {
         let spec = &tenant.spec;
-        let ctx = Ctx::new(
+        let mut ctx = Ctx::new(
             spec.id.as_str().into(),
             spec.myself.clone(),
             spec.services.clone(),
         );
+        ctx.relay_to = spec.relay_to.clone();
         let mut store = Store::new(
             tenant.runtime.engine(),
             StoreData::new(ctx, spec.limits.memory),

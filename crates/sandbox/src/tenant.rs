@@ -26,6 +26,9 @@ pub struct TenantSpec {
     pub myself: Arc<Myself>,
     /// The stores the registrar and auth modules use (default: in memory).
     pub services: Arc<Services>,
+    /// Where the script may relay (`None`: anywhere); `t_relay` returns
+    /// -1 for a refused destination and the proxy does not send there.
+    pub relay_to: Option<Arc<kemibox_kemi::RelayTo>>,
 }
 
 impl TenantSpec {
@@ -48,6 +51,7 @@ impl TenantSpec {
             entry: Some("ksr_request_route".into()),
             myself: Arc::new(Myself::default()),
             services: Services::in_memory(),
+            relay_to: None,
         }
     }
 }

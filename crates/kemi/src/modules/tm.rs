@@ -37,10 +37,40 @@ impl Ctx {
         });
         1
     }
+
+    /// With a `relay_to` allowlist: false (logged) when no destination of
+    /// the relay (`$du` or the R-URI, and each appended branch) is allowed.
+    /// The proxy checks each branch again before sending it.
+    async fn relay_allowed(&mut self) -> bool {
+        let (Some(relay_to), Some(m)) = (self.relay_to.clone(), self.message.as_ref()) else {
+            return true;
+        };
+        let mut targets: Vec<String> = Vec::new();
+        targets.extend(m.dst_uri.clone().or_else(|| Message::ruri(m)));
+        for b in &m.branches {
+            targets.push(b.dst_uri.clone().unwrap_or_else(|| b.uri.clone()));
+        }
+        let mut refused = Vec::new();
+        for target in &targets {
+            match relay_to.check_uri(target).await {
+                Ok(()) => return true,
+                Err(destination) => refused.push(destination),
+            }
+        }
+        tracing::warn!(
+            tenant = %self.tenant,
+            destination = %refused.join(", "),
+            "t_relay refused: destination not in the tenant's relay_to"
+        );
+        false
+    }
 }
 
 impl Host for Ctx {
     async fn t_relay(&mut self) -> i32 {
+        if self.message.is_some() && !self.relay_allowed().await {
+            return -1;
+        }
         self.tm_call("t_relay")
     }
     async fn t_on_branch(&mut self, rname: String) -> i32 {

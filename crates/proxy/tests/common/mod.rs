@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kemibox_kemi::Transport;
-use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig};
+use kemibox_kemi::{RelayTo, Transport};
+use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit, Stats};
 use kemibox_sandbox::{Pool, Runtime, TenantSpec};
 use tokio::net::UdpSocket;
 
@@ -76,6 +76,25 @@ pub async fn start_tenants(
     listen: &[&str],
     config: ProxyConfig,
 ) -> Vec<(Transport, SocketAddr)> {
+    let plain: Vec<(&TestTenant<'_>, Quota)> =
+        tenants.iter().map(|t| (t, Quota::default())).collect();
+    start_tenants_quotas(&plain, listen, config).await.0
+}
+
+/// A tenant's quotas for [`start_tenants_quotas`].
+#[derive(Default, Clone)]
+pub struct Quota {
+    pub rate: Option<RateLimit>,
+    pub relay_to: Option<Vec<String>>,
+}
+
+/// Like [`start_tenants`], each tenant with its quotas; also returns the
+/// proxy's counters.
+pub async fn start_tenants_quotas(
+    tenants: &[(&TestTenant<'_>, Quota)],
+    listen: &[&str],
+    config: ProxyConfig,
+) -> (Vec<(Transport, SocketAddr)>, Stats) {
     let runtime = Runtime::new(None).unwrap();
     let config = ProxyConfig {
         listen: listen
@@ -86,8 +105,12 @@ pub async fn start_tenants(
     };
     let transports = Proxy::bind(&config).await.unwrap();
     let mut hosted = Vec::new();
-    for t in tenants {
+    for (t, quota) in tenants {
         let mut spec = TenantSpec::new(t.id, format!("{}.lua", t.id), t.script);
+        spec.relay_to = quota
+            .relay_to
+            .as_ref()
+            .map(|r| Arc::new(RelayTo::parse(r).unwrap()));
         let mut myself = Proxy::myself(&transports);
         myself.domains = t.domains.iter().map(|d| d.to_string()).collect();
         spec.myself = Arc::new(myself);
@@ -95,12 +118,14 @@ pub async fn start_tenants(
             pool: Arc::new(Pool::new(&runtime, spec, 4).await.unwrap()),
             listen: t.listen.iter().map(|l| l.parse().unwrap()).collect(),
             domains: t.domains.iter().map(|d| d.to_string()).collect(),
+            rate: quota.rate.clone(),
         });
     }
     let proxy = Proxy::with_tenants(config, hosted, transports).unwrap();
     let addrs = proxy.local_addrs();
+    let stats = proxy.stats();
     tokio::spawn(proxy.serve(std::future::pending()));
-    addrs
+    (addrs, stats)
 }
 
 /// A UDP user agent for tests.
