@@ -551,14 +551,26 @@ fn check_tenants(
         limits
             .validate()
             .map_err(|e| anyhow::anyhow!("{here}: tenant {id}: limits: {e}"))?;
-        let rate = t
-            .limits
-            .rate(&config.limits)
-            .map_err(|e| anyhow::anyhow!("{here}: tenant {id}: limits: {e}"))?;
+        // The line of `key` in this tenant's entry, else the id's.
+        let key_at = |key: &str| {
+            let from = t.id.span().start;
+            at(text
+                .get(from..)
+                .and_then(|rest| rest.find(key))
+                .map_or(from, |i| from + i))
+        };
+        let rate = t.limits.rate(&config.limits).map_err(|e| {
+            let key = if e.starts_with("burst") {
+                "burst"
+            } else {
+                "invocations_per_second"
+            };
+            anyhow::anyhow!("{}: tenant {id}: limits: {e}", key_at(key))
+        })?;
         let reply = match &t.rate_limited_reply {
-            Some(r) => r
-                .checked()
-                .map_err(|e| anyhow::anyhow!("{here}: tenant {id}: {e}"))?,
+            Some(r) => r.checked().map_err(|e| {
+                anyhow::anyhow!("{}: tenant {id}: {e}", key_at("rate_limited_reply"))
+            })?,
             None => top_reply.clone(),
         };
         let relay = match &t.relay_to {
@@ -606,4 +618,88 @@ fn relay_to(path: &Path, text: &str, entries: &[Spanned<String>]) -> anyhow::Res
         rules.push(rule);
     }
     Ok(RelayTo { rules })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(name: &str, text: &str) -> anyhow::Result<Loaded> {
+        let dir =
+            std::env::temp_dir().join(format!("kemibox-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kemibox.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    #[test]
+    fn rates_replies_and_relay_to_are_read_with_their_defaults() {
+        let loaded = load_text(
+            "quotas",
+            r#"
+listen = ["udp:127.0.0.1:0", "udp:127.0.0.2:0"]
+rate_limited_reply = { code = 486, reason = "Busy Here" }
+relay_to = ["10.0.0.0/8"]
+
+[limits]
+invocations_per_second = 100
+burst = 200
+
+[[tenant]]
+id = "a"
+script = "a.lua"
+listen = ["udp:127.0.0.1:0"]
+
+[[tenant]]
+id = "b"
+script = "b.lua"
+domains = ["b.example"]
+rate_limited_reply = { code = 503, reason = "Later", retry_after = 7 }
+relay_to = ["sip.example.com", "127.0.0.1:5080"]
+[tenant.limits]
+invocations_per_second = 5
+"#,
+        )
+        .unwrap();
+        let (a, b) = (&loaded.tenants[0], &loaded.tenants[1]);
+        let ra = a.rate.as_ref().unwrap();
+        assert_eq!((ra.per_second, ra.burst), (100, 200));
+        assert_eq!(
+            ra.reply,
+            LimitedReply {
+                code: 486,
+                reason: "Busy Here".into(),
+                retry_after: None
+            }
+        );
+        assert_eq!(a.relay_to, RelayTo::parse(&["10.0.0.0/8"]).ok());
+        // Its own rate bursts to that rate, not to the top-level burst.
+        let rb = b.rate.as_ref().unwrap();
+        assert_eq!((rb.per_second, rb.burst), (5, 5));
+        assert_eq!(rb.reply.retry_after, Some(7));
+        assert_eq!(
+            b.relay_to,
+            RelayTo::parse(&["sip.example.com", "127.0.0.1:5080"]).ok()
+        );
+    }
+
+    #[test]
+    fn without_the_keys_there_is_no_limit_and_the_default_reply() {
+        let loaded = load_text(
+            "none",
+            "listen = [\"udp:127.0.0.1:0\"]\n[limits]\nburst = 3\n",
+        );
+        let err = loaded.err().unwrap().to_string();
+        assert!(
+            err.contains("line 3: limits: burst without invocations_per_second"),
+            "{err}"
+        );
+        let loaded = load_text("plain", "[limits]\ninvocations_per_second = 4\n").unwrap();
+        assert!(loaded.relay_to.is_none());
+        let rate = loaded.rate.unwrap();
+        assert_eq!((rate.per_second, rate.burst), (4, 4));
+        assert_eq!(rate.reply, LimitedReply::default());
+        assert!(load_text("nolimit", "").unwrap().rate.is_none());
+    }
 }

@@ -171,3 +171,48 @@ fn a_top_level_script_beside_tenants_is_refused() {
     assert!(err.contains("tenant-script.toml: line 2: script:"), "{err}");
     assert!(err.contains("move this one into a [[tenant]]"), "{err}");
 }
+
+#[test]
+fn a_bad_relay_to_entry_is_refused_with_its_line() {
+    let err = refused("quota-bad-cidr.toml");
+    assert!(
+        err.contains("quota-bad-cidr.toml: line 8: relay_to:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"10.0.0.0/33\": the prefix length must be 0-32"),
+        "{err}"
+    );
+    assert!(err.contains("tenant a"), "{err}");
+}
+
+#[test]
+fn a_rate_of_zero_is_refused() {
+    let err = refused("quota-rate-zero.toml");
+    assert!(
+        err.contains("quota-rate-zero.toml: line 6: limits:"),
+        "{err}"
+    );
+    assert!(err.contains("invocations_per_second = 0"), "{err}");
+    assert!(err.contains("remove it for no limit"), "{err}");
+}
+
+#[test]
+fn a_burst_below_one_is_refused_with_its_line() {
+    let err = refused("quota-burst-zero.toml");
+    assert!(
+        err.contains("quota-burst-zero.toml: line 10: tenant a: limits:"),
+        "{err}"
+    );
+    assert!(err.contains("burst = 0 must be at least 1"), "{err}");
+}
+
+#[test]
+fn a_rate_limited_reply_that_is_no_error_is_refused() {
+    let err = refused("quota-reply.toml");
+    assert!(err.contains("quota-reply.toml: line 7: tenant a:"), "{err}");
+    assert!(
+        err.contains("rate_limited_reply.code = 200 must be a final error status"),
+        "{err}"
+    );
+}

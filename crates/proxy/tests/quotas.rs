@@ -95,7 +95,11 @@ async fn a_tenant_over_its_rate_gets_503_while_another_is_served() {
     // A second later a token is back.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = burst(&ua_a, addrs[0].1, 1, "again").await;
-    assert_eq!(first_lines(&again, "SIP/2.0 200 tenant A").len(), 1, "{again:?}");
+    assert_eq!(
+        first_lines(&again, "SIP/2.0 200 tenant A").len(),
+        1,
+        "{again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,12 +123,19 @@ async fn the_rate_limited_reply_is_configurable() {
         }),
         relay_to: None,
     };
-    let (addrs, stats) =
-        common::start_tenants_quotas(&[(&ta, quota)], &["udp:127.0.0.1:0"], ProxyConfig::default())
-            .await;
+    let (addrs, stats) = common::start_tenants_quotas(
+        &[(&ta, quota)],
+        &["udp:127.0.0.1:0"],
+        ProxyConfig::default(),
+    )
+    .await;
     let ua = Ua::new().await;
     let got = burst(&ua, addrs[0].1, 3, "c").await;
-    assert_eq!(first_lines(&got, "SIP/2.0 200 tenant A").len(), 1, "{got:?}");
+    assert_eq!(
+        first_lines(&got, "SIP/2.0 200 tenant A").len(),
+        1,
+        "{got:?}"
+    );
     let refused = first_lines(&got, "SIP/2.0 486 Slow Down");
     assert_eq!(refused.len(), 2, "{got:?}");
     assert!(refused.iter().all(|r| !r.contains("Retry-After")));
@@ -158,14 +169,28 @@ async fn relay_to_lets_requests_reach_listed_destinations_only() {
             .await;
     let proxy = addrs[0].1;
 
-    let allowed = request("OPTIONS", &format!("sip:bob@{}", uas1.addr), uac.addr, "ok", "ok", 1);
+    let allowed = request(
+        "OPTIONS",
+        &format!("sip:bob@{}", uas1.addr),
+        uac.addr,
+        "ok",
+        "ok",
+        1,
+    );
     uac.send(&allowed, proxy).await;
     let (relayed, from) = uas1.expect("OPTIONS").await;
     uas1.send(&respond(&relayed, 200, "OK", "u1"), from).await;
     let (reply, _) = uac.expect("SIP/2.0 200 OK").await;
     assert!(reply.contains("branch=z9hG4bK-ok"), "{reply}");
 
-    let refused = request("OPTIONS", &format!("sip:bob@{}", uas2.addr), uac.addr, "no", "no", 1);
+    let refused = request(
+        "OPTIONS",
+        &format!("sip:bob@{}", uas2.addr),
+        uac.addr,
+        "no",
+        "no",
+        1,
+    );
     uac.send(&refused, proxy).await;
     let (reply, _) = uac.expect("SIP/2.0 403 Relay Refused").await;
     assert!(reply.contains("branch=z9hG4bK-no"), "{reply}");
@@ -194,7 +219,14 @@ async fn a_refused_branch_is_not_sent_beside_an_allowed_one() {
     let (addrs, _) =
         common::start_tenants_quotas(&[(&t, quota)], &["udp:127.0.0.1:0"], ProxyConfig::default())
             .await;
-    let req = request("OPTIONS", &format!("sip:bob@{}", uas1.addr), uac.addr, "f", "f", 1);
+    let req = request(
+        "OPTIONS",
+        &format!("sip:bob@{}", uas1.addr),
+        uac.addr,
+        "f",
+        "f",
+        1,
+    );
     uac.send(&req, addrs[0].1).await;
     let (relayed, from) = uas1.expect("OPTIONS").await;
     uas1.send(&respond(&relayed, 200, "OK", "u1"), from).await;
