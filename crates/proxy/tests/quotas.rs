@@ -2,13 +2,55 @@
 //! the configured reply while another tenant is served, and a tenant's
 //! `relay_to` keeps its requests from other destinations.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{Quota, TestTenant, Ua, request, respond};
 use kemibox_proxy::{LimitedReply, ProxyConfig, RateLimit};
 
 mod common;
+
+/// Warnings of the proxy and the KSR modules in this test binary.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "kemibox_proxy=warn,kemibox_kemi=warn",
+            ))
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buf
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The logged lines containing every one of `needles`.
+fn logged(needles: &[&str]) -> Vec<String> {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    text.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}
 
 /// Answers every request `200 <reason>`.
 fn answering(reason: &str) -> String {
@@ -46,6 +88,7 @@ fn first_lines(replies: &[String], start: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_over_its_rate_gets_503_while_another_is_served() {
+    logs();
     let (a, b) = (answering("tenant A"), answering("tenant B"));
     let ta = TestTenant {
         id: "a",
@@ -92,6 +135,10 @@ async fn a_tenant_over_its_rate_gets_503_while_another_is_served() {
         .map(|s| (s.tenant, s.rate_limited))
         .collect();
     assert_eq!(counts, [("a".to_string(), 15), ("b".to_string(), 0)]);
+    // 15 refusals within a second: one warning, naming the tenant.
+    let warned = logged(&["rate limited", "tenant=a"]);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(logged(&["rate limited", "tenant=b"]).is_empty());
     // A second later a token is back.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = burst(&ua_a, addrs[0].1, 1, "again").await;
@@ -104,10 +151,10 @@ async fn a_tenant_over_its_rate_gets_503_while_another_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limited_reply_is_configurable() {
-    let a = answering("tenant A");
-    let ta = TestTenant {
-        id: "a",
-        script: &a,
+    let c = answering("tenant C");
+    let tc = TestTenant {
+        id: "c",
+        script: &c,
         listen: &[],
         domains: &[],
     };
@@ -124,7 +171,7 @@ async fn the_rate_limited_reply_is_configurable() {
         relay_to: None,
     };
     let (addrs, stats) = common::start_tenants_quotas(
-        &[(&ta, quota)],
+        &[(&tc, quota)],
         &["udp:127.0.0.1:0"],
         ProxyConfig::default(),
     )
@@ -132,7 +179,7 @@ async fn the_rate_limited_reply_is_configurable() {
     let ua = Ua::new().await;
     let got = burst(&ua, addrs[0].1, 3, "c").await;
     assert_eq!(
-        first_lines(&got, "SIP/2.0 200 tenant A").len(),
+        first_lines(&got, "SIP/2.0 200 tenant C").len(),
         1,
         "{got:?}"
     );
@@ -153,6 +200,7 @@ end
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_to_lets_requests_reach_listed_destinations_only() {
+    logs();
     let (uas1, uas2, uac) = (Ua::new().await, Ua::new().await, Ua::new().await);
     let t = TestTenant {
         id: "r",
@@ -195,12 +243,15 @@ async fn relay_to_lets_requests_reach_listed_destinations_only() {
     let (reply, _) = uac.expect("SIP/2.0 403 Relay Refused").await;
     assert!(reply.contains("branch=z9hG4bK-no"), "{reply}");
     assert!(uas2.recv_within(0.5).await.is_none(), "UAS2 got a request");
+    let warned = logged(&["t_relay refused", "tenant=r", &uas2.addr.to_string()]);
+    assert_eq!(warned.len(), 1, "{warned:?}");
 }
 
 /// The proxy checks each branch as well: of two forked branches, only
 /// the allowed one is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_branch_is_not_sent_beside_an_allowed_one() {
+    logs();
     let (uas1, uas2, uac) = (Ua::new().await, Ua::new().await, Ua::new().await);
     let script = format!(
         "function ksr_request_route()\n  KSR.corex.append_branch_uri('sip:bob@{}')\n  if KSR.tm.t_relay() < 0 then KSR.sl.sl_send_reply(403, 'Relay Refused') end\nend\n",
@@ -232,4 +283,6 @@ async fn a_refused_branch_is_not_sent_beside_an_allowed_one() {
     uas1.send(&respond(&relayed, 200, "OK", "u1"), from).await;
     uac.expect("SIP/2.0 200 OK").await;
     assert!(uas2.recv_within(0.5).await.is_none(), "UAS2 got a request");
+    let warned = logged(&["not relaying", "tenant=f", &uas2.addr.to_string()]);
+    assert_eq!(warned.len(), 1, "{warned:?}");
 }
