@@ -50,6 +50,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut database = crate::config::Database::default();
     let mut registrar = crate::config::Registrar::default();
     let mut auth = crate::config::Auth::default();
+    let mut metrics_listen = None;
     if let Some(path) = &args.config {
         let loaded = crate::config::load(path)?;
         args.script = loaded.script;
@@ -64,6 +65,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         database = loaded.database;
         registrar = loaded.registrar;
         auth = loaded.auth;
+        metrics_listen = loaded.metrics_listen;
     }
     if args.db.is_some() {
         database.sqlite = args.db.clone();
@@ -114,7 +116,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             tracing::info!("{}", stores.describe);
             let services = crate::storage::services(&stores, registrar, &auth)?;
             crate::storage::spawn_expiry(stores.location.clone());
-            serve(config, plans, services).await
+            serve(config, plans, services, metrics_listen).await
         })
 }
 
@@ -125,9 +127,14 @@ async fn serve(
     config: ProxyConfig,
     plans: Vec<Plan>,
     services: Arc<Services>,
+    metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(None)?;
     let transports = Proxy::bind(&config).await?;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(kemibox_metrics::http::bind(addr).await?),
+        None => None,
+    };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -171,6 +178,10 @@ async fn serve(
     } else {
         Proxy::with_tenants(config, hosted, transports)?
     };
+    if let Some(listener) = metrics_listener {
+        tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");
+        tokio::spawn(kemibox_metrics::http::serve(listener, proxy.metrics()));
+    }
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

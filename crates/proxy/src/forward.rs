@@ -194,11 +194,19 @@ pub async fn reply(shared: &Arc<Shared>, message: &mut Message, next_hop: (Trans
         .transports
         .own_address(transport, message.local)
         .unwrap_or(message.local);
-    if let Err(e) = shared
+    match shared
         .transports
         .send(shared, transport, local, to, bytes)
         .await
     {
-        tracing::warn!(peer = %to, error = %e, "relaying reply failed");
+        Ok(()) => {
+            if let Some(pool) = shared
+                .tenants
+                .select(message.transport, message.local, None)
+            {
+                pool.metrics().reply(message.sip.status().unwrap_or(0));
+            }
+        }
+        Err(e) => tracing::warn!(peer = %to, error = %e, "relaying reply failed"),
     }
 }

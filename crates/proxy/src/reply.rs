@@ -63,12 +63,18 @@ pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, he
         return;
     };
     let to = destination(m);
-    if let Err(e) = shared
+    match shared
         .transports
         .send(shared, m.transport, m.local, to, bytes)
         .await
     {
-        tracing::warn!(peer = %to, code, error = %e, "sending reply failed");
+        Ok(()) => {
+            // Replies to requests no tenant takes are not any tenant's.
+            if let Some(pool) = shared.tenants.for_request(m) {
+                pool.metrics().reply(code);
+            }
+        }
+        Err(e) => tracing::warn!(peer = %to, code, error = %e, "sending reply failed"),
     }
 }
 
