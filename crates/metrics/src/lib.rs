@@ -392,7 +392,7 @@ impl Registry {
             t.fuel.render(&mut out, "kemibox_fuel_used", &labels);
         }
 
-        let per_tenant: [(&str, &str, fn(&TenantMetrics) -> u64); 2] = [
+        let per_tenant: [(&str, &str, TenantValue); 2] = [
             (
                 "kemibox_instances_created_total",
                 "Sandbox instances created (script loaded) for the tenant.",
@@ -469,6 +469,9 @@ impl Registry {
         out
     }
 }
+
+/// Reads one counter of a tenant.
+type TenantValue = fn(&TenantMetrics) -> u64;
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -194,19 +194,18 @@ pub async fn reply(shared: &Arc<Shared>, message: &mut Message, next_hop: (Trans
         .transports
         .own_address(transport, message.local)
         .unwrap_or(message.local);
-    match shared
+    // A reply forwarded without a transaction: the tenant of its socket.
+    if let Some(pool) = shared
+        .tenants
+        .select(message.transport, message.local, None)
+    {
+        pool.metrics().reply(message.sip.status().unwrap_or(0));
+    }
+    if let Err(e) = shared
         .transports
         .send(shared, transport, local, to, bytes)
         .await
     {
-        Ok(()) => {
-            if let Some(pool) = shared
-                .tenants
-                .select(message.transport, message.local, None)
-            {
-                pool.metrics().reply(message.sip.status().unwrap_or(0));
-            }
-        }
-        Err(e) => tracing::warn!(peer = %to, error = %e, "relaying reply failed"),
+        tracing::warn!(peer = %to, error = %e, "relaying reply failed");
     }
 }

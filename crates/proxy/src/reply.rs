@@ -63,18 +63,16 @@ pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, he
         return;
     };
     let to = destination(m);
-    match shared
+    // Replies to requests no tenant takes are not any tenant's.
+    if let Some(pool) = shared.tenants.for_request(m) {
+        pool.metrics().reply(code);
+    }
+    if let Err(e) = shared
         .transports
         .send(shared, m.transport, m.local, to, bytes)
         .await
     {
-        Ok(()) => {
-            // Replies to requests no tenant takes are not any tenant's.
-            if let Some(pool) = shared.tenants.for_request(m) {
-                pool.metrics().reply(code);
-            }
-        }
-        Err(e) => tracing::warn!(peer = %to, code, error = %e, "sending reply failed"),
+        tracing::warn!(peer = %to, code, error = %e, "sending reply failed");
     }
 }
 
