@@ -34,6 +34,9 @@
 //! modules = ["sl", "tm"]               # granted KSR modules (default: all)
 //! [tenant.limits]                      # default: the top-level [limits]
 //! fuel = 10000000
+//!
+//! [metrics]                            # Prometheus endpoint; absent: none
+//! listen = "127.0.0.1:9090"
 //! ```
 //!
 //! Unknown keys are refused, and every error names the file, the line and
@@ -81,6 +84,17 @@ pub struct Config {
     /// Several tenants, each with its script; instead of `script`.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: where `GET /metrics` is served (absent: nowhere).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// `IP:PORT`.
+    pub listen: Option<String>,
 }
 
 /// One `[[tenant]]` entry.
@@ -329,6 +343,8 @@ pub struct Loaded {
     pub unmatched_reply: Option<(u16, String)>,
     /// Empty: `script` is the one tenant, "default".
     pub tenants: Vec<LoadedTenant>,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Read and check `path`; the error says which file, where and why.
@@ -418,6 +434,16 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             r.code
         );
     }
+    let metrics_listen = match &config.metrics.listen {
+        None => None,
+        Some(addr) => Some(addr.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}: metrics.listen = {addr:?}: {e}; expected IP:PORT, e.g. \"127.0.0.1:9090\"",
+                path.display(),
+                line_of("[metrics]")
+            )
+        })?),
+    };
     let base = path.parent().unwrap_or(Path::new("."));
     let tenants = check_tenants(path, &text, &config, &listen, base, &top_reply, &relay_to)?;
     let mut database = config.database;
@@ -443,6 +469,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         auth: config.auth,
         unmatched_reply: config.unmatched_reply.map(|r| (r.code, r.reason)),
         tenants,
+        metrics_listen,
     })
 }
 

@@ -52,6 +52,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut auth = crate::config::Auth::default();
     let mut rate = None;
     let mut relay_to = None;
+    let mut metrics_listen = None;
     if let Some(path) = &args.config {
         let loaded = crate::config::load(path)?;
         args.script = loaded.script;
@@ -68,6 +69,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         database = loaded.database;
         registrar = loaded.registrar;
         auth = loaded.auth;
+        metrics_listen = loaded.metrics_listen;
     }
     if args.db.is_some() {
         database.sqlite = args.db.clone();
@@ -120,7 +122,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             tracing::info!("{}", stores.describe);
             let services = crate::storage::services(&stores, registrar, &auth)?;
             crate::storage::spawn_expiry(stores.location.clone());
-            serve(config, plans, services).await
+            serve(config, plans, services, metrics_listen).await
         })
 }
 
@@ -132,9 +134,14 @@ async fn serve(
     config: ProxyConfig,
     plans: Vec<Plan>,
     services: Arc<Services>,
+    metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(None)?;
     let transports = Proxy::bind(&config).await?;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(kemibox_metrics::http::bind(addr).await?),
+        None => None,
+    };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -175,6 +182,10 @@ async fn serve(
     }
     // A single tenant owns no sockets or domains, so it takes every message.
     let proxy = Proxy::with_tenants(config, hosted, transports)?;
+    if let Some(listener) = metrics_listener {
+        tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");
+        tokio::spawn(kemibox_metrics::http::serve(listener, proxy.metrics()));
+    }
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

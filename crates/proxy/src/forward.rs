@@ -217,6 +217,13 @@ pub async fn reply(shared: &Arc<Shared>, message: &mut Message, next_hop: (Trans
         .transports
         .own_address(transport, message.local)
         .unwrap_or(message.local);
+    // A reply forwarded without a transaction: the tenant of its socket.
+    if let Some(pool) = shared
+        .tenants
+        .select(message.transport, message.local, None)
+    {
+        pool.metrics().reply(message.sip.status().unwrap_or(0));
+    }
     if let Err(e) = shared
         .transports
         .send(shared, transport, local, to, bytes)

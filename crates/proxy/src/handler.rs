@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kemibox_kemi::{Event, Message};
+use kemibox_kemi::{Event, Message, Transport};
 use kemibox_sandbox::{Invocation, Outcome, Pool};
 use kemibox_sip::SipMessage;
 use kemibox_tm::ServerId;
@@ -27,11 +27,17 @@ pub async fn handle(shared: &Arc<Shared>, inbound: Inbound) {
     let sip = match SipMessage::parse(data) {
         Ok(m) => m,
         Err(e) => {
+            shared.metrics.process.malformed.inc();
             tracing::info!(peer = %source, reason = e.reason(), "dropping unparsable message");
             return;
         }
     };
+    shared
+        .metrics
+        .process
+        .received(transport == Transport::Tcp, sip.is_request());
     if let Err(e) = sip.validate() {
+        shared.metrics.process.malformed.inc();
         if sip.is_request() && sip.method_str() != "ACK" {
             tracing::info!(peer = %source, reason = e.reason(), "bad request: answering 400");
             let message = Message::new(sip, source, local, transport);
@@ -72,6 +78,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     let is_ack = message.sip.method_str() == "ACK";
     let Some(pool) = shared.tenants.for_request(&message).cloned() else {
         let total = shared.tenants.count_unmatched();
+        shared.metrics.process.unmatched.inc();
         tracing::debug!(
             peer = %source,
             ruri = %message.sip.ruri().unwrap_or(""),

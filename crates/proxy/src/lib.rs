@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     /// Set once shutdown began: new calls are refused.
     pub draining: std::sync::atomic::AtomicBool,
     pub branch_salt: std::collections::hash_map::RandomState,
+    /// Process-wide counters and every tenant's (see [`Proxy::metrics`]).
+    pub metrics: Arc<kemibox_metrics::Registry>,
 }
 
 /// The tenants' counters of a serving proxy (see [`Proxy::stats`]).
@@ -142,6 +144,10 @@ impl Proxy {
     }
 
     fn build(config: ProxyConfig, tenants: tenants::Tenants, transports: Transports) -> Proxy {
+        let metrics = Arc::new(kemibox_metrics::Registry::new());
+        for pool in tenants.pools() {
+            metrics.register(pool.metrics().clone());
+        }
         Proxy {
             shared: Arc::new(Shared {
                 stateful: stateful::Stateful::new(config.transactions),
@@ -155,6 +161,7 @@ impl Proxy {
                 ),
                 draining: Default::default(),
                 branch_salt: Default::default(),
+                metrics,
             }),
         }
     }
@@ -176,6 +183,12 @@ impl Proxy {
     /// Bound addresses with their transports.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         self.shared.transports.local_addrs()
+    }
+
+    /// The proxy's metrics: its tenants' and the process-wide ones, for
+    /// the `/metrics` endpoint ([`kemibox_metrics::http`]).
+    pub fn metrics(&self) -> Arc<kemibox_metrics::Registry> {
+        self.shared.metrics.clone()
     }
 
     /// Serve until `shutdown` completes.

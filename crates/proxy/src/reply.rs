@@ -63,6 +63,10 @@ pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, he
         return;
     };
     let to = destination(m);
+    // Replies to requests no tenant takes are not any tenant's.
+    if let Some(pool) = shared.tenants.for_request(m) {
+        pool.metrics().reply(code);
+    }
     if let Err(e) = shared
         .transports
         .send(shared, m.transport, m.local, to, bytes)

@@ -392,6 +392,7 @@ impl Stateful {
             let mut st = shared.stateful.lock();
             match st.table.new_server(&m.sip, peer, now) {
                 Ok((server, effects)) => {
+                    pool.metrics().transactions.inc();
                     st.proxied.insert(
                         server,
                         Box::new(Proxied {
@@ -1053,17 +1054,26 @@ async fn handle_failure_events(
 /// retransmission).
 async fn send_upstream(shared: &Arc<Shared>, server: ServerId, status: u16, bytes: Vec<u8>) {
     let now = shared.stateful.now();
-    let result = {
+    let (result, tenant) = {
         let mut st = shared.stateful.lock();
-        if status >= 200
-            && let Some(p) = st.proxied.get_mut(&server)
-        {
-            p.final_sent = true;
-        }
-        st.table.send_response(server, status, bytes, now)
+        let tenant = match st.proxied.get_mut(&server) {
+            Some(p) => {
+                if status >= 200 {
+                    p.final_sent = true;
+                }
+                Some(p.pool.metrics().clone())
+            }
+            None => None,
+        };
+        (st.table.send_response(server, status, bytes, now), tenant)
     };
     match result {
-        Ok(effects) => Stateful::run(shared, effects).await,
+        Ok(effects) => {
+            if let Some(tenant) = tenant {
+                tenant.reply(status);
+            }
+            Stateful::run(shared, effects).await
+        }
         Err(e) => tracing::debug!(error = ?e, status, "response not sent through the transaction"),
     }
 }

@@ -111,6 +111,11 @@ impl Tenants {
         })
     }
 
+    /// Every hosted tenant's pool.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.entries.iter().map(|e| &e.pool)
+    }
+
     /// The tenant of a request (`ruri_host`: its R-URI host) or a reply
     /// (`None`) that arrived on `local`.
     pub fn select(
@@ -150,6 +155,9 @@ impl Tenants {
 
     /// The tenant of the request in `m`.
     pub fn for_request(&self, m: &Message) -> Option<&Arc<Pool>> {
+        if let [only] = self.entries.as_slice() {
+            return Some(&only.pool);
+        }
         let host = m
             .sip
             .ruri()

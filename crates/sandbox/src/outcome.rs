@@ -44,6 +44,20 @@ impl Outcome {
         }
     }
 
+    /// The outcome as `kemibox_invocations_total` counts it.
+    pub fn metric(&self) -> kemibox_metrics::InvocationOutcome {
+        use kemibox_metrics::InvocationOutcome as M;
+        match self {
+            Outcome::Ok { .. } => M::Ok,
+            Outcome::LuaError { .. } => M::LuaError,
+            Outcome::OutOfFuel => M::OutOfFuel,
+            Outcome::Deadline => M::Deadline,
+            Outcome::OutOfMemory { .. } => M::OutOfMemory,
+            Outcome::NotFound { .. } => M::NotFound,
+            Outcome::Trap { .. } => M::Trap,
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok { .. })
     }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use kemibox_kemi::Message;
+use kemibox_metrics::{InvocationOutcome, TenantMetrics};
 
 use crate::Runtime;
 use crate::instance::Instance;
@@ -18,6 +19,8 @@ pub struct Pool {
     current: RwLock<Arc<Tenant>>,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
+    /// The tenant's counters, kept across reloads.
+    metrics: Arc<TenantMetrics>,
 }
 
 impl Pool {
@@ -27,13 +30,22 @@ impl Pool {
         spec: TenantSpec,
         max_idle: usize,
     ) -> Result<Pool, LoadFailure> {
+        let metrics = Arc::new(TenantMetrics::new(spec.id.as_str()));
         let (tenant, instance) = Tenant::load(runtime, spec).await?;
+        metrics.instances_created.inc();
         Ok(Pool {
             runtime: runtime.clone(),
             current: RwLock::new(tenant),
             idle: Mutex::new(vec![instance]),
             max_idle: max_idle.max(1),
+            metrics,
         })
+    }
+
+    /// The tenant's metrics: invocations and instances counted here, the
+    /// proxy's per-tenant counters (transactions, replies) through it.
+    pub fn metrics(&self) -> &Arc<TenantMetrics> {
+        &self.metrics
     }
 
     /// The tenant version serving now.
@@ -48,6 +60,7 @@ impl Pool {
     /// first; on any failure the current version keeps serving.
     pub async fn reload(&self, spec: TenantSpec) -> Result<(), LoadFailure> {
         let (tenant, instance) = Tenant::load(&self.runtime, spec).await?;
+        self.metrics.instances_created.inc();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = tenant;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.clear();
@@ -66,7 +79,9 @@ impl Pool {
                 None => break,
             }
         }
-        Instance::new(tenant).await
+        let instance = Instance::new(tenant).await?;
+        self.metrics.instances_created.inc();
+        Ok(instance)
     }
 
     /// Give an instance back, unless it trapped or belongs to an old version.
@@ -86,9 +101,21 @@ impl Pool {
         function: &str,
         message: Option<Message>,
     ) -> Result<Invocation, LoadFailure> {
-        let mut instance = self.checkout().await?;
+        let mut instance = match self.checkout().await {
+            Ok(instance) => instance,
+            Err(failure) => {
+                self.metrics
+                    .invocation(function, InvocationOutcome::LoadFailure, None);
+                return Err(failure);
+            }
+        };
         let invocation = instance.invoke(function, message).await;
         self.checkin(instance);
+        self.metrics.invocation(
+            function,
+            invocation.outcome.metric(),
+            Some((invocation.fuel_used, invocation.elapsed)),
+        );
         Ok(invocation)
     }
 }

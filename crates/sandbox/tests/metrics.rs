@@ -1,0 +1,50 @@
+//! A pool counts its invocations by route and outcome, and the instances
+//! it creates.
+
+mod common;
+
+use common::*;
+use kemibox_metrics::InvocationOutcome as O;
+use kemibox_sandbox::{Limits, Pool};
+
+const SCRIPT: &str = r#"
+function ksr_request_route() return 1 end
+function boom() error("boom") end
+function spin() while true do end end
+"#;
+
+#[tokio::test]
+async fn invocations_are_counted_by_route_and_outcome_and_instances_as_created() {
+    let limits = Limits {
+        fuel: 2_000_000,
+        ..Limits::default()
+    };
+    let pool = Pool::new(&runtime(), spec_with("counted", SCRIPT, limits), 4)
+        .await
+        .unwrap();
+    let m = pool.metrics().clone();
+    assert_eq!(m.tenant(), "counted");
+    assert_eq!(m.instances_created.get(), 1, "the instance the load made");
+    for function in ["ksr_request_route", "ksr_request_route", "boom", "missing"] {
+        pool.invoke(function, None).await.unwrap();
+    }
+    assert_eq!(m.instances_created.get(), 1, "reused while nothing trapped");
+    pool.invoke("spin", None).await.unwrap();
+    pool.invoke("ksr_request_route", None).await.unwrap();
+    assert_eq!(m.instances_created.get(), 2, "a new one after the trap");
+
+    let count = |route: &str, outcome: O| m.route(route).map_or(0, |r| r.invocations(outcome));
+    assert_eq!(count("ksr_request_route", O::Ok), 3);
+    assert_eq!(count("ksr_request_route", O::LuaError), 0);
+    assert_eq!(count("boom", O::LuaError), 1);
+    assert_eq!(count("missing", O::NotFound), 1);
+    assert_eq!(count("spin", O::OutOfFuel), 1);
+    assert_eq!(m.fuel_observations(), 6);
+
+    pool.reload(spec("counted", SCRIPT)).await.unwrap();
+    assert_eq!(m.instances_created.get(), 3, "the reload's instance");
+    assert!(
+        std::sync::Arc::ptr_eq(&m, pool.metrics()),
+        "kept across reloads"
+    );
+}
