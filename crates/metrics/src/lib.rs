@@ -20,8 +20,9 @@ use std::time::Duration;
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
+    /// Count one; the new total (for log lines that quote it).
+    pub fn inc(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn add(&self, n: u64) {
@@ -197,6 +198,8 @@ pub struct TenantMetrics {
     fuel: Histogram,
     pub instances_created: Counter,
     pub transactions: Counter,
+    /// Requests refused by the tenant's rate limit.
+    pub rate_limited: Counter,
     /// Index 0 is 1xx, 5 is 6xx.
     replies: [Counter; 6],
 }
@@ -210,6 +213,7 @@ impl TenantMetrics {
             fuel: Histogram::new(FUEL_BOUNDS, 1.0),
             instances_created: Counter::default(),
             transactions: Counter::default(),
+            rate_limited: Counter::default(),
             replies: Default::default(),
         }
     }
@@ -392,7 +396,7 @@ impl Registry {
             t.fuel.render(&mut out, "kemibox_fuel_used", &labels);
         }
 
-        let per_tenant: [(&str, &str, TenantValue); 2] = [
+        let per_tenant: [(&str, &str, TenantValue); 3] = [
             (
                 "kemibox_instances_created_total",
                 "Sandbox instances created (script loaded) for the tenant.",
@@ -402,6 +406,11 @@ impl Registry {
                 "kemibox_transactions_total",
                 "Server transactions created for the tenant's requests.",
                 |t| t.transactions.get(),
+            ),
+            (
+                "kemibox_rate_limited_total",
+                "Requests refused by the tenant's invocations_per_second.",
+                |t| t.rate_limited.get(),
             ),
         ];
         for (name, help, value) in per_tenant {
@@ -546,6 +555,7 @@ mod tests {
         a.invocation("ksr_reply_route", InvocationOutcome::LoadFailure, None);
         a.instances_created.inc();
         a.transactions.add(2);
+        a.rate_limited.inc();
         a.reply(200);
         a.reply(404);
         a.reply(486);
@@ -596,6 +606,7 @@ mod tests {
         has(r#"kemibox_fuel_used_count{tenant="acme"} 3"#);
         has(r#"kemibox_instances_created_total{tenant="acme"} 1"#);
         has(r#"kemibox_transactions_total{tenant="acme"} 2"#);
+        has(r#"kemibox_rate_limited_total{tenant="acme"} 1"#);
         has(r#"kemibox_replies_total{tenant="acme",class="2xx"} 1"#);
         has(r#"kemibox_replies_total{tenant="acme",class="4xx"} 2"#);
         has(r#"kemibox_replies_total{tenant="acme",class="1xx"} 0"#);
@@ -618,7 +629,7 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').expect(line);
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 9);
+        assert_eq!(text.matches("# TYPE ").count(), 10);
     }
 
     #[test]

@@ -77,8 +77,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     let source = message.source;
     let is_ack = message.sip.method_str() == "ACK";
     let Some(pool) = shared.tenants.for_request(&message).cloned() else {
-        let total = shared.tenants.count_unmatched();
-        shared.metrics.process.unmatched.inc();
+        let total = shared.metrics.process.unmatched.inc();
         tracing::debug!(
             peer = %source,
             ruri = %message.sip.ruri().unwrap_or(""),
@@ -131,9 +130,10 @@ async fn admit(shared: &Arc<Shared>, pool: &Arc<Pool>, message: &Message) -> boo
     let Some(limiter) = shared.tenants.limiter(pool) else {
         return true;
     };
-    let Admit::No { total, warn } = limiter.admit(std::time::Instant::now()) else {
+    let Admit::No { warn } = limiter.admit(std::time::Instant::now()) else {
         return true;
     };
+    let total = pool.metrics().rate_limited.inc();
     if warn {
         tracing::warn!(
             tenant = %pool.tenant().spec.id,

@@ -8,7 +8,6 @@
 //! statelessly, and is counted in [`TenantStats::rate_limited`].
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The reply to a request over its tenant's rate.
@@ -58,7 +57,6 @@ struct Bucket {
 pub(crate) struct Limiter {
     limit: Option<RateLimit>,
     bucket: Mutex<Bucket>,
-    rate_limited: AtomicU64,
 }
 
 /// What the limiter says of one request.
@@ -66,7 +64,6 @@ pub(crate) enum Admit {
     Yes,
     /// Refused; `warn`: log it (at most once a second per tenant).
     No {
-        total: u64,
         warn: bool,
     },
 }
@@ -81,7 +78,6 @@ impl Limiter {
                 refilled: Instant::now(),
                 warned: None,
             }),
-            rate_limited: AtomicU64::new(0),
         }
     }
 
@@ -108,13 +104,7 @@ impl Limiter {
         if warn {
             b.warned = Some(now);
         }
-        drop(b);
-        let total = self.rate_limited.fetch_add(1, Ordering::Relaxed) + 1;
-        Admit::No { total, warn }
-    }
-
-    pub fn rate_limited(&self) -> u64 {
-        self.rate_limited.load(Ordering::Relaxed)
+        Admit::No { warn }
     }
 }
 
@@ -141,7 +131,6 @@ mod tests {
         let l = limited(10, 3);
         let t0 = Instant::now();
         assert_eq!(admitted(&l, 10, t0), 3);
-        assert_eq!(l.rate_limited(), 7);
         // 10/s: one token per 100 ms, never more than the burst.
         assert_eq!(admitted(&l, 5, t0 + Duration::from_millis(250)), 2);
         assert_eq!(admitted(&l, 10, t0 + Duration::from_secs(60)), 3);
@@ -168,6 +157,5 @@ mod tests {
     fn no_limit_admits_everything() {
         let l = Limiter::new(None);
         assert_eq!(admitted(&l, 1000, Instant::now()), 1000);
-        assert_eq!(l.rate_limited(), 0);
     }
 }

@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kemibox_kemi::{Message, Transport};
 use kemibox_sandbox::Pool;
@@ -43,8 +42,6 @@ struct Entry {
 /// The hosted tenants.
 pub(crate) struct Tenants {
     entries: Vec<Entry>,
-    /// Requests nobody took.
-    unmatched: AtomicU64,
 }
 
 impl Tenants {
@@ -57,7 +54,6 @@ impl Tenants {
                 domains: Vec::new(),
                 limiter: Limiter::new(None),
             }],
-            unmatched: AtomicU64::new(0),
         }
     }
 
@@ -105,10 +101,7 @@ impl Tenants {
         if entries.is_empty() {
             anyhow::bail!("no tenant to serve");
         }
-        Ok(Tenants {
-            entries,
-            unmatched: AtomicU64::new(0),
-        })
+        Ok(Tenants { entries })
     }
 
     /// Every hosted tenant's pool.
@@ -180,14 +173,9 @@ impl Tenants {
             .iter()
             .map(|e| TenantStats {
                 tenant: e.pool.tenant().spec.id.clone(),
-                rate_limited: e.limiter.rate_limited(),
+                rate_limited: e.pool.metrics().rate_limited.get(),
             })
             .collect()
-    }
-
-    /// Count a request nobody took; the running total.
-    pub fn count_unmatched(&self) -> u64 {
-        self.unmatched.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
