@@ -2,55 +2,14 @@
 //! the configured reply while another tenant is served, and a tenant's
 //! `relay_to` keeps its requests from other destinations.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::logs::logged;
 use common::{Quota, TestTenant, Ua, request, respond};
 use kemibox_proxy::{LimitedReply, ProxyConfig, RateLimit};
 
 mod common;
-
-/// Warnings of the proxy and the KSR modules in this test binary.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "kemibox_proxy=warn,kemibox_kemi=warn",
-            ))
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The logged lines containing every one of `needles`.
-fn logged(needles: &[&str]) -> Vec<String> {
-    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
-    text.lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .map(str::to_string)
-        .collect()
-}
 
 /// Answers every request `200 <reason>`.
 fn answering(reason: &str) -> String {
@@ -88,7 +47,7 @@ fn first_lines(replies: &[String], start: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_over_its_rate_gets_503_while_another_is_served() {
-    logs();
+    common::logs::capture();
     let (a, b) = (answering("tenant A"), answering("tenant B"));
     let ta = TestTenant {
         id: "a",
@@ -200,7 +159,7 @@ end
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_to_lets_requests_reach_listed_destinations_only() {
-    logs();
+    common::logs::capture();
     let (uas1, uas2, uac) = (Ua::new().await, Ua::new().await, Ua::new().await);
     let t = TestTenant {
         id: "r",
@@ -251,7 +210,7 @@ async fn relay_to_lets_requests_reach_listed_destinations_only() {
 /// the allowed one is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_branch_is_not_sent_beside_an_allowed_one() {
-    logs();
+    common::logs::capture();
     let (uas1, uas2, uac) = (Ua::new().await, Ua::new().await, Ua::new().await);
     let script = format!(
         "function ksr_request_route()\n  KSR.corex.append_branch_uri('sip:bob@{}')\n  if KSR.tm.t_relay() < 0 then KSR.sl.sl_send_reply(403, 'Relay Refused') end\nend\n",

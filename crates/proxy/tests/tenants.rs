@@ -3,10 +3,9 @@
 //! requests get the configured reply; a transaction stays with the tenant
 //! that created it; one tenant's failing script does not touch another.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::logs::logged;
 use common::{TestTenant, Ua, request, respond};
 use kemibox_proxy::ProxyConfig;
 
@@ -21,45 +20,6 @@ fn answering(reason: &str) -> String {
 fn reason(msg: &str) -> &str {
     let line = msg.lines().next().unwrap_or("");
     line.splitn(3, ' ').nth(2).unwrap_or("")
-}
-
-/// Everything `kemibox_proxy` logs at debug level and above in this test
-/// binary (installed once).
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("kemibox_proxy=debug"))
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The logged lines containing every one of `needles`.
-fn logged(needles: &[&str]) -> Vec<String> {
-    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
-    text.lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .map(str::to_string)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +61,7 @@ async fn each_socket_gets_the_answer_of_its_own_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_shared_socket_the_ruri_domain_picks_the_tenant_and_nobody_gets_the_configured_reply()
 {
-    let _logs = logs();
+    common::logs::capture();
     let (a, b) = (answering("tenant A"), answering("tenant B"));
     let config = ProxyConfig {
         unmatched_reply: (404, "No Such Domain".into()),
@@ -207,7 +167,7 @@ end
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_script_is_logged_with_its_tenant_and_the_other_tenant_keeps_answering() {
-    let _logs = logs();
+    common::logs::capture();
     let a = "function ksr_request_route()\n  local t = nil\n  t.x = 1\nend\n";
     let b = answering("tenant B");
     let addrs = common::start_tenants(

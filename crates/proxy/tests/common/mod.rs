@@ -1,6 +1,8 @@
 //! Starting a proxy for a test.
 #![allow(dead_code)]
 
+pub mod logs;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
