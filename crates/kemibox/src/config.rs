@@ -5,11 +5,13 @@
 //! listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
 //! log = "info"
 //! error_reply = { code = 500, reason = "Server Error" }
+//! auto_reload = true                   # reload scripts when their files change
 //!
 //! [limits]                             # per invocation
 //! fuel = 50000000
 //! memory = 33554432
 //! deadline_ms = 500
+//! recreations_per_second = 20          # instances replacing trapped ones
 //!
 //! [database]                           # default: SQLite in the data directory
 //! sqlite = "kemibox.sqlite"
@@ -87,6 +89,10 @@ pub struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Reload a script when its file changes (checked every second);
+    /// the default of every tenant.
+    #[serde(default)]
+    pub auto_reload: bool,
 }
 
 /// `[metrics]`: where `GET /metrics` is served (absent: nowhere).
@@ -117,6 +123,9 @@ pub struct TenantConfig {
     /// Reply to its requests over its rate (default: the top-level one).
     #[serde(default)]
     pub rate_limited_reply: Option<LimitedReplyConfig>,
+    /// Reload its script when the file changes (default: the top-level
+    /// `auto_reload`).
+    pub auto_reload: Option<bool>,
     /// Where its script may relay (default: the top-level `relay_to`,
     /// else anywhere).
     #[serde(default)]
@@ -142,6 +151,10 @@ pub struct TenantLimits {
     pub invocations_per_second: Option<u32>,
     /// Requests at once (default: `invocations_per_second`).
     pub burst: Option<u32>,
+    /// Instances re-created per second to replace trapped ones (burst:
+    /// twice that); past it the tenant's invocations are refused with
+    /// `error_reply` until the budget refills.
+    pub recreations_per_second: Option<u32>,
 }
 
 impl TenantLimits {
@@ -151,6 +164,18 @@ impl TenantLimits {
             fuel: self.fuel.unwrap_or(base.fuel),
             memory: self.memory.unwrap_or(base.memory),
             deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
+        }
+    }
+
+    /// The re-creation budget, from `top` when not given here.
+    fn recreations(&self, top: &TenantLimits) -> Result<u32, String> {
+        match self
+            .recreations_per_second
+            .or(top.recreations_per_second)
+            .unwrap_or(kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND)
+        {
+            0 => Err("recreations_per_second = 0 would never replace a trapped instance: give at least 1".into()),
+            n => Ok(n),
         }
     }
 
@@ -213,6 +238,8 @@ pub struct LoadedTenant {
     pub rate: Option<RateLimit>,
     /// Where its script may relay (`None`: anywhere).
     pub relay_to: Option<RelayTo>,
+    pub recreations_per_second: u32,
+    pub auto_reload: bool,
 }
 
 /// Where subscribers and locations are kept. SQLite holds whatever no
@@ -345,6 +372,10 @@ pub struct Loaded {
     pub tenants: Vec<LoadedTenant>,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The single script's re-creation budget.
+    pub recreations_per_second: u32,
+    /// Reload the single script when its file changes.
+    pub auto_reload: bool,
 }
 
 /// Read and check `path`; the error says which file, where and why.
@@ -385,6 +416,16 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         };
         anyhow::anyhow!("{}: {}: limits: {e}", path.display(), line_of(key))
     })?;
+    let recreations = config
+        .limits
+        .recreations(&TenantLimits::default())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}: limits: {e}",
+                path.display(),
+                line_of("recreations_per_second")
+            )
+        })?;
     let top_reply = match &config.rate_limited_reply {
         Some(r) => r.checked().map_err(|e| {
             anyhow::anyhow!("{}: {}: {e}", path.display(), line_of("rate_limited_reply"))
@@ -470,6 +511,8 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         unmatched_reply: config.unmatched_reply.map(|r| (r.code, r.reason)),
         tenants,
         metrics_listen,
+        recreations_per_second: recreations,
+        auto_reload: config.auto_reload,
     })
 }
 
@@ -594,6 +637,12 @@ fn check_tenants(
             };
             anyhow::anyhow!("{}: tenant {id}: limits: {e}", key_at(key))
         })?;
+        let recreations = t.limits.recreations(&config.limits).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: tenant {id}: limits: {e}",
+                key_at("recreations_per_second")
+            )
+        })?;
         let reply = match &t.rate_limited_reply {
             Some(r) => r.checked().map_err(|e| {
                 anyhow::anyhow!("{}: tenant {id}: {e}", key_at("rate_limited_reply"))
@@ -624,6 +673,8 @@ fn check_tenants(
                 reply,
             }),
             relay_to: relay,
+            recreations_per_second: recreations,
+            auto_reload: t.auto_reload.unwrap_or(config.auto_reload),
         });
     }
     Ok(out)

@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod api;
 mod check;
 mod config;
+mod hosting;
 mod route;
 mod run;
 mod storage;

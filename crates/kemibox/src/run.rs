@@ -8,6 +8,8 @@ use kemibox_kemi::Services;
 use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit};
 use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 
+use crate::hosting::{HostedTenant, Hosting};
+
 /// The script `kemibox run` uses when none is given.
 const DEFAULT_SCRIPT: &str = include_str!("../../../scripts/default.lua");
 
@@ -53,6 +55,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut rate = None;
     let mut relay_to = None;
     let mut metrics_listen = None;
+    let mut recreations_per_second = kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND;
+    let mut auto_reload = false;
     if let Some(path) = &args.config {
         let loaded = crate::config::load(path)?;
         args.script = loaded.script;
@@ -70,6 +74,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         registrar = loaded.registrar;
         auth = loaded.auth;
         metrics_listen = loaded.metrics_listen;
+        recreations_per_second = loaded.recreations_per_second;
+        auto_reload = loaded.auto_reload;
     }
     if args.db.is_some() {
         database.sqlite = args.db.clone();
@@ -94,7 +100,15 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         let mut spec = TenantSpec::new("default", name, source);
         spec.limits = limits;
         spec.relay_to = relay_to.map(Arc::new);
-        vec![(spec, Vec::new(), Vec::new(), rate)]
+        spec.recreations_per_second = recreations_per_second;
+        vec![Plan {
+            spec,
+            listen: Vec::new(),
+            domains: Vec::new(),
+            rate,
+            script: args.script.clone(),
+            auto_reload,
+        }]
     } else {
         let mut plans = Vec::new();
         for t in tenants {
@@ -103,7 +117,15 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             spec.limits = t.limits;
             spec.modules = t.modules;
             spec.relay_to = t.relay_to.map(Arc::new);
-            plans.push((spec, t.listen, t.domains, t.rate));
+            spec.recreations_per_second = t.recreations_per_second;
+            plans.push(Plan {
+                spec,
+                listen: t.listen,
+                domains: t.domains,
+                rate: t.rate,
+                script: Some(t.script),
+                auto_reload: t.auto_reload,
+            });
         }
         plans
     };
@@ -126,9 +148,17 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         })
 }
 
-/// A tenant to start: its spec, the sockets it owns, its domains and its
-/// rate limit.
-type Plan = (TenantSpec, Vec<Listen>, Vec<String>, Option<RateLimit>);
+/// A tenant to start.
+struct Plan {
+    spec: TenantSpec,
+    /// The sockets it owns.
+    listen: Vec<Listen>,
+    domains: Vec<String>,
+    rate: Option<RateLimit>,
+    /// Its script file (`None`: the embedded default script).
+    script: Option<PathBuf>,
+    auto_reload: bool,
+}
 
 async fn serve(
     config: ProxyConfig,
@@ -148,7 +178,16 @@ async fn serve(
     // One tenant takes every message, whatever its sockets and domains.
     let single = plans.len() == 1;
     let mut hosted = Vec::new();
-    for (mut spec, listen, domains, rate) in plans {
+    let mut tenants = Vec::new();
+    for Plan {
+        mut spec,
+        listen,
+        domains,
+        rate,
+        script,
+        auto_reload,
+    } in plans
+    {
         spec.services = services.clone();
         let mut myself = Proxy::myself(&transports);
         myself.domains = domains.clone();
@@ -173,6 +212,11 @@ async fn serve(
                 "tenant loaded"
             );
         }
+        tenants.push(HostedTenant {
+            pool: pool.clone(),
+            script,
+            auto_reload,
+        });
         hosted.push(Hosted {
             pool,
             listen,
@@ -180,6 +224,8 @@ async fn serve(
             rate,
         });
     }
+    let hosting = Arc::new(Hosting::new(tenants));
+    hosting.spawn_watch();
     // A single tenant owns no sockets or domains, so it takes every message.
     let proxy = Proxy::with_tenants(config, hosted, transports)?;
     if let Some(listener) = metrics_listener {

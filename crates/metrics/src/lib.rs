@@ -34,6 +34,20 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down (or is set).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A histogram over integer observations (fuel units, nanoseconds) with
 /// fixed upper bounds; rendered with the bounds and the sum divided by
 /// `scale` (1e9 turns nanoseconds into seconds).
@@ -133,10 +147,13 @@ pub enum InvocationOutcome {
     NotFound,
     Trap,
     LoadFailure,
+    /// Not run: the tenant trapped faster than its instance re-creation
+    /// budget allows.
+    Throttled,
 }
 
 impl InvocationOutcome {
-    pub const ALL: [InvocationOutcome; 8] = [
+    pub const ALL: [InvocationOutcome; 9] = [
         InvocationOutcome::Ok,
         InvocationOutcome::LuaError,
         InvocationOutcome::OutOfFuel,
@@ -145,6 +162,7 @@ impl InvocationOutcome {
         InvocationOutcome::NotFound,
         InvocationOutcome::Trap,
         InvocationOutcome::LoadFailure,
+        InvocationOutcome::Throttled,
     ];
 
     /// The `outcome` label value.
@@ -158,6 +176,7 @@ impl InvocationOutcome {
             InvocationOutcome::NotFound => "not_found",
             InvocationOutcome::Trap => "trap",
             InvocationOutcome::LoadFailure => "load_failure",
+            InvocationOutcome::Throttled => "throttled",
         }
     }
 }
@@ -166,7 +185,7 @@ impl InvocationOutcome {
 #[derive(Debug)]
 pub struct RouteMetrics {
     /// Indexed like [`InvocationOutcome::ALL`].
-    outcomes: [Counter; 8],
+    outcomes: [Counter; 9],
     seconds: Histogram,
 }
 
@@ -200,6 +219,12 @@ pub struct TenantMetrics {
     pub transactions: Counter,
     /// Requests refused by the tenant's rate limit.
     pub rate_limited: Counter,
+    /// The script version serving (1 at start, one more per reload).
+    pub script_version: Gauge,
+    /// Reloads that replaced the script.
+    pub reloads: Counter,
+    /// Reloads refused (the new script did not load); the old one serves.
+    pub reloads_refused: Counter,
     /// Index 0 is 1xx, 5 is 6xx.
     replies: [Counter; 6],
 }
@@ -214,6 +239,9 @@ impl TenantMetrics {
             instances_created: Counter::default(),
             transactions: Counter::default(),
             rate_limited: Counter::default(),
+            script_version: Gauge::default(),
+            reloads: Counter::default(),
+            reloads_refused: Counter::default(),
             replies: Default::default(),
         }
     }
@@ -396,31 +424,59 @@ impl Registry {
             t.fuel.render(&mut out, "kemibox_fuel_used", &labels);
         }
 
-        let per_tenant: [(&str, &str, TenantValue); 3] = [
+        let per_tenant: [(&str, &str, &str, TenantValue); 4] = [
+            (
+                "kemibox_script_version",
+                "gauge",
+                "The tenant's script version serving: 1 at start, one more per reload.",
+                |t| t.script_version.get(),
+            ),
             (
                 "kemibox_instances_created_total",
+                "counter",
                 "Sandbox instances created (script loaded) for the tenant.",
                 |t| t.instances_created.get(),
             ),
             (
                 "kemibox_transactions_total",
+                "counter",
                 "Server transactions created for the tenant's requests.",
                 |t| t.transactions.get(),
             ),
             (
                 "kemibox_rate_limited_total",
+                "counter",
                 "Requests refused by the tenant's invocations_per_second.",
                 |t| t.rate_limited.get(),
             ),
         ];
-        for (name, help, value) in per_tenant {
-            header(&mut out, name, "counter", help);
+        for (name, kind, help, value) in per_tenant {
+            header(&mut out, name, kind, help);
             for t in &tenants {
                 let _ = writeln!(
                     out,
                     "{name}{{tenant=\"{}\"}} {}",
                     escape(&t.tenant),
                     value(t)
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "kemibox_reloads_total",
+            "counter",
+            "Script reloads by result: ok (the new version serves) or refused (the old one still does).",
+        );
+        for t in &tenants {
+            for (result, n) in [
+                ("ok", t.reloads.get()),
+                ("refused", t.reloads_refused.get()),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "kemibox_reloads_total{{tenant=\"{}\",result=\"{result}\"}} {n}",
+                    escape(&t.tenant)
                 );
             }
         }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use kemibox_kemi::{Message, Transport};
-use kemibox_sandbox::Pool;
+use kemibox_sandbox::Script;
 use kemibox_sip::{Received, Uri, Via, render};
 
 use crate::{Shared, reply};
@@ -43,8 +43,8 @@ pub async fn resolve(uri: &str) -> Result<Hop, String> {
 
 /// Whether the tenant's `relay_to` lets a request for `target` go to
 /// `hop`; a refusal is logged with the tenant and the destination.
-pub fn allowed(pool: &Pool, target: &str, hop: Hop) -> bool {
-    let spec = &pool.tenant().spec;
+pub fn allowed(script: &Script, target: &str, hop: Hop) -> bool {
+    let spec = &script.tenant().spec;
     let Some(relay_to) = &spec.relay_to else {
         return true;
     };
@@ -112,18 +112,18 @@ pub fn branch_bytes(
 
 /// Forward a request statelessly (RFC 3261 16.11; ACKs of 2xx): the branch
 /// is derived from the request so retransmissions get the same one.
-pub async fn request(shared: &Arc<Shared>, pool: &Pool, message: &mut Message) {
+pub async fn request(shared: &Arc<Shared>, script: &Script, message: &mut Message) {
     let Some(target) = message.dst_uri.clone().or_else(|| message.ruri()) else {
         return;
     };
     let hop = match resolve(&target).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(tenant = %pool.tenant().spec.id, "cannot relay: {e}");
+            tracing::warn!(tenant = %script.tenant().spec.id, "cannot relay: {e}");
             return;
         }
     };
-    if !allowed(pool, &target, hop) {
+    if !allowed(script, &target, hop) {
         return;
     }
     let top_branch = message
@@ -136,7 +136,7 @@ pub async fn request(shared: &Arc<Shared>, pool: &Pool, message: &mut Message) {
         "{top_branch}|{ruri}|{}|{target}",
         message.sip.call_id().unwrap_or("")
     );
-    if !crate::onsend::allows(pool, message, (hop.transport, hop.addr)).await {
+    if !crate::onsend::allows(script, message, (hop.transport, hop.addr)).await {
         return;
     }
     let Some(bytes) = branch_bytes(shared, message, hop, &key) else {
@@ -218,11 +218,11 @@ pub async fn reply(shared: &Arc<Shared>, message: &mut Message, next_hop: (Trans
         .own_address(transport, message.local)
         .unwrap_or(message.local);
     // A reply forwarded without a transaction: the tenant of its socket.
-    if let Some(pool) = shared
+    if let Some(script) = shared
         .tenants
         .select(message.transport, message.local, None)
     {
-        pool.metrics().reply(message.sip.status().unwrap_or(0));
+        script.metrics().reply(message.sip.status().unwrap_or(0));
     }
     if let Err(e) = shared
         .transports

@@ -4,11 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kemibox_kemi::{Event, Message, Transport};
-use kemibox_sandbox::{Invocation, Outcome, Pool};
+use kemibox_sandbox::{Invocation, Outcome, Pool, Script};
 use kemibox_sip::SipMessage;
 use kemibox_tm::ServerId;
 
-use crate::quota::Admit;
 use crate::stateful::{Callbacks, Stateful, Verdict};
 use crate::transport::Inbound;
 use crate::{Shared, forward, reply};
@@ -76,7 +75,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     }
     let source = message.source;
     let is_ack = message.sip.method_str() == "ACK";
-    let Some(pool) = shared.tenants.for_request(&message).cloned() else {
+    let Some(script) = shared.tenants.for_request(&message).map(Pool::pin) else {
         let total = shared.metrics.process.unmatched.inc();
         tracing::debug!(
             peer = %source,
@@ -90,7 +89,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         }
         return;
     };
-    if !is_ack && message.sip.method_str() != "CANCEL" && !admit(shared, &pool, &message).await {
+    if !is_ack && message.sip.method_str() != "CANCEL" && !admit(shared, &script, &message).await {
         return;
     }
     // Kept for the error reply: the route consumes the message.
@@ -100,7 +99,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         message.local,
         message.transport,
     );
-    let invocation = match pool.invoke("ksr_request_route", Some(message)).await {
+    let invocation = match script.invoke("ksr_request_route", Some(message)).await {
         Ok(inv) => inv,
         Err(failure) => {
             tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");
@@ -111,7 +110,7 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         }
     };
     if !invocation.outcome.is_ok() {
-        log_failure(&pool, &invocation, Some(source));
+        log_failure(&script, &invocation, Some(source));
         if !is_ack {
             reply::error(shared, &original).await;
         }
@@ -121,22 +120,22 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         events, message, ..
     } = invocation;
     let Some(message) = message else { return };
-    act(shared, &pool, events, message).await;
+    act(shared, &script, events, message).await;
 }
 
 /// Whether the tenant's rate limit lets `message` run the request route;
 /// when not, it is answered with the tenant's reply and counted.
-async fn admit(shared: &Arc<Shared>, pool: &Arc<Pool>, message: &Message) -> bool {
-    let Some(limiter) = shared.tenants.limiter(pool) else {
+async fn admit(shared: &Arc<Shared>, script: &Script, message: &Message) -> bool {
+    let Some(limiter) = shared.tenants.limiter(script.pool()) else {
         return true;
     };
-    let Admit::No { warn } = limiter.admit(std::time::Instant::now()) else {
+    let kemibox_sandbox::Take::No { warn } = limiter.admit(std::time::Instant::now()) else {
         return true;
     };
-    let total = pool.metrics().rate_limited.inc();
+    let total = script.metrics().rate_limited.inc();
     if warn {
         tracing::warn!(
-            tenant = %pool.tenant().spec.id,
+            tenant = %script.tenant().spec.id,
             rate_limited = total,
             peer = %message.source,
             "rate limited: refusing requests over the tenant's invocations_per_second"
@@ -156,7 +155,7 @@ async fn admit(shared: &Arc<Shared>, pool: &Arc<Pool>, message: &Message) -> boo
 
 /// Carry out what the request route asked for, in order: callbacks,
 /// transactions, relays (stateful and stateless), replies.
-async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut message: Message) {
+async fn act(shared: &Arc<Shared>, script: &Script, events: Vec<Event>, mut message: Message) {
     let is_ack = message.sip.method_str() == "ACK";
     let mut callbacks = Callbacks::default();
     let mut server = None;
@@ -164,15 +163,16 @@ async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut mes
         match event {
             Event::Callback { kind, function } => callbacks.arm(&kind, function),
             Event::Tm { function, .. } if function == "t_newtran" && !is_ack => {
-                server_of(shared, pool, &mut server, &message, &callbacks).await;
+                server_of(shared, script, &mut server, &message, &callbacks).await;
             }
             Event::Tm { function, .. } if function == "t_relay" && !message.drop => {
                 if is_ack {
                     // The ACK of a 2xx has no transaction (RFC 3261 17.2.1).
-                    forward::request(shared, pool, &mut message).await;
+                    forward::request(shared, script, &mut message).await;
                     continue;
                 }
-                let Some(server) = server_of(shared, pool, &mut server, &message, &callbacks).await
+                let Some(server) =
+                    server_of(shared, script, &mut server, &message, &callbacks).await
                 else {
                     continue;
                 };
@@ -183,7 +183,7 @@ async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut mes
             }
             Event::Suspend { index, label } if !is_ack => {
                 if let Some(server) =
-                    server_of(shared, pool, &mut server, &message, &callbacks).await
+                    server_of(shared, script, &mut server, &message, &callbacks).await
                 {
                     Stateful::suspend(shared, server, (index, label), &message, &callbacks).await;
                 }
@@ -192,13 +192,13 @@ async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut mes
                 index,
                 label,
                 route,
-            } => Stateful::resume(shared, pool, (index, label), &route).await,
+            } => Stateful::resume(shared, script, (index, label), &route).await,
             Event::Forward { destination } if !message.drop => {
                 let mut forwarded = message.clone();
                 if destination.is_some() {
                     forwarded.dst_uri = destination;
                 }
-                forward::request(shared, pool, &mut forwarded).await;
+                forward::request(shared, script, &mut forwarded).await;
             }
             Event::Reply {
                 code,
@@ -208,7 +208,7 @@ async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut mes
             } => {
                 let code = u16::try_from(code).unwrap_or(500);
                 if stateful {
-                    server_of(shared, pool, &mut server, &message, &callbacks).await;
+                    server_of(shared, script, &mut server, &message, &callbacks).await;
                 }
                 match server {
                     Some(server) => {
@@ -226,13 +226,13 @@ async fn act(shared: &Arc<Shared>, pool: &Arc<Pool>, events: Vec<Event>, mut mes
 /// made, else a new one (`None` when it cannot be created; answered).
 async fn server_of(
     shared: &Arc<Shared>,
-    pool: &Arc<Pool>,
+    script: &Script,
     server: &mut Option<ServerId>,
     message: &Message,
     callbacks: &Callbacks,
 ) -> Option<ServerId> {
     if server.is_none() {
-        *server = Stateful::ensure_server(shared, pool, message, callbacks)
+        *server = Stateful::ensure_server(shared, script, message, callbacks)
             .await
             .ok();
     }
@@ -255,16 +255,16 @@ pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Messag
     let Some(next_hop) = forward::reply_destination(shared, &message) else {
         return;
     };
-    let pool = shared
+    let script = shared
         .tenants
         .select(message.transport, message.local, None)
         .filter(|p| p.tenant().defines(REPLY_ROUTE))
-        .cloned();
-    let Some(pool) = pool else {
+        .map(Pool::pin);
+    let Some(script) = script else {
         forward::reply(shared, &mut message, next_hop).await;
         return;
     };
-    let invocation = match pool.invoke(REPLY_ROUTE, Some(message)).await {
+    let invocation = match script.invoke(REPLY_ROUTE, Some(message)).await {
         Ok(inv) => inv,
         Err(failure) => {
             tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");
@@ -274,7 +274,7 @@ pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Messag
     match &invocation.outcome {
         Outcome::Ok { .. } | Outcome::NotFound { .. } => {}
         _ => {
-            log_failure(&pool, &invocation, Some(source));
+            log_failure(&script, &invocation, Some(source));
             return;
         }
     }
@@ -285,9 +285,15 @@ pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Messag
     }
 }
 
-/// Log a failed route with the tenant, `script:line`, the cause and the peer.
-pub(crate) fn log_failure(pool: &Pool, invocation: &Invocation, peer: Option<SocketAddr>) {
-    let tenant = pool.tenant();
+/// Log a failed route with the tenant, `script:line`, the version, the
+/// cause and the peer. Throttled invocations are not logged one by one:
+/// the pool logs the throttling once a second.
+pub(crate) fn log_failure(script: &Script, invocation: &Invocation, peer: Option<SocketAddr>) {
+    if invocation.outcome == Outcome::Throttled {
+        return;
+    }
+    let tenant = script.tenant();
+    let version = tenant.version;
     let script = &tenant.spec.script_name;
     let location = invocation
         .location(script)
@@ -303,6 +309,7 @@ pub(crate) fn log_failure(pool: &Pool, invocation: &Invocation, peer: Option<Soc
         tenant = %invocation.tenant,
         function = %invocation.function,
         outcome = invocation.outcome.label(),
+        version,
         fuel_used = invocation.fuel_used,
         peer = ?peer,
         "{location}: {cause}"

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use kemibox_kemi::{Message, Transport};
-use kemibox_sandbox::Pool;
+use kemibox_sandbox::Script;
 
 use crate::handler;
 
@@ -16,13 +16,13 @@ pub const ROUTE: &str = "ksr_onsend_route";
 /// Whether `message` may be sent to `to`: true unless the script's
 /// `ksr_onsend_route` dropped it. A failing route is logged and does not
 /// stop the request.
-pub async fn allows(pool: &Pool, message: &Message, to: (Transport, SocketAddr)) -> bool {
-    if !pool.tenant().defines(ROUTE) {
+pub async fn allows(script: &Script, message: &Message, to: (Transport, SocketAddr)) -> bool {
+    if !script.tenant().defines(ROUTE) {
         return true;
     }
     let mut m = message.clone();
     m.sending_to = Some(to);
-    match pool.invoke(ROUTE, Some(m)).await {
+    match script.invoke(ROUTE, Some(m)).await {
         Ok(inv) if inv.outcome.is_ok() => {
             // `KSR.x.drop()` and `KSR.set_drop()` both mark the message.
             let dropped = inv.message.is_some_and(|m| m.drop);
@@ -32,7 +32,7 @@ pub async fn allows(pool: &Pool, message: &Message, to: (Transport, SocketAddr))
             !dropped
         }
         Ok(inv) => {
-            handler::log_failure(pool, &inv, Some(to.1));
+            handler::log_failure(script, &inv, Some(to.1));
             true
         }
         Err(failure) => {

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kemibox_kemi::{Event, Message, TmInfo, Transport};
-use kemibox_sandbox::{Outcome, Pool};
+use kemibox_sandbox::{Outcome, Pool, Script};
 use kemibox_sip::{SipMessage, render};
 use kemibox_tm::{
     ClientId, ClientState, Config, Effect, Millis, Peer, Received, ServerId, TimerId,
@@ -75,8 +75,8 @@ struct Branch {
 struct Proxied {
     /// The tenant that created the transaction: every later route of the
     /// transaction (branch, reply, failure, onsend, `t_continue`) runs in
-    /// its pool.
-    pool: Arc<Pool>,
+    /// its script.
+    script: Script,
     /// The request as routed: the received message with the edits the
     /// request route made (before our Via).
     request: Message,
@@ -378,7 +378,7 @@ impl Stateful {
     /// `Err` after answering 503 when the table is full.
     pub async fn ensure_server(
         shared: &Arc<Shared>,
-        pool: &Arc<Pool>,
+        script: &Script,
         m: &Message,
         callbacks: &Callbacks,
     ) -> Result<ServerId, ()> {
@@ -392,11 +392,11 @@ impl Stateful {
             let mut st = shared.stateful.lock();
             match st.table.new_server(&m.sip, peer, now) {
                 Ok((server, effects)) => {
-                    pool.metrics().transactions.inc();
+                    script.metrics().transactions.inc();
                     st.proxied.insert(
                         server,
                         Box::new(Proxied {
-                            pool: pool.clone(),
+                            script: script.clone(),
                             request: m.clone(),
                             callbacks: callbacks.clone(),
                             branches: Vec::new(),
@@ -454,7 +454,7 @@ impl Stateful {
         callbacks: &Callbacks,
     ) -> bool {
         let appended = std::mem::take(&mut m.branches);
-        let pool = {
+        let script = {
             let mut st = shared.stateful.lock();
             let Some(p) = st.proxied.get_mut(&server) else {
                 return false;
@@ -469,12 +469,12 @@ impl Stateful {
             p.request.flags = m.flags;
             p.request.avps = m.avps.clone();
             p.request.fr_timers = m.fr_timers;
-            p.pool.clone()
+            p.script.clone()
         };
         let path = std::mem::take(&mut m.path);
         let mut started = false;
         if let Some(main) = with_path(m.clone(), &path) {
-            started |= Stateful::branch(shared, &pool, server, main, callbacks).await;
+            started |= Stateful::branch(shared, &script, server, main, callbacks).await;
         }
         for b in appended {
             let mut bm = m.clone();
@@ -483,7 +483,7 @@ impl Stateful {
             }
             bm.dst_uri = b.dst_uri;
             if let Some(bm) = with_path(bm, &b.path) {
-                started |= Stateful::branch(shared, &pool, server, bm, callbacks).await;
+                started |= Stateful::branch(shared, &script, server, bm, callbacks).await;
             }
         }
         started
@@ -493,7 +493,7 @@ impl Stateful {
     /// `ksr_onsend_route`, then the client transaction.
     async fn branch(
         shared: &Arc<Shared>,
-        pool: &Pool,
+        script: &Script,
         server: ServerId,
         m: Message,
         callbacks: &Callbacks,
@@ -504,18 +504,18 @@ impl Stateful {
         let hop = match forward::resolve(&target).await {
             Ok(h) => h,
             Err(e) => {
-                tracing::warn!(tenant = %pool.tenant().spec.id, "cannot relay: {e}");
+                tracing::warn!(tenant = %script.tenant().spec.id, "cannot relay: {e}");
                 return false;
             }
         };
-        if !forward::allowed(pool, &target, hop) {
+        if !forward::allowed(script, &target, hop) {
             return false;
         }
         // The branch route may change (or drop) this branch only.
         let mut m = m;
         if let Some(function) = callbacks.branch.clone() {
             m.tm.in_branch_route = true;
-            match pool.invoke(&function, Some(m)).await {
+            match script.invoke(&function, Some(m)).await {
                 Ok(inv) if inv.outcome.is_ok() => match inv.message {
                     Some(mut bm) if !bm.drop => {
                         bm.tm.in_branch_route = false;
@@ -524,7 +524,7 @@ impl Stateful {
                     _ => return true,
                 },
                 Ok(inv) => {
-                    handler::log_failure(pool, &inv, inv.message.as_ref().map(|x| x.source));
+                    handler::log_failure(script, &inv, inv.message.as_ref().map(|x| x.source));
                     return false;
                 }
                 Err(failure) => {
@@ -533,7 +533,7 @@ impl Stateful {
                 }
             }
         }
-        if !crate::onsend::allows(pool, &m, (hop.transport, hop.addr)).await {
+        if !crate::onsend::allows(script, &m, (hop.transport, hop.addr)).await {
             return false;
         }
         let index = {
@@ -634,17 +634,17 @@ impl Stateful {
                     Some(server) => st
                         .proxied
                         .get_mut(&server)
-                        .map(|p| (server, p.pool.clone(), p.failure_route(408, true, now))),
+                        .map(|p| (server, p.script.clone(), p.failure_route(408, true, now))),
                     None => None,
                 }
             };
-            if let Some((server, pool, (failure, request))) = failed {
+            if let Some((server, script, (failure, request))) = failed {
                 tracing::info!(
                     index = ids.0,
                     label = ids.1,
                     "suspended transaction timed out"
                 );
-                all_failed(&shared, &pool, server, (408, None), failure, request).await;
+                all_failed(&shared, &script, server, (408, None), failure, request).await;
             }
         });
     }
@@ -652,21 +652,22 @@ impl Stateful {
     /// Resume the transaction suspended under `ids` (`KSR.tmx.t_continue`):
     /// run `route` on its request and act on what it did, like a failure
     /// route; a route that neither relays nor replies gets the error reply.
-    /// Only the tenant that suspended a transaction (`pool`) can resume it.
-    pub async fn resume(shared: &Arc<Shared>, pool: &Arc<Pool>, ids: (u32, u32), route: &str) {
+    /// Only the tenant that suspended a transaction (`script`) can resume it.
+    pub async fn resume(shared: &Arc<Shared>, script: &Script, ids: (u32, u32), route: &str) {
         let found = {
             let mut st = shared.stateful.lock();
             let st = &mut *st;
             let own = st.suspended.get(&ids).and_then(|server| {
                 let p = st.proxied.get(server)?;
-                Arc::ptr_eq(&p.pool, pool).then(|| (*server, p.request.clone()))
+                Arc::ptr_eq(p.script.pool(), script.pool())
+                    .then(|| (*server, p.request.clone(), p.script.clone()))
             });
             if own.is_some() {
                 st.suspended.remove(&ids);
             }
             own
         };
-        let Some((server, request)) = found else {
+        let Some((server, request, script)) = found else {
             tracing::info!(
                 index = ids.0,
                 label = ids.1,
@@ -674,7 +675,8 @@ impl Stateful {
             );
             return;
         };
-        match pool.invoke(route, Some(request.clone())).await {
+        // The route runs on the version that suspended the transaction.
+        match script.invoke(route, Some(request.clone())).await {
             Ok(inv) if inv.outcome.is_ok() => {
                 if let Some(m) = inv.message
                     && handle_failure_events(shared, server, inv.events, m).await
@@ -682,7 +684,7 @@ impl Stateful {
                     return;
                 }
             }
-            Ok(inv) => handler::log_failure(pool, &inv, Some(request.source)),
+            Ok(inv) => handler::log_failure(&script, &inv, Some(request.source)),
             Err(failure) => tracing::error!(error = %failure, "t_continue route"),
         }
         let (code, reason) = shared.config.error_reply.clone();
@@ -712,15 +714,15 @@ async fn cancel(shared: &Arc<Shared>, m: &Message, invite: Option<ServerId>) {
         return;
     };
     // The CANCEL's transaction belongs to the INVITE's tenant.
-    let pool = {
+    let script = {
         let st = shared.stateful.lock();
-        st.proxied.get(&invite).map(|p| p.pool.clone())
+        st.proxied.get(&invite).map(|p| p.script.clone())
     }
-    .or_else(|| shared.tenants.for_request(m).cloned());
-    match pool {
-        Some(pool) => {
+    .or_else(|| shared.tenants.for_request(m).map(Pool::pin));
+    match script {
+        Some(script) => {
             if let Ok(server) =
-                Stateful::ensure_server(shared, &pool, m, &Callbacks::default()).await
+                Stateful::ensure_server(shared, &script, m, &Callbacks::default()).await
             {
                 Stateful::reply(shared, server, m, 200, "OK", &[]).await;
             }
@@ -792,7 +794,7 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
             let p = st.proxied.get(s)?;
             Some((
                 *s,
-                p.pool.clone(),
+                p.script.clone(),
                 p.callbacks.clone(),
                 p.canceled,
                 p.expired(now),
@@ -800,7 +802,7 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
         })
     };
     // Responses to our own CANCELs end here.
-    let Some((server, pool, callbacks, canceled, expired)) = found else {
+    let Some((server, script, callbacks, canceled, expired)) = found else {
         return;
     };
 
@@ -811,19 +813,19 @@ async fn branch_response(shared: &Arc<Shared>, client: ClientId, m: Message) {
     m.tm.expired = expired;
     m.tm.armed = callbacks.armed();
     let routes = std::iter::once(REPLY_ROUTE.to_string())
-        .filter(|f| pool.tenant().defines(f))
+        .filter(|f| script.tenant().defines(f))
         .map(|f| (f, false))
         .chain(callbacks.reply.clone().map(|f| (f, true)));
     for (function, transaction_route) in routes {
         m.tm.in_reply_route = transaction_route;
-        let Ok(inv) = pool.invoke(&function, Some(m.clone())).await else {
+        let Ok(inv) = script.invoke(&function, Some(m.clone())).await else {
             return;
         };
         match &inv.outcome {
             Outcome::Ok { .. } => {}
             Outcome::NotFound { .. } if function == REPLY_ROUTE => {}
             _ => {
-                handler::log_failure(&pool, &inv, Some(m.source));
+                handler::log_failure(&script, &inv, Some(m.source));
                 return;
             }
         }
@@ -901,7 +903,7 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
             let (failure, request) = p.failure_route(best.0, timeout, now);
             Decision::AllFailed {
                 server,
-                pool: p.pool.clone(),
+                script: p.script.clone(),
                 best,
                 failure,
                 request: Box::new(request),
@@ -932,11 +934,11 @@ async fn branch_final(shared: &Arc<Shared>, client: ClientId, status: u16, bytes
         }
         Decision::AllFailed {
             server,
-            pool,
+            script,
             best,
             failure,
             request,
-        } => all_failed(shared, &pool, server, best, failure, *request).await,
+        } => all_failed(shared, &script, server, best, failure, *request).await,
     }
 }
 
@@ -948,7 +950,7 @@ enum Decision {
     },
     AllFailed {
         server: ServerId,
-        pool: Arc<Pool>,
+        script: Script,
         best: (u16, Option<Vec<u8>>),
         failure: Option<String>,
         request: Box<Message>,
@@ -979,7 +981,7 @@ fn best_branch(branches: &[Branch]) -> (u16, Option<Vec<u8>>) {
 /// (serial forking) or answer; otherwise send the best response up.
 async fn all_failed(
     shared: &Arc<Shared>,
-    pool: &Pool,
+    script: &Script,
     server: ServerId,
     best: (u16, Option<Vec<u8>>),
     failure: Option<String>,
@@ -989,7 +991,7 @@ async fn all_failed(
     if let Some(function) = failure {
         let mut m = request.clone();
         m.dst_uri = None;
-        match pool.invoke(&function, Some(m)).await {
+        match script.invoke(&function, Some(m)).await {
             Ok(inv) if inv.outcome.is_ok() => {
                 if let Some(fm) = inv.message
                     && handle_failure_events(shared, server, inv.events, fm).await
@@ -997,7 +999,7 @@ async fn all_failed(
                     return;
                 }
             }
-            Ok(inv) => handler::log_failure(pool, &inv, Some(request.source)),
+            Ok(inv) => handler::log_failure(script, &inv, Some(request.source)),
             Err(failure) => tracing::error!(error = %failure, "failure route"),
         }
     }
@@ -1061,7 +1063,7 @@ async fn send_upstream(shared: &Arc<Shared>, server: ServerId, status: u16, byte
                 if status >= 200 {
                     p.final_sent = true;
                 }
-                Some(p.pool.metrics().clone())
+                Some(p.script.metrics().clone())
             }
             None => None,
         };

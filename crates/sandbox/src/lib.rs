@@ -5,6 +5,7 @@
 //! budget, a wall-clock deadline and a memory cap ([`Limits`]). Every way an
 //! invocation can end is a typed [`Outcome`].
 
+mod budget;
 mod cache;
 mod instance;
 mod limits;
@@ -14,12 +15,13 @@ mod runtime;
 mod store;
 mod tenant;
 
+pub use budget::{Take, TokenBucket};
 pub use instance::Instance;
 pub use limits::Limits;
 pub use outcome::{Invocation, Outcome};
-pub use pool::Pool;
+pub use pool::{Pool, Script};
 pub use runtime::Runtime;
-pub use tenant::{LoadFailure, Tenant, TenantSpec};
+pub use tenant::{DEFAULT_RECREATIONS_PER_SECOND, LoadFailure, Tenant, TenantSpec};
 
 /// The guest component built from `guest-lua/` (see build.rs).
 pub const GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));

@@ -28,6 +28,9 @@ pub enum Outcome {
     NotFound { message: String },
     /// The guest trapped for another reason (a defect, reported as such).
     Trap { message: String },
+    /// Not run: the tenant keeps trapping and has spent its instance
+    /// re-creation budget for now (see [`crate::Pool`]).
+    Throttled,
 }
 
 impl Outcome {
@@ -41,6 +44,7 @@ impl Outcome {
             Outcome::OutOfMemory { .. } => "out-of-memory",
             Outcome::NotFound { .. } => "not-found",
             Outcome::Trap { .. } => "trap",
+            Outcome::Throttled => "throttled",
         }
     }
 
@@ -55,6 +59,7 @@ impl Outcome {
             Outcome::OutOfMemory { .. } => M::OutOfMemory,
             Outcome::NotFound { .. } => M::NotFound,
             Outcome::Trap { .. } => M::Trap,
+            Outcome::Throttled => M::Throttled,
         }
     }
 

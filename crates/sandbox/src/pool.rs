@@ -1,19 +1,30 @@
-//! Reusable instances per tenant, and atomic script replacement.
+//! Reusable instances per tenant, versioned script replacement, and the
+//! budget for re-creating instances after traps.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use kemibox_kemi::Message;
 use kemibox_metrics::{InvocationOutcome, TenantMetrics};
 
 use crate::Runtime;
+use crate::budget::{Take, TokenBucket};
 use crate::instance::Instance;
-use crate::outcome::Invocation;
+use crate::outcome::{Invocation, Outcome};
 use crate::tenant::{LoadFailure, Tenant, TenantSpec};
 
-/// Idle instances of one tenant's current script. Concurrent invocations
-/// each take an instance (creating one when none is idle) and give it back,
-/// so the number of instances follows the concurrency, like Kamailio's Lua
-/// state per worker. A trapped instance is dropped, never returned.
+/// Idle instances of one tenant's script. Concurrent invocations each take
+/// an instance (creating one when none is idle) and give it back, so the
+/// number of instances follows the concurrency, like Kamailio's Lua state
+/// per worker. A trapped instance is dropped, never returned; replacing it
+/// spends the tenant's re-creation budget.
+///
+/// Reloads are versioned: [`Pool::reload`] loads the new script in a
+/// scratch instance and only then makes it current. Work pinned to a
+/// version ([`Script`], e.g. a transaction's later routes) keeps running
+/// on it; idle instances of an old version are kept only while something
+/// still pins it.
 pub struct Pool {
     runtime: Runtime,
     current: RwLock<Arc<Tenant>>,
@@ -21,7 +32,15 @@ pub struct Pool {
     max_idle: usize,
     /// The tenant's counters, kept across reloads.
     metrics: Arc<TenantMetrics>,
+    /// One reload at a time, so versions are numbered in order.
+    reloading: tokio::sync::Mutex<()>,
+    recreations: TokenBucket,
+    /// Instances dropped after a trap and not yet replaced.
+    trapped: AtomicU64,
 }
+
+/// Idle instances kept per old version while transactions pin it.
+const RETIRED_PER_VERSION: usize = 2;
 
 impl Pool {
     /// Validate `spec` and make a pool for it.
@@ -31,14 +50,19 @@ impl Pool {
         max_idle: usize,
     ) -> Result<Pool, LoadFailure> {
         let metrics = Arc::new(TenantMetrics::new(spec.id.as_str()));
+        let per_second = spec.recreations_per_second.max(1);
         let (tenant, instance) = Tenant::load(runtime, spec).await?;
         metrics.instances_created.inc();
+        metrics.script_version.set(tenant.version);
         Ok(Pool {
             runtime: runtime.clone(),
             current: RwLock::new(tenant),
             idle: Mutex::new(vec![instance]),
             max_idle: max_idle.max(1),
             metrics,
+            reloading: tokio::sync::Mutex::new(()),
+            recreations: TokenBucket::new(per_second, per_second.saturating_mul(2)),
+            trapped: AtomicU64::new(0),
         })
     }
 
@@ -56,53 +80,174 @@ impl Pool {
             .clone()
     }
 
-    /// Replace the script. The new one is loaded in a scratch instance
-    /// first; on any failure the current version keeps serving.
-    pub async fn reload(&self, spec: TenantSpec) -> Result<(), LoadFailure> {
-        let (tenant, instance) = Tenant::load(&self.runtime, spec).await?;
+    /// The current version, pinned: what `pin` invokes stays on this
+    /// version whatever reloads come later.
+    pub fn pin(self: &Arc<Self>) -> Script {
+        Script {
+            tenant: self.tenant(),
+            pool: self.clone(),
+        }
+    }
+
+    /// Replace the script: the new one is loaded in a scratch instance
+    /// first, and becomes the next version only if that works. On any
+    /// failure the current version keeps serving. Returns the new version.
+    pub async fn reload(&self, spec: TenantSpec) -> Result<u64, LoadFailure> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let version = self.tenant().version + 1;
+        let (tenant, instance) = match Tenant::load_version(&self.runtime, spec, version).await {
+            Ok(loaded) => loaded,
+            Err(failure) => {
+                self.metrics.reloads_refused.inc();
+                return Err(failure);
+            }
+        };
         self.metrics.instances_created.inc();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = tenant;
+        self.metrics.script_version.set(version);
+        self.metrics.reloads.inc();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.clear();
         idle.push(instance);
-        Ok(())
+        self.prune(&mut idle);
+        Ok(version)
     }
 
     /// Take an instance of the current version, creating one if needed.
     pub async fn checkout(&self) -> Result<Instance, LoadFailure> {
-        let tenant = self.tenant();
-        loop {
-            let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            match candidate {
-                Some(instance) if Arc::ptr_eq(instance.tenant(), &tenant) => return Ok(instance),
-                Some(_stale) => continue,
-                None => break,
+        match self.checkout_version(&self.tenant()).await? {
+            Some(instance) => Ok(instance),
+            None => Err(LoadFailure::new(
+                &self.tenant().spec,
+                None,
+                "throttled: instance re-creation budget spent",
+            )),
+        }
+    }
+
+    /// An instance of `version`: an idle one, else a new one. `None` when
+    /// a new one is needed to replace trapped ones and the re-creation
+    /// budget is spent.
+    async fn checkout_version(
+        &self,
+        version: &Arc<Tenant>,
+    ) -> Result<Option<Instance>, LoadFailure> {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = idle.iter().rposition(|i| Arc::ptr_eq(i.tenant(), version)) {
+                return Ok(Some(idle.swap_remove(i)));
             }
         }
-        let instance = Instance::new(tenant).await?;
+        if !self.may_create() {
+            return Ok(None);
+        }
+        let instance = Instance::new(version.clone()).await?;
         self.metrics.instances_created.inc();
-        Ok(instance)
+        Ok(Some(instance))
     }
 
-    /// Give an instance back, unless it trapped or belongs to an old version.
+    /// Whether a new instance may be made now: always to grow with the
+    /// concurrency; to replace a trapped one only within the budget.
+    fn may_create(&self) -> bool {
+        let owed = self
+            .trapped
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let Ok(owed) = owed else {
+            return true;
+        };
+        match self.recreations.take(Instant::now()) {
+            Take::Yes => true,
+            Take::No { warn } => {
+                self.trapped.fetch_add(1, Ordering::Relaxed);
+                if warn {
+                    tracing::warn!(
+                        tenant = %self.metrics.tenant(),
+                        trapped = owed,
+                        budget_per_second = self.recreations.per_second(),
+                        "the tenant keeps trapping: instance re-creation budget spent, its invocations are refused until it refills"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Give an instance back. One that trapped is dropped (and counted
+    /// for the re-creation budget); one of an old version is kept only
+    /// while something still pins that version.
     pub fn checkin(&self, instance: Instance) {
-        if instance.is_poisoned() || !Arc::ptr_eq(instance.tenant(), &self.tenant()) {
+        if instance.is_poisoned() {
+            self.trapped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let current = self.tenant();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
+        let same = idle
+            .iter()
+            .filter(|i| Arc::ptr_eq(i.tenant(), instance.tenant()))
+            .count();
+        let keep = if Arc::ptr_eq(instance.tenant(), &current) {
+            same < self.max_idle
+        } else {
+            // References: this instance, the idle ones, `current` does
+            // not hold it; anything beyond is work pinning the version.
+            same < RETIRED_PER_VERSION && Arc::strong_count(instance.tenant()) > 1 + same
+        };
+        if keep {
             idle.push(instance);
         }
+        self.prune(&mut idle);
     }
 
-    /// Run `function` on `message` in a pooled instance.
+    /// Drop idle instances of old versions nothing else pins any more.
+    fn prune(&self, idle: &mut Vec<Instance>) {
+        let current = self.tenant();
+        if idle.iter().all(|i| Arc::ptr_eq(i.tenant(), &current)) {
+            return;
+        }
+        let pinned: Vec<bool> = idle
+            .iter()
+            .map(|i| {
+                let held_idle = idle
+                    .iter()
+                    .filter(|o| Arc::ptr_eq(o.tenant(), i.tenant()))
+                    .count();
+                Arc::ptr_eq(i.tenant(), &current) || Arc::strong_count(i.tenant()) > held_idle
+            })
+            .collect();
+        let mut keep = pinned.into_iter();
+        idle.retain(|_| keep.next().unwrap_or(false));
+    }
+
+    /// Run `function` on `message` in an instance of the current version.
     pub async fn invoke(
         &self,
         function: &str,
         message: Option<Message>,
     ) -> Result<Invocation, LoadFailure> {
-        let mut instance = match self.checkout().await {
-            Ok(instance) => instance,
+        self.invoke_version(&self.tenant(), function, message).await
+    }
+
+    async fn invoke_version(
+        &self,
+        version: &Arc<Tenant>,
+        function: &str,
+        message: Option<Message>,
+    ) -> Result<Invocation, LoadFailure> {
+        let mut instance = match self.checkout_version(version).await {
+            Ok(Some(instance)) => instance,
+            Ok(None) => {
+                self.metrics
+                    .invocation(function, InvocationOutcome::Throttled, None);
+                return Ok(Invocation {
+                    tenant: version.spec.id.clone(),
+                    function: function.to_string(),
+                    outcome: Outcome::Throttled,
+                    fuel_used: 0,
+                    elapsed: Default::default(),
+                    events: Vec::new(),
+                    message,
+                });
+            }
             Err(failure) => {
                 self.metrics
                     .invocation(function, InvocationOutcome::LoadFailure, None);
@@ -117,5 +262,41 @@ impl Pool {
             Some((invocation.fuel_used, invocation.elapsed)),
         );
         Ok(invocation)
+    }
+}
+
+/// A tenant's script at one version: what a transaction keeps, so its
+/// branch, reply and failure routes run on the version its request route
+/// ran on, even after a reload.
+#[derive(Clone)]
+pub struct Script {
+    pool: Arc<Pool>,
+    tenant: Arc<Tenant>,
+}
+
+impl Script {
+    /// The pool the version belongs to (the tenant, across versions).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The pinned version.
+    pub fn tenant(&self) -> &Arc<Tenant> {
+        &self.tenant
+    }
+
+    pub fn metrics(&self) -> &Arc<TenantMetrics> {
+        self.pool.metrics()
+    }
+
+    /// Run `function` on `message` in an instance of this version.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        message: Option<Message>,
+    ) -> Result<Invocation, LoadFailure> {
+        self.pool
+            .invoke_version(&self.tenant, function, message)
+            .await
     }
 }

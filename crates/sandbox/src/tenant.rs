@@ -29,7 +29,15 @@ pub struct TenantSpec {
     /// Where the script may relay (`None`: anywhere); `t_relay` returns
     /// -1 for a refused destination and the proxy does not send there.
     pub relay_to: Option<Arc<kemibox_kemi::RelayTo>>,
+    /// Instances the pool may re-create per second (burst: twice that) to
+    /// replace ones a trap ended; past it the tenant's invocations are
+    /// [`Outcome::Throttled`] until the budget refills, so a tenant that
+    /// traps on every message cannot spend the host's CPU on re-creation.
+    pub recreations_per_second: u32,
 }
+
+/// [`TenantSpec::recreations_per_second`] when not configured.
+pub const DEFAULT_RECREATIONS_PER_SECOND: u32 = 20;
 
 impl TenantSpec {
     /// A spec with default limits, every module granted, and
@@ -52,6 +60,7 @@ impl TenantSpec {
             myself: Arc::new(Myself::default()),
             services: Services::in_memory(),
             relay_to: None,
+            recreations_per_second: DEFAULT_RECREATIONS_PER_SECOND,
         }
     }
 }
@@ -60,6 +69,8 @@ impl TenantSpec {
 /// loaded.
 pub struct Tenant {
     pub spec: TenantSpec,
+    /// 1 for the script the pool started with, one more per reload.
+    pub version: u64,
     pub(crate) pre: InstancePre<StoreData>,
     pub(crate) runtime: Runtime,
     /// Global functions the script defined when it loaded.
@@ -111,6 +122,7 @@ impl LoadFailure {
             }
             Outcome::NotFound { message } | Outcome::Trap { message } => (None, message.clone()),
             Outcome::Ok { .. } => (None, "loaded".into()),
+            Outcome::Throttled => (None, "throttled".into()),
         };
         LoadFailure::new(spec, line, message)
     }
@@ -134,6 +146,15 @@ impl Tenant {
         runtime: &Runtime,
         spec: TenantSpec,
     ) -> Result<(Arc<Tenant>, Instance), LoadFailure> {
+        Tenant::load_version(runtime, spec, 1).await
+    }
+
+    /// [`Tenant::load`] numbered `version`.
+    pub(crate) async fn load_version(
+        runtime: &Runtime,
+        spec: TenantSpec,
+        version: u64,
+    ) -> Result<(Arc<Tenant>, Instance), LoadFailure> {
         spec.limits
             .validate()
             .map_err(|e| LoadFailure::new(&spec, None, e))?;
@@ -145,6 +166,7 @@ impl Tenant {
             .map_err(|e| LoadFailure::new(&spec, None, format!("linking: {e:#}")))?;
         let tenant = Arc::new(Tenant {
             spec,
+            version,
             pre,
             runtime: runtime.clone(),
             functions: Default::default(),

@@ -1,0 +1,177 @@
+//! The tenants a running `kemibox run` serves, and what changes them while
+//! it runs: script reloads, asked for (admin API) or on a file change
+//! (`auto_reload`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use kemibox_sandbox::{LoadFailure, Pool, TenantSpec};
+
+/// One hosted tenant.
+pub struct HostedTenant {
+    pub pool: Arc<Pool>,
+    /// Its script file; `None` for the embedded default script, which
+    /// cannot be reloaded.
+    pub script: Option<PathBuf>,
+    /// Reload when the file changes.
+    pub auto_reload: bool,
+}
+
+/// Every hosted tenant, in configuration order.
+pub struct Hosting {
+    started: Instant,
+    tenants: Vec<HostedTenant>,
+}
+
+/// A reload that took: the tenant's new version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub tenant: String,
+    pub version: u64,
+}
+
+/// Why a reload did not happen; the old version still serves.
+#[derive(Debug)]
+pub enum ReloadError {
+    UnknownTenant(String),
+    /// The tenant runs the embedded default script: there is no file.
+    Embedded(String),
+    Read {
+        tenant: String,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The new script did not load (`script:line: message`).
+    Refused(LoadFailure),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::UnknownTenant(id) => write!(f, "no tenant {id:?}"),
+            ReloadError::Embedded(id) => write!(
+                f,
+                "tenant {id} runs the embedded default script: there is no file to reload"
+            ),
+            ReloadError::Read {
+                tenant,
+                path,
+                error,
+            } => write!(
+                f,
+                "tenant {tenant}: cannot read {}: {error}; the old version still serves",
+                path.display()
+            ),
+            ReloadError::Refused(failure) => write!(
+                f,
+                "tenant {}: script refused: {failure}; the old version still serves",
+                failure.tenant
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+impl Hosting {
+    pub fn new(tenants: Vec<HostedTenant>) -> Hosting {
+        Hosting {
+            started: Instant::now(),
+            tenants,
+        }
+    }
+
+    pub fn tenants(&self) -> &[HostedTenant] {
+        &self.tenants
+    }
+
+    pub fn find(&self, id: &str) -> Option<&HostedTenant> {
+        self.tenants
+            .iter()
+            .find(|t| t.pool.metrics().tenant() == id)
+    }
+
+    /// Time since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Read tenant `id`'s script file again and make it the tenant's next
+    /// version if it loads (see [`Pool::reload`]). Logged either way.
+    pub async fn reload(&self, id: &str) -> Result<Reloaded, ReloadError> {
+        let tenant = self
+            .find(id)
+            .ok_or_else(|| ReloadError::UnknownTenant(id.to_string()))?;
+        let result = reload(tenant).await;
+        match &result {
+            Ok(r) => tracing::info!(tenant = %r.tenant, version = r.version, "script reloaded"),
+            Err(e) => tracing::warn!(tenant = %id, "reload refused: {e}"),
+        }
+        result
+    }
+
+    /// Watch the files of the tenants with `auto_reload`, once a second,
+    /// and reload on a change (size or modification time). A file that
+    /// fails to load is tried again only when it changes again.
+    pub fn spawn_watch(self: &Arc<Self>) {
+        let watched: Vec<usize> = (0..self.tenants.len())
+            .filter(|&i| self.tenants[i].auto_reload && self.tenants[i].script.is_some())
+            .collect();
+        if watched.is_empty() {
+            return;
+        }
+        let hosting = self.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<Option<(SystemTime, u64)>> = watched
+                .iter()
+                .map(|&i| stamp(&hosting.tenants[i]))
+                .collect();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for (k, &i) in watched.iter().enumerate() {
+                    let tenant = &hosting.tenants[i];
+                    let now = stamp(tenant);
+                    if now.is_none() || now == seen[k] {
+                        continue;
+                    }
+                    seen[k] = now;
+                    let _ = hosting.reload(tenant.pool.metrics().tenant()).await;
+                }
+            }
+        });
+    }
+}
+
+/// The script file's modification time and size.
+fn stamp(tenant: &HostedTenant) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(tenant.script.as_ref()?).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+async fn reload(tenant: &HostedTenant) -> Result<Reloaded, ReloadError> {
+    let id = tenant.pool.metrics().tenant().to_string();
+    let Some(path) = &tenant.script else {
+        return Err(ReloadError::Embedded(id));
+    };
+    // A script is small: read it in place.
+    let source = std::fs::read_to_string(path).map_err(|error| ReloadError::Read {
+        tenant: id.clone(),
+        path: path.clone(),
+        error,
+    })?;
+    let spec = TenantSpec {
+        source,
+        ..tenant.pool.tenant().spec.clone()
+    };
+    let version = tenant
+        .pool
+        .reload(spec)
+        .await
+        .map_err(ReloadError::Refused)?;
+    Ok(Reloaded {
+        tenant: id,
+        version,
+    })
+}
