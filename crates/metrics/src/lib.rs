@@ -685,7 +685,9 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').expect(line);
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 10);
+        has(r#"kemibox_script_version{tenant="acme"} 0"#);
+        has(r#"kemibox_reloads_total{tenant="acme",result="refused"} 0"#);
+        assert_eq!(text.matches("# TYPE ").count(), 12);
     }
 
     #[test]

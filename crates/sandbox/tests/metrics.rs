@@ -48,3 +48,43 @@ async fn invocations_are_counted_by_route_and_outcome_and_instances_as_created()
         "kept across reloads"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_that_keeps_trapping_is_throttled_by_its_recreation_budget() {
+    let limits = Limits {
+        fuel: 1_000_000,
+        ..Limits::default()
+    };
+    let mut s = spec_with("trapping", SCRIPT, limits);
+    // 1 per second, burst 2.
+    s.recreations_per_second = 1;
+    let pool = Pool::new(&runtime(), s, 4).await.unwrap();
+    let m = pool.metrics().clone();
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        outcomes.push(pool.invoke("spin", None).await.unwrap().outcome);
+    }
+    use kemibox_sandbox::Outcome;
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::OutOfFuel, // the instance the load made
+            Outcome::OutOfFuel, // re-created: budget 2 -> 1
+            Outcome::OutOfFuel, // re-created: budget 1 -> 0
+            Outcome::Throttled,
+            Outcome::Throttled,
+        ]
+    );
+    assert_eq!(m.instances_created.get(), 3);
+    let count = |outcome: O| m.route("spin").map_or(0, |r| r.invocations(outcome));
+    assert_eq!((count(O::OutOfFuel), count(O::Throttled)), (3, 2));
+    // The budget refills at 1/s: a working route runs again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        pool.invoke("ksr_request_route", None)
+            .await
+            .unwrap()
+            .outcome,
+        Outcome::Ok { ret: 1 }
+    );
+}

@@ -66,3 +66,56 @@ async fn instances_of_an_old_version_are_not_reused() {
         Outcome::Ok { ret: 2 }
     );
 }
+
+#[tokio::test]
+async fn reloads_are_numbered_and_a_pinned_script_keeps_its_version() {
+    let pool =
+        std::sync::Arc::new(pool("pinned", "function ksr_request_route() return 1 end").await);
+    let m = pool.metrics().clone();
+    assert_eq!(pool.tenant().version, 1);
+    assert_eq!(m.script_version.get(), 1);
+    let pinned = pool.pin();
+
+    let two = pool
+        .reload(spec("pinned", "function ksr_request_route() return 2 end"))
+        .await
+        .unwrap();
+    assert_eq!(two, 2);
+    pool.reload(spec("pinned", "function ksr_request_route( return 3 end"))
+        .await
+        .expect_err("syntax error");
+    assert_eq!(pool.tenant().version, 2, "a refused reload takes no number");
+    assert_eq!(
+        (
+            m.script_version.get(),
+            m.reloads.get(),
+            m.reloads_refused.get()
+        ),
+        (2, 1, 1)
+    );
+
+    let ret = |inv: kemibox_sandbox::Invocation| inv.outcome;
+    for _ in 0..3 {
+        assert_eq!(
+            ret(pool.invoke("ksr_request_route", None).await.unwrap()),
+            Outcome::Ok { ret: 2 }
+        );
+        assert_eq!(
+            ret(pinned.invoke("ksr_request_route", None).await.unwrap()),
+            Outcome::Ok { ret: 1 }
+        );
+    }
+    assert_eq!(pinned.tenant().version, 1);
+    // The old version's instance was kept for the pin: one load for it
+    // (the start), one for the good reload, one refused, nothing more.
+    assert_eq!(m.instances_created.get(), 2);
+
+    // Unpinned, the old version's idle instance goes at the next checkin.
+    let old = std::sync::Arc::downgrade(pinned.tenant());
+    drop(pinned);
+    pool.invoke("ksr_request_route", None).await.unwrap();
+    assert!(
+        old.upgrade().is_none(),
+        "version 1 and its instance are gone"
+    );
+}
