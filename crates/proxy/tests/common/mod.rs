@@ -41,6 +41,22 @@ pub async fn start_stoppable(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    let (addrs, stop, serving, _pool) = start_pool(script, listen, config).await;
+    (addrs, stop, serving)
+}
+
+/// Like [`start_stoppable`], also returning the tenant's pool (to reload
+/// its script while the proxy serves).
+pub async fn start_pool(
+    script: &str,
+    listen: &[&str],
+    config: ProxyConfig,
+) -> (
+    Vec<(Transport, SocketAddr)>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    Arc<Pool>,
+) {
     let runtime = Runtime::new(None).unwrap();
     let config = ProxyConfig {
         listen: listen
@@ -50,16 +66,25 @@ pub async fn start_stoppable(
         ..config
     };
     let transports = Proxy::bind(&config).await.unwrap();
-    let mut spec = TenantSpec::new("test", "test.lua", script);
-    spec.myself = Arc::new(Proxy::myself(&transports));
-    let pool = Arc::new(Pool::new(&runtime, spec, 4).await.unwrap());
-    let proxy = Proxy::new(config, pool, transports);
+    let pool = Arc::new(
+        Pool::new(&runtime, spec(script, &transports), 4)
+            .await
+            .unwrap(),
+    );
+    let proxy = Proxy::new(config, pool.clone(), transports);
     let addrs = proxy.local_addrs();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(proxy.serve(async move {
         let _ = stopped.await;
     }));
-    (addrs, stop, serving)
+    (addrs, stop, serving, pool)
+}
+
+/// The test tenant's spec for `script` on `transports`.
+pub fn spec(script: &str, transports: &kemibox_proxy::Transports) -> TenantSpec {
+    let mut spec = TenantSpec::new("test", "test.lua", script);
+    spec.myself = Arc::new(Proxy::myself(transports));
+    spec
 }
 
 /// One tenant for [`start_tenants`]: id, script, the listen addresses it
