@@ -54,20 +54,14 @@ impl std::fmt::Display for ReloadError {
                 f,
                 "tenant {id} runs the embedded default script: there is no file to reload"
             ),
-            ReloadError::Read {
-                tenant,
-                path,
-                error,
-            } => write!(
+            ReloadError::Read { path, error, .. } => write!(
                 f,
-                "tenant {tenant}: cannot read {}: {error}; the old version still serves",
+                "cannot read {}: {error}; the old version still serves",
                 path.display()
             ),
-            ReloadError::Refused(failure) => write!(
-                f,
-                "tenant {}: script refused: {failure}; the old version still serves",
-                failure.tenant
-            ),
+            ReloadError::Refused(failure) => {
+                write!(f, "{failure}; the old version still serves")
+            }
         }
     }
 }

@@ -153,3 +153,17 @@ fn diff(expected: &str, actual: &str) -> String {
     out
 }
 pub mod sipp;
+
+/// `GET path` over HTTP/1.1 to `addr`: the whole response, or `None` when
+/// the server does not answer (yet).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
