@@ -38,7 +38,6 @@ pub enum ReloadError {
     /// The tenant runs the embedded default script: there is no file.
     Embedded(String),
     Read {
-        tenant: String,
         path: PathBuf,
         error: std::io::Error,
     },
@@ -54,7 +53,7 @@ impl std::fmt::Display for ReloadError {
                 f,
                 "tenant {id} runs the embedded default script: there is no file to reload"
             ),
-            ReloadError::Read { path, error, .. } => write!(
+            ReloadError::Read { path, error } => write!(
                 f,
                 "cannot read {}: {error}; the old version still serves",
                 path.display()
