@@ -150,7 +150,6 @@ async fn reload(tenant: &HostedTenant) -> Result<Reloaded, ReloadError> {
     };
     // A script is small: read it in place.
     let source = std::fs::read_to_string(path).map_err(|error| ReloadError::Read {
-        tenant: id.clone(),
         path: path.clone(),
         error,
     })?;
