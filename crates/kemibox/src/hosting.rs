@@ -8,6 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kemibox_sandbox::{LoadFailure, Pool, TenantSpec};
 
+/// Instances left idle this long are dropped; a tenant's next request
+/// makes a new one (a fraction of a millisecond; docs/density.md).
+pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One hosted tenant.
 pub struct HostedTenant {
     pub pool: Arc<Pool>,
@@ -102,6 +106,26 @@ impl Hosting {
             Err(e) => tracing::warn!(tenant = %id, "reload refused: {e}"),
         }
         result
+    }
+
+    /// Every 10 s, drop instances idle for [`INSTANCE_IDLE_TIMEOUT`], so
+    /// tenants that went quiet give their memory back.
+    pub fn spawn_trim(self: &Arc<Self>) {
+        let hosting = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let dropped: usize = hosting
+                    .tenants
+                    .iter()
+                    .map(|t| t.pool.trim(INSTANCE_IDLE_TIMEOUT))
+                    .sum();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "idle instances dropped");
+                }
+            }
+        });
     }
 
     /// Watch the files of the tenants with `auto_reload`, once a second,

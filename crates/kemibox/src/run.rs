@@ -226,6 +226,7 @@ async fn serve(
     }
     let hosting = Arc::new(Hosting::new(tenants));
     hosting.spawn_watch();
+    hosting.spawn_trim();
     // A single tenant owns no sockets or domains, so it takes every message.
     let proxy = Proxy::with_tenants(config, hosted, transports)?;
     if let Some(listener) = metrics_listener {

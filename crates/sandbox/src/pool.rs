@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kemibox_kemi::Message;
 use kemibox_metrics::{InvocationOutcome, TenantMetrics};
@@ -17,8 +17,11 @@ use crate::tenant::{LoadFailure, Tenant, TenantSpec};
 /// Idle instances of one tenant's script. Concurrent invocations each take
 /// an instance (creating one when none is idle) and give it back, so the
 /// number of instances follows the concurrency, like Kamailio's Lua state
-/// per worker. A trapped instance is dropped, never returned; replacing it
-/// spends the tenant's re-creation budget.
+/// per worker. A pool starts empty (the instance that validated the script
+/// is not kept), and [`Pool::trim`] drops instances left idle, so a
+/// thousand mostly quiet tenants cost memory only while they are busy. A
+/// trapped instance is dropped, never returned; replacing it spends the
+/// tenant's re-creation budget.
 ///
 /// Reloads are versioned: [`Pool::reload`] loads the new script in a
 /// scratch instance and only then makes it current. Work pinned to a
@@ -28,7 +31,7 @@ use crate::tenant::{LoadFailure, Tenant, TenantSpec};
 pub struct Pool {
     runtime: Runtime,
     current: RwLock<Arc<Tenant>>,
-    idle: Mutex<Vec<Instance>>,
+    idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     /// The tenant's counters, kept across reloads.
     metrics: Arc<TenantMetrics>,
@@ -37,6 +40,18 @@ pub struct Pool {
     recreations: TokenBucket,
     /// Instances dropped after a trap and not yet replaced.
     trapped: AtomicU64,
+}
+
+/// An instance waiting in the pool, and since when.
+struct Idle {
+    instance: Instance,
+    since: Instant,
+}
+
+impl Idle {
+    fn tenant(&self) -> &Arc<Tenant> {
+        self.instance.tenant()
+    }
 }
 
 /// Idle instances kept per old version while transactions pin it.
@@ -51,13 +66,13 @@ impl Pool {
     ) -> Result<Pool, LoadFailure> {
         let metrics = Arc::new(TenantMetrics::new(spec.id.as_str()));
         let per_second = spec.recreations_per_second.max(1);
-        let (tenant, instance) = Tenant::load(runtime, spec).await?;
+        let (tenant, _validated) = Tenant::load(runtime, spec).await?;
         metrics.instances_created.inc();
         metrics.script_version.set(tenant.version);
         Ok(Pool {
             runtime: runtime.clone(),
             current: RwLock::new(tenant),
-            idle: Mutex::new(vec![instance]),
+            idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(1),
             metrics,
             reloading: tokio::sync::Mutex::new(()),
@@ -95,7 +110,7 @@ impl Pool {
     pub async fn reload(&self, spec: TenantSpec) -> Result<u64, LoadFailure> {
         let _one_at_a_time = self.reloading.lock().await;
         let version = self.tenant().version + 1;
-        let (tenant, instance) = match Tenant::load_version(&self.runtime, spec, version).await {
+        let (tenant, _validated) = match Tenant::load_version(&self.runtime, spec, version).await {
             Ok(loaded) => loaded,
             Err(failure) => {
                 self.metrics.reloads_refused.inc();
@@ -107,7 +122,6 @@ impl Pool {
         self.metrics.script_version.set(version);
         self.metrics.reloads.inc();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.push(instance);
         self.prune(&mut idle);
         Ok(version)
     }
@@ -134,7 +148,7 @@ impl Pool {
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = idle.iter().rposition(|i| Arc::ptr_eq(i.tenant(), version)) {
-                return Ok(Some(idle.swap_remove(i)));
+                return Ok(Some(idle.swap_remove(i).instance));
             }
         }
         if !self.may_create() {
@@ -193,13 +207,25 @@ impl Pool {
             same < RETIRED_PER_VERSION && Arc::strong_count(instance.tenant()) > 1 + same
         };
         if keep {
-            idle.push(instance);
+            idle.push(Idle {
+                instance,
+                since: Instant::now(),
+            });
         }
         self.prune(&mut idle);
     }
 
+    /// Drop the instances idle for longer than `idle_for`; returns how
+    /// many went.
+    pub fn trim(&self, idle_for: Duration) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let before = idle.len();
+        idle.retain(|i| i.since.elapsed() <= idle_for);
+        before - idle.len()
+    }
+
     /// Drop idle instances of old versions nothing else pins any more.
-    fn prune(&self, idle: &mut Vec<Instance>) {
+    fn prune(&self, idle: &mut Vec<Idle>) {
         let current = self.tenant();
         if idle.iter().all(|i| Arc::ptr_eq(i.tenant(), &current)) {
             return;

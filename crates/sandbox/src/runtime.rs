@@ -1,12 +1,13 @@
 //! The process-wide sandbox runtime: engine, compiled guest, epoch ticker.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::store::StoreData;
@@ -26,6 +27,9 @@ struct Inner {
     engine: Engine,
     component: Component,
     stop: Arc<AtomicBool>,
+    /// The component linked for each set of granted modules: tenants
+    /// granted the same modules share it, so a thousand tenants link once.
+    linked: Mutex<HashMap<Vec<String>, InstancePre<StoreData>>>,
 }
 
 impl Drop for Inner {
@@ -70,6 +74,7 @@ impl Runtime {
                 engine,
                 component,
                 stop,
+                linked: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -82,9 +87,24 @@ impl Runtime {
         &self.inner.component
     }
 
+    /// The guest linked with the KSR modules in `granted` (see
+    /// [`Runtime::linker`]), made once per set of modules.
+    pub(crate) fn linked(&self, granted: &[String]) -> wasmtime::Result<InstancePre<StoreData>> {
+        let mut key = granted.to_vec();
+        key.sort();
+        key.dedup();
+        let mut linked = self.inner.linked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pre) = linked.get(&key) {
+            return Ok(pre.clone());
+        }
+        let pre = self.linker(&key)?.instantiate_pre(self.component())?;
+        linked.insert(key, pre.clone());
+        Ok(pre)
+    }
+
     /// A linker with WASI (clocks, random; no files, env or sockets) and the
     /// KSR modules in `granted`; every other import traps.
-    pub(crate) fn linker(&self, granted: &[String]) -> wasmtime::Result<Linker<StoreData>> {
+    fn linker(&self, granted: &[String]) -> wasmtime::Result<Linker<StoreData>> {
         let mut linker = Linker::new(self.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         kemibox_kemi::add_to_linker(&mut linker, granted, |d: &mut StoreData| &mut d.ctx)?;

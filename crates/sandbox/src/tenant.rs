@@ -158,11 +158,8 @@ impl Tenant {
         spec.limits
             .validate()
             .map_err(|e| LoadFailure::new(&spec, None, e))?;
-        let linker = runtime
-            .linker(&spec.modules)
-            .map_err(|e| LoadFailure::new(&spec, None, format!("linking: {e:#}")))?;
-        let pre = linker
-            .instantiate_pre(runtime.component())
+        let pre = runtime
+            .linked(&spec.modules)
             .map_err(|e| LoadFailure::new(&spec, None, format!("linking: {e:#}")))?;
         let tenant = Arc::new(Tenant {
             spec,

@@ -24,14 +24,22 @@ async fn invocations_are_counted_by_route_and_outcome_and_instances_as_created()
         .unwrap();
     let m = pool.metrics().clone();
     assert_eq!(m.tenant(), "counted");
-    assert_eq!(m.instances_created.get(), 1, "the instance the load made");
+    assert_eq!(
+        m.instances_created.get(),
+        1,
+        "the instance that validated the script (not kept)"
+    );
     for function in ["ksr_request_route", "ksr_request_route", "boom", "missing"] {
         pool.invoke(function, None).await.unwrap();
     }
-    assert_eq!(m.instances_created.get(), 1, "reused while nothing trapped");
+    assert_eq!(
+        m.instances_created.get(),
+        2,
+        "one, reused while nothing trapped"
+    );
     pool.invoke("spin", None).await.unwrap();
     pool.invoke("ksr_request_route", None).await.unwrap();
-    assert_eq!(m.instances_created.get(), 2, "a new one after the trap");
+    assert_eq!(m.instances_created.get(), 3, "a new one after the trap");
 
     let count = |route: &str, outcome: O| m.route(route).map_or(0, |r| r.invocations(outcome));
     assert_eq!(count("ksr_request_route", O::Ok), 3);
@@ -42,7 +50,7 @@ async fn invocations_are_counted_by_route_and_outcome_and_instances_as_created()
     assert_eq!(m.fuel_observations(), 6);
 
     pool.reload(spec("counted", SCRIPT)).await.unwrap();
-    assert_eq!(m.instances_created.get(), 3, "the reload's instance");
+    assert_eq!(m.instances_created.get(), 4, "the reload's validation");
     assert!(
         std::sync::Arc::ptr_eq(&m, pool.metrics()),
         "kept across reloads"
@@ -68,14 +76,15 @@ async fn a_tenant_that_keeps_trapping_is_throttled_by_its_recreation_budget() {
     assert_eq!(
         outcomes,
         [
-            Outcome::OutOfFuel, // the instance the load made
+            Outcome::OutOfFuel, // the first instance
             Outcome::OutOfFuel, // re-created: budget 2 -> 1
             Outcome::OutOfFuel, // re-created: budget 1 -> 0
             Outcome::Throttled,
             Outcome::Throttled,
         ]
     );
-    assert_eq!(m.instances_created.get(), 3);
+    // The validation, the first instance, two re-created.
+    assert_eq!(m.instances_created.get(), 4);
     let count = |outcome: O| m.route("spin").map_or(0, |r| r.invocations(outcome));
     assert_eq!((count(O::OutOfFuel), count(O::Throttled)), (3, 2));
     // The budget refills at 1/s: a working route runs again.

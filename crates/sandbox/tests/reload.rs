@@ -106,9 +106,10 @@ async fn reloads_are_numbered_and_a_pinned_script_keeps_its_version() {
         );
     }
     assert_eq!(pinned.tenant().version, 1);
-    // The old version's instance was kept for the pin: one load for it
-    // (the start), one for the good reload, one refused, nothing more.
-    assert_eq!(m.instances_created.get(), 2);
+    // Two validations (the refused one made none: it did not parse) and
+    // one instance per version, reused: the old version's idle one was
+    // kept for the pin.
+    assert_eq!(m.instances_created.get(), 4);
 
     // Unpinned, the old version's idle instance goes at the next checkin.
     let old = std::sync::Arc::downgrade(pinned.tenant());
@@ -118,4 +119,27 @@ async fn reloads_are_numbered_and_a_pinned_script_keeps_its_version() {
         old.upgrade().is_none(),
         "version 1 and its instance are gone"
     );
+}
+
+#[tokio::test]
+async fn idle_instances_are_trimmed_and_made_again_on_demand() {
+    let pool = pool("trim", "function ksr_request_route() return 1 end").await;
+    let m = pool.metrics().clone();
+    pool.invoke("ksr_request_route", None).await.unwrap();
+    assert_eq!(
+        pool.trim(std::time::Duration::from_secs(60)),
+        0,
+        "just used"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(pool.trim(std::time::Duration::from_millis(10)), 1);
+    let created = m.instances_created.get();
+    assert_eq!(
+        pool.invoke("ksr_request_route", None)
+            .await
+            .unwrap()
+            .outcome,
+        Outcome::Ok { ret: 1 }
+    );
+    assert_eq!(m.instances_created.get(), created + 1);
 }
