@@ -189,6 +189,20 @@ where
         stream.shutdown().await
     })
     .await;
+    // Read what the client still sends (a refused body) for a moment, so
+    // closing with unread data does not reset the connection before the
+    // client has read the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut sink = [0u8; 4096];
+        let mut left = 1 << 20;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    })
+    .await;
     Ok(())
 }
 

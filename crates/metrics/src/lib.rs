@@ -96,12 +96,24 @@ impl Histogram {
             };
             let mut l = labels.to_vec();
             l.push(("le", le));
-            out.push(Sample::new(format!("{name}_bucket"), l, Value::Int(cumulative)));
+            out.push(Sample::new(
+                format!("{name}_bucket"),
+                l,
+                Value::Int(cumulative),
+            ));
         }
         let sum = self.sum.load(Ordering::Relaxed) as f64 / self.scale;
-        out.push(Sample::new(format!("{name}_sum"), labels.to_vec(), Value::Float(sum)));
+        out.push(Sample::new(
+            format!("{name}_sum"),
+            labels.to_vec(),
+            Value::Float(sum),
+        ));
         // The count is the +Inf bucket, read once, so the two agree.
-        out.push(Sample::new(format!("{name}_count"), labels.to_vec(), Value::Int(cumulative)));
+        out.push(Sample::new(
+            format!("{name}_count"),
+            labels.to_vec(),
+            Value::Int(cumulative),
+        ));
     }
 }
 
@@ -559,8 +571,11 @@ impl Family {
 
     /// A sample named like the family.
     fn push(&mut self, labels: Vec<(&'static str, String)>, value: u64) {
-        self.samples
-            .push(Sample::new(self.name.to_string(), labels, Value::Int(value)));
+        self.samples.push(Sample::new(
+            self.name.to_string(),
+            labels,
+            Value::Int(value),
+        ));
     }
 }
 
@@ -783,11 +798,17 @@ mod tests {
             ),
             Some(Value::Float(0.0003))
         );
-        assert_eq!(find("kemibox_sip_malformed_total", &[]), Some(Value::Int(0)));
+        assert_eq!(
+            find("kemibox_sip_malformed_total", &[]),
+            Some(Value::Int(0))
+        );
         // Every sample rendered is one of them, and nothing else is.
         let rendered = registry.render();
         let samples: usize = families.iter().map(|f| f.samples.len()).sum();
-        assert_eq!(rendered.lines().filter(|l| !l.starts_with('#')).count(), samples);
+        assert_eq!(
+            rendered.lines().filter(|l| !l.starts_with('#')).count(),
+            samples
+        );
         assert_eq!(families.len(), rendered.matches("# TYPE ").count());
     }
 
