@@ -62,7 +62,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(result) => {
             // A closed pipe (`| head`) is not an error worth a panic.
             use std::io::Write as _;
-            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&result)?);
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&result)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(CallError::Rpc(e)) => {
