@@ -925,4 +925,59 @@ invocations_per_second = 5
         assert_eq!(rate.reply, LimitedReply::default());
         assert!(load_text("nolimit", "").unwrap().rate.is_none());
     }
+
+    #[test]
+    fn admin_needs_a_token_off_loopback_and_log_format_is_read() {
+        let loaded = load_text(
+            "admin-ok",
+            "log_format = \"json\"\n[admin]\nlisten = \"[::1]:9091\"\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.log_format, crate::LogFormat::Json);
+        let admin = loaded.admin.unwrap();
+        assert_eq!(admin.listen, "[::1]:9091".parse().unwrap());
+        assert_eq!(admin.token, None);
+        assert!(load_text("no-admin", "").unwrap().admin.is_none());
+        assert_eq!(
+            load_text("plain", "").unwrap().log_format,
+            crate::LogFormat::Plain
+        );
+        let err = load_text(
+            "admin-open",
+            "listen = [\"udp:127.0.0.1:0\"]\n\n[metrics]\nlisten = \"127.0.0.1:9090\"\n\n[admin]\n# exposed\nlisten = \"10.0.0.1:9091\"\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains(
+                "kemibox.toml: line 8: admin.listen = \"10.0.0.1:9091\" is not a loopback address"
+            ),
+            "{err}"
+        );
+        let err = load_text("admin-bad", "[admin]\nlisten = \"localhost:1\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("line 2: admin.listen = \"localhost:1\""),
+            "{err}"
+        );
+        let err = load_text("fmt-bad", "log_format = \"xml\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("line 1") && err.contains("xml"), "{err}");
+        let err = load_text(
+            "tokens-shared",
+            "listen = [\"udp:127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"t\"\n[[tenant]]\nid = \"a\"\nscript = \"a.lua\"\nadmin_token = \"t\"\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("line 8: tenant a: admin_token is also"),
+            "{err}"
+        );
+    }
 }
