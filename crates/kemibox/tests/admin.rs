@@ -574,3 +574,28 @@ fn log_format_json_writes_one_object_a_line_with_the_tenant() {
         "{text}"
     );
 }
+
+#[test]
+fn a_single_script_is_reloaded_without_naming_its_tenant() {
+    let dir = temp_dir("single");
+    std::fs::write(dir.join("a.lua"), answering("one")).unwrap();
+    let (port, admin_port) = (free_udp_port(), free_tcp_port());
+    let config = dir.join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "script = \"a.lua\"\nlisten = [\"udp:127.0.0.1:{port}\"]\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOP}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let _proxy = kemibox_run(&dir, &["--config", &config], &dir.join("kemibox.log"));
+    std::fs::write(dir.join("a.lua"), answering("two")).unwrap();
+    let (code, stdout, stderr) = out(&ctl(&["--config", &config, "app_lua.reload"], &[]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"tenant": "default", "version": 2})
+    );
+    assert_eq!(sip(port, "OPTIONS", "s1", ""), "SIP/2.0 200 two");
+}
