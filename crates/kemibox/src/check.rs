@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use kemibox_sandbox::{Runtime, Tenant, TenantSpec};
 
 pub fn run(path: &Path, entry: &str) -> anyhow::Result<ExitCode> {
-    crate::init_logging("warn");
+    crate::init_logging("warn", crate::LogFormat::Plain);
     let source = crate::read_script(path)?;
     let runtime = Runtime::new(None)?;
     let mut spec = TenantSpec::new("check", crate::script_name(path), source);

@@ -4,6 +4,7 @@
 //! script = "relay.lua"                 # relative to this file; default: the embedded script
 //! listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
 //! log = "info"
+//! log_format = "json"                  # one JSON object a line; default "plain"
 //! error_reply = { code = 500, reason = "Server Error" }
 //! auto_reload = true                   # reload scripts when their files change
 //!
@@ -37,8 +38,14 @@
 //! [tenant.limits]                      # default: the top-level [limits]
 //! fuel = 10000000
 //!
+//! admin_token = "…"                    # admin API token for this tenant only
+//!
 //! [metrics]                            # Prometheus endpoint; absent: none
 //! listen = "127.0.0.1:9090"
+//!
+//! [admin]                              # JSON-RPC admin API; absent: none
+//! listen = "127.0.0.1:9091"
+//! token = "…"                          # required unless listen is loopback
 //! ```
 //!
 //! Unknown keys are refused, and every error names the file, the line and
@@ -62,6 +69,9 @@ pub struct Config {
     pub listen: Vec<String>,
     #[serde(default = "default_log")]
     pub log: String,
+    /// `plain` (default) or `json`.
+    #[serde(default)]
+    pub log_format: crate::LogFormat,
     #[serde(default)]
     pub error_reply: Option<ErrorReply>,
     #[serde(default)]
@@ -89,6 +99,9 @@ pub struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: Metrics,
+    /// The admin API (JSON-RPC over HTTP).
+    #[serde(default)]
+    pub admin: Admin,
     /// Reload a script when its file changes (checked every second);
     /// the default of every tenant.
     #[serde(default)]
@@ -101,6 +114,25 @@ pub struct Config {
 pub struct Metrics {
     /// `IP:PORT`.
     pub listen: Option<String>,
+}
+
+/// `[admin]`: where the JSON-RPC admin API is served (absent: nowhere)
+/// and the token every request must bear.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `IP:PORT`.
+    pub listen: Option<String>,
+    /// Required unless `listen` is a loopback address.
+    pub token: Option<String>,
+}
+
+/// The admin API's settings, checked.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: std::net::SocketAddr,
+    /// `None`: loopback only, and requests need no token.
+    pub token: Option<String>,
 }
 
 /// One `[[tenant]]` entry.
@@ -133,6 +165,8 @@ pub struct TenantConfig {
     /// Per-invocation limits; a key not given is the top-level one.
     #[serde(default)]
     pub limits: TenantLimits,
+    /// A token for the admin API that may only act on this tenant.
+    pub admin_token: Option<Spanned<String>>,
 }
 
 /// `[limits]` and `[tenant.limits]`: each key of a tenant's defaults to
@@ -240,6 +274,8 @@ pub struct LoadedTenant {
     pub relay_to: Option<RelayTo>,
     pub recreations_per_second: u32,
     pub auto_reload: bool,
+    /// Its admin API token, if any.
+    pub admin_token: Option<String>,
 }
 
 /// Where subscribers and locations are kept. SQLite holds whatever no
@@ -358,6 +394,7 @@ pub struct Loaded {
     pub script: Option<PathBuf>,
     pub listen: Vec<Listen>,
     pub log: String,
+    pub log_format: crate::LogFormat,
     pub error_reply: Option<(u16, String)>,
     pub limits: Limits,
     /// The single script's rate limit (`None`: none).
@@ -372,6 +409,8 @@ pub struct Loaded {
     pub tenants: Vec<LoadedTenant>,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The admin API, if served.
+    pub admin: Option<AdminSettings>,
     /// The single script's re-creation budget.
     pub recreations_per_second: u32,
     /// Reload the single script when its file changes.
@@ -485,8 +524,10 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             )
         })?),
     };
+    let admin = check_admin(path, &text, &config.admin)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let tenants = check_tenants(path, &text, &config, &listen, base, &top_reply, &relay_to)?;
+    check_tenant_tokens(path, &text, &config, &admin)?;
     let mut database = config.database;
     database.sqlite = database
         .sqlite
@@ -497,6 +538,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             .map(|s| if s.is_absolute() { s } else { base.join(s) }),
         listen,
         log: config.log,
+        log_format: config.log_format,
         error_reply: config.error_reply.map(|r| (r.code, r.reason)),
         limits,
         rate: top_rate.map(|(per_second, burst)| RateLimit {
@@ -511,6 +553,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         unmatched_reply: config.unmatched_reply.map(|r| (r.code, r.reason)),
         tenants,
         metrics_listen,
+        admin,
         recreations_per_second: recreations,
         auto_reload: config.auto_reload,
     })
@@ -675,9 +718,111 @@ fn check_tenants(
             relay_to: relay,
             recreations_per_second: recreations,
             auto_reload: t.auto_reload.unwrap_or(config.auto_reload),
+            admin_token: t.admin_token.as_ref().map(|t| t.get_ref().clone()),
         });
     }
     Ok(out)
+}
+
+/// The line (`line N`) of the first line starting with `key` after the
+/// line starting with `section`, else the section's line.
+fn line_in_section(text: &str, section: &str, key: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(section))
+    else {
+        return String::new();
+    };
+    let found = lines[start + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| l.trim_start().starts_with(key))
+        .map_or(start, |i| start + 1 + i);
+    format!("line {}", found + 1)
+}
+
+/// Check `[admin]`: an address that parses, and a token unless only this
+/// host can connect.
+fn check_admin(path: &Path, text: &str, admin: &Admin) -> anyhow::Result<Option<AdminSettings>> {
+    let at = |key: &str| line_in_section(text, "[admin]", key);
+    if let Some(token) = &admin.token
+        && token.trim().is_empty()
+    {
+        anyhow::bail!(
+            "{}: {}: admin.token is empty: give a long random one (e.g. from `openssl rand -hex 32`), or remove it to serve loopback without a token",
+            path.display(),
+            at("token")
+        );
+    }
+    let Some(listen) = &admin.listen else {
+        if admin.token.is_some() {
+            anyhow::bail!(
+                "{}: {}: [admin] has a token but no listen: add listen = \"127.0.0.1:9091\" (IP:PORT) to serve the admin API",
+                path.display(),
+                at("[admin]")
+            );
+        }
+        return Ok(None);
+    };
+    let addr: std::net::SocketAddr = listen.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}: admin.listen = {listen:?}: {e}; expected IP:PORT, e.g. \"127.0.0.1:9091\"",
+            path.display(),
+            at("listen")
+        )
+    })?;
+    if admin.token.is_none() && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "{}: {}: admin.listen = {listen:?} is not a loopback address and [admin] has no token, so anyone who can reach it could reload scripts: add token = \"...\" under [admin] (e.g. from `openssl rand -hex 32`), or listen on 127.0.0.1",
+            path.display(),
+            at("listen")
+        );
+    }
+    Ok(Some(AdminSettings {
+        listen: addr,
+        token: admin.token.clone(),
+    }))
+}
+
+/// Check the tenants' `admin_token`s: not empty, each different (a token
+/// names one caller), and only with an admin API to use them on.
+fn check_tenant_tokens(
+    path: &Path,
+    text: &str,
+    config: &Config,
+    admin: &Option<AdminSettings>,
+) -> anyhow::Result<()> {
+    let mut seen: Vec<&str> = config.admin.token.iter().map(String::as_str).collect();
+    for t in &config.tenants {
+        let Some(token) = &t.admin_token else {
+            continue;
+        };
+        let line = text
+            .get(..token.span().start)
+            .unwrap_or(text)
+            .matches('\n')
+            .count()
+            + 1;
+        let here = format!("{}: line {line}: tenant {}", path.display(), t.id.get_ref());
+        if admin.is_none() {
+            anyhow::bail!(
+                "{here}: admin_token without an admin API: add [admin] with listen = \"127.0.0.1:9091\", or remove admin_token"
+            );
+        }
+        if token.get_ref().trim().is_empty() {
+            anyhow::bail!(
+                "{here}: admin_token is empty: give a long random one (e.g. from `openssl rand -hex 32`)"
+            );
+        }
+        if seen.contains(&token.get_ref().as_str()) {
+            anyhow::bail!(
+                "{here}: admin_token is also another tenant's or the [admin] token: give each its own"
+            );
+        }
+        seen.push(token.get_ref());
+    }
+    Ok(())
 }
 
 /// A `relay_to` list checked; the error names the entry's line.
@@ -779,5 +924,60 @@ invocations_per_second = 5
         assert_eq!((rate.per_second, rate.burst), (4, 4));
         assert_eq!(rate.reply, LimitedReply::default());
         assert!(load_text("nolimit", "").unwrap().rate.is_none());
+    }
+
+    #[test]
+    fn admin_needs_a_token_off_loopback_and_log_format_is_read() {
+        let loaded = load_text(
+            "admin-ok",
+            "log_format = \"json\"\n[admin]\nlisten = \"[::1]:9091\"\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.log_format, crate::LogFormat::Json);
+        let admin = loaded.admin.unwrap();
+        assert_eq!(admin.listen, "[::1]:9091".parse().unwrap());
+        assert_eq!(admin.token, None);
+        assert!(load_text("no-admin", "").unwrap().admin.is_none());
+        assert_eq!(
+            load_text("plain", "").unwrap().log_format,
+            crate::LogFormat::Plain
+        );
+        let err = load_text(
+            "admin-open",
+            "listen = [\"udp:127.0.0.1:0\"]\n\n[metrics]\nlisten = \"127.0.0.1:9090\"\n\n[admin]\n# exposed\nlisten = \"10.0.0.1:9091\"\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains(
+                "kemibox.toml: line 8: admin.listen = \"10.0.0.1:9091\" is not a loopback address"
+            ),
+            "{err}"
+        );
+        let err = load_text("admin-bad", "[admin]\nlisten = \"localhost:1\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("line 2: admin.listen = \"localhost:1\""),
+            "{err}"
+        );
+        let err = load_text("fmt-bad", "log_format = \"xml\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("line 1") && err.contains("xml"), "{err}");
+        let err = load_text(
+            "tokens-shared",
+            "listen = [\"udp:127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"t\"\n[[tenant]]\nid = \"a\"\nscript = \"a.lua\"\nadmin_token = \"t\"\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("line 8: tenant a: admin_token is also"),
+            "{err}"
+        );
     }
 }

@@ -20,6 +20,10 @@ pub struct HostedTenant {
     pub script: Option<PathBuf>,
     /// Reload when the file changes.
     pub auto_reload: bool,
+    /// The sockets it owns (`udp:IP:PORT`) and its domains, as
+    /// configured; both empty for a tenant that takes every request.
+    pub listen: Vec<String>,
+    pub domains: Vec<String>,
 }
 
 /// Every hosted tenant, in configuration order.

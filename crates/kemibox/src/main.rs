@@ -7,6 +7,7 @@
 //! - `kemibox run`: the proxy.
 //! - `kemibox user add|rm|list`: subscribers for digest authentication.
 //! - `kemibox ul show`: registrations.
+//! - `kemibox ctl METHOD [ARGS...]`: call the admin API of a running proxy.
 
 /// The proxy allocates for every message (parsed message, edits, events,
 /// rendered bytes); mimalloc's per-thread free lists serve that pattern
@@ -14,9 +15,11 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod api;
 mod check;
 mod config;
+mod ctl;
 mod hosting;
 mod route;
 mod run;
@@ -60,6 +63,9 @@ enum Command {
     User(user::Args),
     /// Registrations (user location): show.
     Ul(ul::Args),
+    /// Call the admin API of a running `kemibox run` (docs/admin.md) and
+    /// print the result as JSON: `kemibox ctl app_lua.reload acme`.
+    Ctl(ctl::Args),
     /// List every KSR function (`KSR.tm.t_relay() -> int`).
     Api {
         /// Print the Markdown reference (docs/api.md) instead.
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::User(args) => user::run(args),
         Command::Ul(args) => ul::run(args),
+        Command::Ctl(args) => ctl::run(args),
         Command::Api { markdown } => {
             api::run(markdown);
             Ok(ExitCode::SUCCESS)
@@ -90,14 +97,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO kemibox: message tenant=a`.
+    #[default]
+    Plain,
+    /// One JSON object a line (tracing-subscriber's JSON format, the
+    /// event's fields at the top level), for log collectors.
+    Json,
+}
+
 /// Log to stderr through `tracing`; `RUST_LOG` overrides `default`.
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 /// A single-threaded runtime for the offline commands.

@@ -47,7 +47,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    crate::init_logging("warn,kemibox::script=off");
+    crate::init_logging("warn,kemibox::script=off", crate::LogFormat::Plain);
     let source = crate::read_script(&args.script)?;
     let raw = read_message(&args.message)?;
     let sip = SipMessage::parse(raw)

@@ -39,6 +39,10 @@ pub struct Args {
     /// RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Log line format: `plain`, or `json` (one object a line); overrides
+    /// the config file's `log_format`.
+    #[arg(long, value_enum)]
+    log_format: Option<crate::LogFormat>,
     /// SQLite file for subscribers and registrations (default:
     /// kemibox.sqlite in the data directory; see `kemibox user --help`).
     #[arg(long)]
@@ -57,11 +61,15 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut metrics_listen = None;
     let mut recreations_per_second = kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND;
     let mut auto_reload = false;
+    let mut log_format = crate::LogFormat::Plain;
+    let mut admin = None;
     if let Some(path) = &args.config {
         let loaded = crate::config::load(path)?;
         args.script = loaded.script;
         args.listen = loaded.listen;
         args.log = loaded.log;
+        log_format = loaded.log_format;
+        admin = loaded.admin;
         args.fuel = loaded.limits.fuel;
         args.memory = loaded.limits.memory;
         args.deadline_ms = loaded.limits.deadline_ms;
@@ -80,7 +88,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if args.db.is_some() {
         database.sqlite = args.db.clone();
     }
-    crate::init_logging(&args.log);
+    crate::init_logging(&args.log, args.log_format.unwrap_or(log_format));
     let limits = Limits {
         fuel: args.fuel,
         memory: args.memory,
@@ -108,6 +116,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             rate,
             script: args.script.clone(),
             auto_reload,
+            admin_token: None,
         }]
     } else {
         let mut plans = Vec::new();
@@ -125,6 +134,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 rate: t.rate,
                 script: Some(t.script),
                 auto_reload: t.auto_reload,
+                admin_token: t.admin_token,
             });
         }
         plans
@@ -144,7 +154,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             tracing::info!("{}", stores.describe);
             let services = crate::storage::services(&stores, registrar, &auth)?;
             crate::storage::spawn_expiry(stores.location.clone());
-            serve(config, plans, services, metrics_listen).await
+            let location = stores.location.clone();
+            serve(config, plans, services, metrics_listen, admin, location).await
         })
 }
 
@@ -158,6 +169,8 @@ struct Plan {
     /// Its script file (`None`: the embedded default script).
     script: Option<PathBuf>,
     auto_reload: bool,
+    /// Its admin API token.
+    admin_token: Option<String>,
 }
 
 async fn serve(
@@ -165,12 +178,22 @@ async fn serve(
     plans: Vec<Plan>,
     services: Arc<Services>,
     metrics_listen: Option<std::net::SocketAddr>,
+    admin: Option<crate::config::AdminSettings>,
+    location: Arc<dyn kemibox_store::LocationStore>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(None)?;
     let transports = Proxy::bind(&config).await?;
     let metrics_listener = match metrics_listen {
         Some(addr) => Some(kemibox_metrics::http::bind(addr).await?),
         None => None,
+    };
+    let admin_listener = match &admin {
+        Some(a) => Some(kemibox_admin::bind(a.listen).await?),
+        None => None,
+    };
+    let mut tokens = kemibox_admin::Tokens {
+        admin: admin.as_ref().and_then(|a| a.token.clone()),
+        tenants: Vec::new(),
     };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -186,6 +209,7 @@ async fn serve(
         rate,
         script,
         auto_reload,
+        admin_token,
     } in plans
     {
         spec.services = services.clone();
@@ -212,10 +236,15 @@ async fn serve(
                 "tenant loaded"
             );
         }
+        if let Some(token) = admin_token {
+            tokens.tenants.push((id.clone(), token));
+        }
         tenants.push(HostedTenant {
             pool: pool.clone(),
             script,
             auto_reload,
+            listen: listen.iter().map(ToString::to_string).collect(),
+            domains: domains.clone(),
         });
         hosted.push(Hosted {
             pool,
@@ -232,6 +261,18 @@ async fn serve(
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");
         tokio::spawn(kemibox_metrics::http::serve(listener, proxy.metrics()));
+    }
+    if let Some(listener) = admin_listener {
+        let address = listener.local_addr().ok();
+        if tokens.admin.is_none() {
+            tracing::warn!(
+                address = ?address,
+                "the admin API has no [admin] token: any local user can reload scripts and read registrations; set one"
+            );
+        }
+        tracing::info!(address = ?address, "serving the admin API (JSON-RPC over HTTP POST)");
+        let methods = crate::admin::Admin::new(hosting.clone(), proxy.metrics(), location);
+        tokio::spawn(kemibox_admin::serve(listener, tokens, Arc::new(methods)));
     }
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;

@@ -84,10 +84,9 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// `name_bucket`, `name_sum` and `name_count` lines; `labels` is the
-    /// rendered label list without braces (may be empty).
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
+    /// `name_bucket`, `name_sum` and `name_count` samples, each with
+    /// `labels` (and `le` for the buckets).
+    fn samples(&self, out: &mut Vec<Sample>, name: &str, labels: &[(&'static str, String)]) {
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
@@ -95,20 +94,26 @@ impl Histogram {
                 Some(b) => format!("{}", *b as f64 / self.scale),
                 None => "+Inf".to_string(),
             };
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-            );
+            let mut l = labels.to_vec();
+            l.push(("le", le));
+            out.push(Sample::new(
+                format!("{name}_bucket"),
+                l,
+                Value::Int(cumulative),
+            ));
         }
         let sum = self.sum.load(Ordering::Relaxed) as f64 / self.scale;
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        out.push(Sample::new(
+            format!("{name}_sum"),
+            labels.to_vec(),
+            Value::Float(sum),
+        ));
         // The count is the +Inf bucket, read once, so the two agree.
-        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+        out.push(Sample::new(
+            format!("{name}_count"),
+            labels.to_vec(),
+            Value::Int(cumulative),
+        ));
     }
 }
 
@@ -366,16 +371,42 @@ impl Registry {
 
     /// Everything in the text exposition format 0.0.4.
     pub fn render(&self) -> String {
+        let families = self.families();
+        let mut out = String::with_capacity(4096 + families.len() * 1024);
+        for f in &families {
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+            for s in &f.samples {
+                out.push_str(&s.name);
+                if !s.labels.is_empty() {
+                    out.push('{');
+                    for (i, (name, value)) in s.labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{name}=\"{}\"", escape(value));
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {}", s.value);
+            }
+        }
+        out
+    }
+
+    /// Every metric with its samples, in rendering order: what
+    /// [`Registry::render`] prints, as data (the admin API's `stats.get`).
+    pub fn families(&self) -> Vec<Family> {
         let tenants = self
             .tenants
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut out = String::with_capacity(4096 + tenants.len() * 4096);
         let p = &self.process;
+        let tenant = |t: &TenantMetrics| vec![("tenant", t.tenant.clone())];
+        let mut families = Vec::new();
 
-        header(
-            &mut out,
+        let mut f = Family::new(
             "kemibox_invocations_total",
             "counter",
             "Route invocations by tenant, route (script function) and outcome.",
@@ -383,48 +414,42 @@ impl Registry {
         for t in &tenants {
             for (route, r) in routes_of(t) {
                 for o in InvocationOutcome::ALL {
-                    let _ = writeln!(
-                        out,
-                        "kemibox_invocations_total{{tenant=\"{}\",route=\"{}\",outcome=\"{}\"}} {}",
-                        escape(&t.tenant),
-                        escape(&route),
-                        o.name(),
-                        r.invocations(o)
-                    );
+                    let mut labels = tenant(t);
+                    labels.push(("route", route.clone()));
+                    labels.push(("outcome", o.name().to_string()));
+                    f.push(labels, r.invocations(o));
                 }
             }
         }
+        families.push(f);
 
-        header(
-            &mut out,
+        let mut f = Family::new(
             "kemibox_invocation_seconds",
             "histogram",
             "Wall-clock time of route invocations that ran in an instance.",
         );
         for t in &tenants {
             for (route, r) in routes_of(t) {
-                let labels = format!(
-                    "tenant=\"{}\",route=\"{}\"",
-                    escape(&t.tenant),
-                    escape(&route)
-                );
+                let mut labels = tenant(t);
+                labels.push(("route", route.clone()));
                 r.seconds
-                    .render(&mut out, "kemibox_invocation_seconds", &labels);
+                    .samples(&mut f.samples, "kemibox_invocation_seconds", &labels);
             }
         }
+        families.push(f);
 
-        header(
-            &mut out,
+        let mut f = Family::new(
             "kemibox_fuel_used",
             "histogram",
             "Wasm fuel used per route invocation.",
         );
         for t in &tenants {
-            let labels = format!("tenant=\"{}\"", escape(&t.tenant));
-            t.fuel.render(&mut out, "kemibox_fuel_used", &labels);
+            t.fuel
+                .samples(&mut f.samples, "kemibox_fuel_used", &tenant(t));
         }
+        families.push(f);
 
-        let per_tenant: [(&str, &str, &str, TenantValue); 4] = [
+        let per_tenant: [(&'static str, &'static str, &'static str, TenantValue); 4] = [
             (
                 "kemibox_script_version",
                 "gauge",
@@ -451,19 +476,14 @@ impl Registry {
             ),
         ];
         for (name, kind, help, value) in per_tenant {
-            header(&mut out, name, kind, help);
+            let mut f = Family::new(name, kind, help);
             for t in &tenants {
-                let _ = writeln!(
-                    out,
-                    "{name}{{tenant=\"{}\"}} {}",
-                    escape(&t.tenant),
-                    value(t)
-                );
+                f.push(tenant(t), value(t));
             }
+            families.push(f);
         }
 
-        header(
-            &mut out,
+        let mut f = Family::new(
             "kemibox_reloads_total",
             "counter",
             "Script reloads by result: ok (the new version serves) or refused (the old one still does).",
@@ -473,76 +493,130 @@ impl Registry {
                 ("ok", t.reloads.get()),
                 ("refused", t.reloads_refused.get()),
             ] {
-                let _ = writeln!(
-                    out,
-                    "kemibox_reloads_total{{tenant=\"{}\",result=\"{result}\"}} {n}",
-                    escape(&t.tenant)
-                );
+                let mut labels = tenant(t);
+                labels.push(("result", result.to_string()));
+                f.push(labels, n);
             }
         }
+        families.push(f);
 
-        header(
-            &mut out,
+        let mut f = Family::new(
             "kemibox_replies_total",
             "counter",
             "Replies the proxy sent or forwarded for the tenant, by status class.",
         );
         for t in &tenants {
             for class in 1..=6 {
-                let _ = writeln!(
-                    out,
-                    "kemibox_replies_total{{tenant=\"{}\",class=\"{class}xx\"}} {}",
-                    escape(&t.tenant),
-                    t.replies(class)
-                );
+                let mut labels = tenant(t);
+                labels.push(("class", format!("{class}xx")));
+                f.push(labels, t.replies(class));
             }
         }
+        families.push(f);
 
-        header(
-            &mut out,
+        let mut f = Family::new(
             "kemibox_sip_messages_received_total",
             "counter",
             "SIP messages received and parsed, by transport and kind.",
         );
         for (tcp, transport) in [(false, "udp"), (true, "tcp")] {
             for (request, kind) in [(true, "request"), (false, "reply")] {
-                let _ = writeln!(
-                    out,
-                    "kemibox_sip_messages_received_total{{transport=\"{transport}\",kind=\"{kind}\"}} {}",
-                    p.received_count(tcp, request)
+                f.push(
+                    vec![
+                        ("transport", transport.to_string()),
+                        ("kind", kind.to_string()),
+                    ],
+                    p.received_count(tcp, request),
                 );
             }
         }
-        header(
-            &mut out,
+        families.push(f);
+        let mut f = Family::new(
             "kemibox_sip_malformed_total",
             "counter",
             "Received messages that could not be parsed or lacked a mandatory header.",
         );
-        let _ = writeln!(out, "kemibox_sip_malformed_total {}", p.malformed.get());
-        header(
-            &mut out,
+        f.push(Vec::new(), p.malformed.get());
+        families.push(f);
+        let mut f = Family::new(
             "kemibox_unmatched_requests_total",
             "counter",
             "Requests no tenant took (answered with unmatched_reply, or dropped if ACK).",
         );
-        let _ = writeln!(
-            out,
-            "kemibox_unmatched_requests_total {}",
-            p.unmatched.get()
-        );
-        out
+        f.push(Vec::new(), p.unmatched.get());
+        families.push(f);
+        families
+    }
+}
+
+/// One metric: its name, Prometheus type, help text and samples.
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub name: &'static str,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub samples: Vec<Sample>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            kind,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    /// A sample named like the family.
+    fn push(&mut self, labels: Vec<(&'static str, String)>, value: u64) {
+        self.samples.push(Sample::new(
+            self.name.to_string(),
+            labels,
+            Value::Int(value),
+        ));
+    }
+}
+
+/// One time series' value: `name{labels} value`. A histogram's samples
+/// are named `_bucket` (with label `le`), `_sum` and `_count`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    /// Unescaped values.
+    pub labels: Vec<(&'static str, String)>,
+    pub value: Value,
+}
+
+impl Sample {
+    fn new(name: String, labels: Vec<(&'static str, String)>, value: Value) -> Sample {
+        Sample {
+            name,
+            labels,
+            value,
+        }
+    }
+}
+
+/// A counter or gauge reading, or a histogram sum (in its scaled unit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Float(x) => write!(f, "{x}"),
+        }
     }
 }
 
 /// Reads one counter of a tenant.
 type TenantValue = fn(&TenantMetrics) -> u64;
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
 /// A tenant's routes, the overflow route `other` last when used.
 fn routes_of(t: &TenantMetrics) -> Vec<(String, Arc<RouteMetrics>)> {
     let routes = t.routes.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -688,6 +762,56 @@ mod tests {
         has(r#"kemibox_script_version{tenant="acme"} 0"#);
         has(r#"kemibox_reloads_total{tenant="acme",result="refused"} 0"#);
         assert_eq!(text.matches("# TYPE ").count(), 12);
+    }
+
+    #[test]
+    fn families_hold_what_render_prints_as_data() {
+        let registry = Registry::new();
+        let a = Arc::new(TenantMetrics::new("acme"));
+        registry.register(a.clone());
+        a.transactions.add(3);
+        a.invocation(
+            "ksr_request_route",
+            InvocationOutcome::Ok,
+            Some((20_000, Duration::from_micros(300))),
+        );
+        let families = registry.families();
+        let find = |name: &str, labels: &[(&str, &str)]| {
+            families
+                .iter()
+                .flat_map(|f| &f.samples)
+                .find(|s| {
+                    s.name == name
+                        && s.labels.len() == labels.len()
+                        && labels
+                            .iter()
+                            .all(|(k, v)| s.labels.iter().any(|(n, x)| n == k && x == v))
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!(
+            find("kemibox_transactions_total", &[("tenant", "acme")]),
+            Some(Value::Int(3))
+        );
+        assert_eq!(
+            find(
+                "kemibox_invocation_seconds_sum",
+                &[("tenant", "acme"), ("route", "ksr_request_route")]
+            ),
+            Some(Value::Float(0.0003))
+        );
+        assert_eq!(
+            find("kemibox_sip_malformed_total", &[]),
+            Some(Value::Int(0))
+        );
+        // Every sample rendered is one of them, and nothing else is.
+        let rendered = registry.render();
+        let samples: usize = families.iter().map(|f| f.samples.len()).sum();
+        assert_eq!(
+            rendered.lines().filter(|l| !l.starts_with('#')).count(),
+            samples
+        );
+        assert_eq!(families.len(), rendered.matches("# TYPE ").count());
     }
 
     #[test]
