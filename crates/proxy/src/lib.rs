@@ -31,7 +31,7 @@ use kemibox_kemi::{Myself, Transport};
 use kemibox_sandbox::Pool;
 
 pub use listen::Listen;
-pub use quota::{LimitedReply, RateLimit, TenantStats};
+pub use quota::{LimitedReply, RateLimit};
 pub use tenants::Hosted;
 pub use transport::Transports;
 
@@ -88,19 +88,6 @@ pub(crate) struct Shared {
     pub branch_salt: std::collections::hash_map::RandomState,
     /// Process-wide counters and every tenant's (see [`Proxy::metrics`]).
     pub metrics: Arc<kemibox_metrics::Registry>,
-}
-
-/// The tenants' counters of a serving proxy (see [`Proxy::stats`]).
-#[derive(Clone)]
-pub struct Stats {
-    shared: Arc<Shared>,
-}
-
-impl Stats {
-    /// Each tenant's counters, as [`Proxy::tenant_stats`].
-    pub fn tenants(&self) -> Vec<TenantStats> {
-        self.shared.tenants.stats()
-    }
 }
 
 /// A proxy with its sockets bound, ready to serve.
@@ -163,20 +150,6 @@ impl Proxy {
                 branch_salt: Default::default(),
                 metrics,
             }),
-        }
-    }
-
-    /// Each tenant's counters (requests refused for its rate limit), in
-    /// the order the tenants were given. For counters once `serve(self)`
-    /// took the proxy, keep a [`Stats`] from [`Proxy::stats`].
-    pub fn tenant_stats(&self) -> Vec<TenantStats> {
-        self.shared.tenants.stats()
-    }
-
-    /// A handle on the tenants' counters that outlives `serve(self)`.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            shared: self.shared.clone(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! CANCELs, retransmissions absorbed by a transaction, replies and the
 //! routes a transaction runs later (branch, reply, failure) are never
 //! refused. A refused request gets the tenant's configured reply,
-//! statelessly, and is counted in [`TenantStats::rate_limited`].
+//! statelessly, and is counted in `kemibox_rate_limited_total`
+//! (`TenantMetrics::rate_limited`).
 
 use std::time::Instant;
 
@@ -37,14 +38,6 @@ pub struct RateLimit {
     pub per_second: u32,
     pub burst: u32,
     pub reply: LimitedReply,
-}
-
-/// What a tenant's counters say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantStats {
-    pub tenant: String,
-    /// Requests refused for the tenant's rate limit since start.
-    pub rate_limited: u64,
 }
 
 /// A tenant's limiter: its rate limit and the bucket counting it.

@@ -15,7 +15,7 @@ use kemibox_kemi::{Message, Transport};
 use kemibox_sandbox::Pool;
 use kemibox_sip::Uri;
 
-use crate::quota::{Limiter, RateLimit, TenantStats};
+use crate::quota::{Limiter, RateLimit};
 use crate::{Listen, Transports};
 
 /// One hosted tenant: its pool and how its messages are recognised.
@@ -165,17 +165,6 @@ impl Tenants {
             .iter()
             .find(|e| Arc::ptr_eq(&e.pool, pool))
             .map(|e| &e.limiter)
-    }
-
-    /// Each tenant's counters, in the order the tenants were given.
-    pub fn stats(&self) -> Vec<TenantStats> {
-        self.entries
-            .iter()
-            .map(|e| TenantStats {
-                tenant: e.pool.tenant().spec.id.clone(),
-                rate_limited: e.pool.metrics().rate_limited.get(),
-            })
-            .collect()
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kemibox_kemi::{RelayTo, Transport};
-use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit, Stats};
+use kemibox_metrics::TenantMetrics;
+use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit};
 use kemibox_sandbox::{Pool, Runtime, TenantSpec};
 use tokio::net::UdpSocket;
 
@@ -115,13 +116,13 @@ pub struct Quota {
     pub relay_to: Option<Vec<String>>,
 }
 
-/// Like [`start_tenants`], each tenant with its quotas; also returns the
-/// proxy's counters.
+/// Like [`start_tenants`], each tenant with its quotas; also returns each
+/// tenant's metrics, in the order given.
 pub async fn start_tenants_quotas(
     tenants: &[(&TestTenant<'_>, Quota)],
     listen: &[&str],
     config: ProxyConfig,
-) -> (Vec<(Transport, SocketAddr)>, Stats) {
+) -> (Vec<(Transport, SocketAddr)>, Vec<Arc<TenantMetrics>>) {
     let runtime = Runtime::new(None).unwrap();
     let config = ProxyConfig {
         listen: listen
@@ -132,6 +133,7 @@ pub async fn start_tenants_quotas(
     };
     let transports = Proxy::bind(&config).await.unwrap();
     let mut hosted = Vec::new();
+    let mut metrics = Vec::new();
     for (t, quota) in tenants {
         let mut spec = TenantSpec::new(t.id, format!("{}.lua", t.id), t.script);
         spec.relay_to = quota
@@ -141,8 +143,10 @@ pub async fn start_tenants_quotas(
         let mut myself = Proxy::myself(&transports);
         myself.domains = t.domains.iter().map(|d| d.to_string()).collect();
         spec.myself = Arc::new(myself);
+        let pool = Arc::new(Pool::new(&runtime, spec, 4).await.unwrap());
+        metrics.push(pool.metrics().clone());
         hosted.push(Hosted {
-            pool: Arc::new(Pool::new(&runtime, spec, 4).await.unwrap()),
+            pool,
             listen: t.listen.iter().map(|l| l.parse().unwrap()).collect(),
             domains: t.domains.iter().map(|d| d.to_string()).collect(),
             rate: quota.rate.clone(),
@@ -150,9 +154,8 @@ pub async fn start_tenants_quotas(
     }
     let proxy = Proxy::with_tenants(config, hosted, transports).unwrap();
     let addrs = proxy.local_addrs();
-    let stats = proxy.stats();
     tokio::spawn(proxy.serve(std::future::pending()));
-    (addrs, stats)
+    (addrs, metrics)
 }
 
 /// A UDP user agent for tests.
