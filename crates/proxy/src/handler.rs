@@ -312,6 +312,11 @@ pub(crate) fn log_failure(script: &Script, invocation: &Invocation, peer: Option
         version,
         fuel_used = invocation.fuel_used,
         peer = ?peer,
-        "{location}: {cause}"
+        "{location}: {}",
+        // Lua's message often starts with the location already.
+        cause
+            .strip_prefix(location.as_str())
+            .and_then(|c| c.strip_prefix(": "))
+            .unwrap_or(&cause)
     );
 }
