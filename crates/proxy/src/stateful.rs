@@ -8,7 +8,7 @@
 //! Timers go into one queue driven by one task.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kemibox_kemi::{Event, Message, TmInfo, Transport};
@@ -63,6 +63,9 @@ impl Callbacks {
 struct Branch {
     client: Option<ClientId>,
     hop: Hop,
+    /// Our address the branch is sent from (the one its Via names), for
+    /// the request, its retransmissions, its ACK and its CANCEL.
+    from: SocketAddr,
     /// Final status, once known (408 on timeout).
     status: Option<u16>,
     /// The final response received, our Via already removed.
@@ -222,6 +225,7 @@ impl Stateful {
         for effect in effects {
             match effect {
                 Effect::Send {
+                    from,
                     to,
                     bytes,
                     reliable,
@@ -231,8 +235,13 @@ impl Stateful {
                     } else {
                         Transport::Udp
                     };
-                    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-                    let local = shared.transports.own_address(transport, any).unwrap_or(any);
+                    // `from` is the socket the transaction's request came
+                    // in on (server) or its Via names (client); a listener
+                    // of the right transport when it is not one.
+                    let local = shared
+                        .transports
+                        .own_address(transport, from)
+                        .unwrap_or(from);
                     if let Err(e) = shared
                         .transports
                         .send(shared, transport, local, to, bytes.to_vec())
@@ -384,7 +393,7 @@ impl Stateful {
     ) -> Result<ServerId, ()> {
         let now = shared.stateful.now();
         let reliable = m.transport == Transport::Tcp;
-        let mut peer = Peer::for_request(&m.sip, m.source, reliable);
+        let mut peer = Peer::for_request(&m.sip, m.source, m.local, reliable);
         if m.force_rport {
             peer.reply_to = m.source;
         }
@@ -536,6 +545,12 @@ impl Stateful {
         if !crate::onsend::allows(script, &m, (hop.transport, hop.addr)).await {
             return false;
         }
+        // The socket the request arrived on when the hop's transport is
+        // its own, as forward::branch_bytes names it in our Via.
+        let from = shared
+            .transports
+            .own_address(hop.transport, m.local)
+            .unwrap_or(m.local);
         let index = {
             let mut st = shared.stateful.lock();
             let Some(p) = st.proxied.get_mut(&server) else {
@@ -544,6 +559,7 @@ impl Stateful {
             p.branches.push(Branch {
                 client: None,
                 hop,
+                from,
                 status: None,
                 response: None,
                 cancel_pending: false,
@@ -571,7 +587,7 @@ impl Stateful {
             let mut st = shared.stateful.lock();
             match st
                 .table
-                .send_request_with(request, hop.addr, reliable, timers, now)
+                .send_request_with(request, from, hop.addr, reliable, timers, now)
             {
                 Ok((client, effects)) => {
                     st.branch_of.insert(client, (server, index));
@@ -769,11 +785,12 @@ async fn send_cancel(shared: &Arc<Shared>, branch: ClientId, cancel: SipMessage)
         st.branch_of
             .get(&branch)
             .and_then(|(s, i)| st.proxied.get(s)?.branches.get(*i))
-            .map(|b| b.hop)
+            .map(|b| (b.hop, b.from))
     };
-    let Some(hop) = hop else { return };
+    let Some((hop, from)) = hop else { return };
     let sent = shared.stateful.lock().table.send_request(
         cancel,
+        from,
         hop.addr,
         hop.transport == Transport::Tcp,
         now,

@@ -25,6 +25,9 @@ pub(crate) struct InviteClient {
     id: ClientId,
     state: ClientState,
     request: SipMessage,
+    /// Our address the request (and its retransmissions, and the ACK of a
+    /// non-2xx) is sent from.
+    from: SocketAddr,
     to: SocketAddr,
     reliable: bool,
     a_interval: Duration,
@@ -37,6 +40,7 @@ impl InviteClient {
     pub(crate) fn start(
         id: ClientId,
         request: SipMessage,
+        from: SocketAddr,
         to: SocketAddr,
         reliable: bool,
         timers: &Timers,
@@ -46,6 +50,7 @@ impl InviteClient {
             id,
             state: ClientState::Calling,
             request,
+            from,
             to,
             reliable,
             a_interval: timers.a(),
@@ -74,6 +79,7 @@ impl InviteClient {
 
     fn send(&self, bytes: Bytes) -> Effect {
         Effect::Send {
+            from: self.from,
             to: self.to,
             bytes,
             reliable: self.reliable,

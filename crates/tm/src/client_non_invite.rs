@@ -20,6 +20,9 @@ pub(crate) struct NonInviteClient {
     id: ClientId,
     state: ClientState,
     request: SipMessage,
+    /// Our address the request (and its retransmissions, and the ACK of a
+    /// non-2xx) is sent from.
+    from: SocketAddr,
     to: SocketAddr,
     reliable: bool,
     e_interval: Duration,
@@ -31,6 +34,7 @@ impl NonInviteClient {
     pub(crate) fn start(
         id: ClientId,
         request: SipMessage,
+        from: SocketAddr,
         to: SocketAddr,
         reliable: bool,
         timers: &Timers,
@@ -40,6 +44,7 @@ impl NonInviteClient {
             id,
             state: ClientState::Trying,
             request,
+            from,
             to,
             reliable,
             e_interval: timers.e(),
@@ -64,6 +69,7 @@ impl NonInviteClient {
 
     fn send(&self) -> Effect {
         Effect::Send {
+            from: self.from,
             to: self.to,
             bytes: self.request.raw_bytes().clone(),
             reliable: self.reliable,

@@ -87,10 +87,15 @@ impl fmt::Display for TxId {
 /// timer rule testable on a virtual clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Send `bytes` to `to` (over the connection to `to` when `reliable`).
-    /// A failure to send should be reported back with
+    /// Send `bytes` from `from` to `to` (over the connection to `to` when
+    /// `reliable`). A failure to send should be reported back with
     /// [`crate::TransactionTable::on_transport_error`].
     Send {
+        /// The local socket to send from: for a server transaction the
+        /// address its request arrived on ([`crate::Peer::local`]), for a
+        /// client transaction the one given to
+        /// [`crate::TransactionTable::send_request`].
+        from: SocketAddr,
         /// Destination address.
         to: SocketAddr,
         /// The complete message.

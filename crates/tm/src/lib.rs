@@ -38,9 +38,9 @@
 //!     Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx1\r\n\
 //!     From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n\
 //!     Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"[..])?;
-//! let to = "192.0.2.4:5060".parse().unwrap();
-//! let (client, effects) = table.send_request(options, to, false, Millis(0))?;
-//! assert!(matches!(effects[0], Effect::Send { .. }));
+//! let (from, to) = ("192.0.2.1:5060".parse()?, "192.0.2.4:5060".parse()?);
+//! let (client, effects) = table.send_request(options, from, to, false, Millis(0))?;
+//! assert!(matches!(effects[0], Effect::Send { from: f, .. } if f == from));
 //!
 //! let ok = SipMessage::parse(&b"SIP/2.0 200 OK\r\n\
 //!     Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx1\r\n\

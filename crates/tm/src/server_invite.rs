@@ -103,6 +103,7 @@ impl InviteServer {
 
     fn send(&self, bytes: Bytes) -> Effect {
         Effect::Send {
+            from: self.peer.local,
             to: self.peer.reply_to,
             bytes,
             reliable: self.peer.reliable,

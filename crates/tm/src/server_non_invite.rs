@@ -47,6 +47,7 @@ impl NonInviteServer {
 
     fn send(&self, bytes: Bytes) -> Effect {
         Effect::Send {
+            from: self.peer.local,
             to: self.peer.reply_to,
             bytes,
             reliable: self.peer.reliable,

@@ -297,7 +297,8 @@ impl TransactionTable {
     /// Creates the server transaction of a new request (after
     /// [`Received::Request`] or [`Received::Cancel`]) and returns its id
     /// with the effects to carry out (the automatic `100 Trying` or its
-    /// timer, for INVITE). Responses go to `peer.reply_to`.
+    /// timer, for INVITE). Responses go to `peer.reply_to`, sent from
+    /// `peer.local`.
     ///
     /// Fails with [`TxError::Full`] at the table limit (answer 503), and
     /// for ACK, responses, unkeyable requests and duplicates.
@@ -372,6 +373,9 @@ impl TransactionTable {
     /// Creates a client transaction for `request` (as it will go on the
     /// wire, with the proxy's Via on top, whose branch is the key) and
     /// returns its id with the effects that send it and arm its timers.
+    /// Every send of the transaction (the request, its retransmissions, the
+    /// ACK of a non-2xx) goes from our address `from` (the socket the Via
+    /// names) to `to`.
     ///
     /// Fails with [`TxError::Full`] at the table limit, for ACK (sent
     /// without a transaction), and when the request has no branch or CSeq
@@ -379,12 +383,13 @@ impl TransactionTable {
     pub fn send_request(
         &mut self,
         request: SipMessage,
+        from: SocketAddr,
         to: SocketAddr,
         reliable: bool,
         now: Millis,
     ) -> Result<(ClientId, Vec<Effect>), TxError> {
         let timers = self.config.timers;
-        self.send_request_with(request, to, reliable, timers, now)
+        self.send_request_with(request, from, to, reliable, timers, now)
     }
 
     /// [`TransactionTable::send_request`] with timers of its own for this
@@ -393,6 +398,7 @@ impl TransactionTable {
     pub fn send_request_with(
         &mut self,
         request: SipMessage,
+        from: SocketAddr,
         to: SocketAddr,
         reliable: bool,
         timers: Timers,
@@ -413,10 +419,10 @@ impl TransactionTable {
         }
         let id = ClientId(self.next_id());
         let (tx, step) = if is_invite {
-            let (tx, step) = InviteClient::start(id, request, to, reliable, &timers, now);
+            let (tx, step) = InviteClient::start(id, request, from, to, reliable, &timers, now);
             (ClientTx::Invite(tx), step)
         } else {
-            let (tx, step) = NonInviteClient::start(id, request, to, reliable, &timers, now);
+            let (tx, step) = NonInviteClient::start(id, request, from, to, reliable, &timers, now);
             (ClientTx::NonInvite(tx), step)
         };
         self.client_keys.insert(key.clone(), id);
@@ -495,8 +501,8 @@ impl TransactionTable {
 
     /// A CANCEL for INVITE client transaction `client` (RFC 3261 9.1: the
     /// request's Request-URI, top Via, Route, From, To, Call-ID and CSeq
-    /// number), ready for [`TransactionTable::send_request`] to the same
-    /// destination. `None` for other transactions. RFC 3261 9.1 says to
+    /// number), ready for [`TransactionTable::send_request`] from the same
+    /// local address to the same destination. `None` for other transactions. RFC 3261 9.1 says to
     /// send it only once a provisional response arrived
     /// ([`ClientState::Proceeding`]); that choice is the TU's.
     pub fn build_cancel(&self, client: ClientId) -> Option<SipMessage> {
@@ -536,5 +542,164 @@ impl TransactionTable {
             ServerTx::Invite(tx) => tx.request(),
             ServerTx::NonInvite(tx) => tx.request(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timers::TimerKind;
+
+    const UAC: &str = "198.51.100.7:5060";
+    const NEXT_HOP: &str = "192.0.2.4:5060";
+    /// The proxy's two sockets: requests arrive on the second, branches
+    /// leave from the first, so a mix-up shows.
+    const FIRST: &str = "192.0.2.1:5060";
+    const SECOND: &str = "192.0.2.1:5070";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn msg(text: &str) -> SipMessage {
+        SipMessage::parse_slice(text.replace('\n', "\r\n").as_bytes()).unwrap()
+    }
+
+    fn request(method: &str, via: &str) -> SipMessage {
+        msg(&format!(
+            "{method} sip:bob@192.0.2.4 SIP/2.0\n\
+             Via: SIP/2.0/UDP {via}\n\
+             From: <sip:alice@example.com>;tag=a\n\
+             To: <sip:bob@example.com>\n\
+             Call-ID: c1\n\
+             CSeq: 1 {method}\n\
+             Content-Length: 0\n\n"
+        ))
+    }
+
+    fn response(status: &str, method: &str, via: &str) -> String {
+        format!(
+            "SIP/2.0 {status}\n\
+             Via: SIP/2.0/UDP {via}\n\
+             From: <sip:alice@example.com>;tag=a\n\
+             To: <sip:bob@example.com>;tag=b\n\
+             Call-ID: c1\n\
+             CSeq: 1 {method}\n\
+             Content-Length: 0\n\n"
+        )
+    }
+
+    /// The `(from, to)` of every send among `effects`.
+    fn sends(effects: &[Effect]) -> Vec<(SocketAddr, SocketAddr)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { from, to, .. } => Some((*from, *to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Fires the timer of `kind` armed among `effects`.
+    fn fire(
+        table: &mut TransactionTable,
+        effects: &[Effect],
+        kind: TimerKind,
+        now: Millis,
+    ) -> Vec<Effect> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Arm { timer, .. } if timer.kind() == kind => Some(*timer),
+                _ => None,
+            })
+            .flat_map(|t| table.on_timer(t, now))
+            .collect()
+    }
+
+    #[test]
+    fn server_responses_leave_from_the_socket_the_request_arrived_on() {
+        let mut table = TransactionTable::new(Config {
+            auto_trying: AutoTrying::Immediate,
+            ..Config::default()
+        });
+        let uac_via = format!("{UAC};branch=z9hG4bKuac");
+        let invite = request("INVITE", &uac_via);
+        let peer = Peer::for_request(&invite, addr(UAC), addr(SECOND), false);
+        let (server, effects) = table.new_server(&invite, peer, Millis(0)).unwrap();
+        let from_second = vec![(addr(SECOND), addr(UAC))];
+        assert_eq!(sends(&effects), from_second, "automatic 100");
+        let busy = response("486 Busy Here", "INVITE", &uac_via);
+        let effects = table
+            .send_response(server, 486, busy.replace('\n', "\r\n"), Millis(10))
+            .unwrap();
+        assert_eq!(sends(&effects), from_second, "final response");
+        let effects = fire(&mut table, &effects, TimerKind::G, Millis(600));
+        assert_eq!(sends(&effects), from_second, "Timer G retransmission");
+        let Received::Absorbed { effects, .. } = table.on_received(&invite, Millis(700)) else {
+            panic!("INVITE retransmission not absorbed");
+        };
+        assert_eq!(sends(&effects), from_second, "re-sent on retransmission");
+
+        let options = request("OPTIONS", &format!("{UAC};branch=z9hG4bKopt"));
+        let peer = Peer::for_request(&options, addr(UAC), addr(FIRST), false);
+        let (server, _) = table.new_server(&options, peer, Millis(0)).unwrap();
+        let ok = response("200 OK", "OPTIONS", &format!("{UAC};branch=z9hG4bKopt"));
+        let effects = table
+            .send_response(server, 200, ok.replace('\n', "\r\n"), Millis(10))
+            .unwrap();
+        assert_eq!(sends(&effects), vec![(addr(FIRST), addr(UAC))]);
+    }
+
+    #[test]
+    fn client_requests_retransmissions_acks_and_cancels_leave_from_their_socket() {
+        let mut table = TransactionTable::new(Config::default());
+        let our_via = format!("{FIRST};branch=z9hG4bKbranch1");
+        let (client, effects) = table
+            .send_request(
+                request("INVITE", &our_via),
+                addr(FIRST),
+                addr(NEXT_HOP),
+                false,
+                Millis(0),
+            )
+            .unwrap();
+        let from_first = vec![(addr(FIRST), addr(NEXT_HOP))];
+        assert_eq!(sends(&effects), from_first, "the request");
+        let effects = fire(&mut table, &effects, TimerKind::A, Millis(500));
+        assert_eq!(sends(&effects), from_first, "Timer A retransmission");
+
+        let cancel = table.build_cancel(client).unwrap();
+        let (_, effects) = table
+            .send_request(cancel, addr(FIRST), addr(NEXT_HOP), false, Millis(600))
+            .unwrap();
+        assert_eq!(sends(&effects), from_first, "the CANCEL");
+
+        let terminated = msg(&response("487 Request Terminated", "INVITE", &our_via));
+        let Received::Response { effects, .. } = table.on_received(&terminated, Millis(700)) else {
+            panic!("487 not matched");
+        };
+        assert_eq!(sends(&effects), from_first, "the ACK of the 487");
+        let Received::Absorbed { effects, .. } = table.on_received(&terminated, Millis(800)) else {
+            panic!("487 retransmission not absorbed");
+        };
+        assert_eq!(sends(&effects), from_first, "the ACK re-sent");
+
+        let (_, effects) = table
+            .send_request(
+                request("OPTIONS", &format!("{SECOND};branch=z9hG4bKbranch2")),
+                addr(SECOND),
+                addr(NEXT_HOP),
+                false,
+                Millis(0),
+            )
+            .unwrap();
+        assert_eq!(sends(&effects), vec![(addr(SECOND), addr(NEXT_HOP))]);
+        let effects = fire(&mut table, &effects, TimerKind::E, Millis(500));
+        assert_eq!(
+            sends(&effects),
+            vec![(addr(SECOND), addr(NEXT_HOP))],
+            "Timer E retransmission"
+        );
     }
 }

@@ -120,6 +120,7 @@ fn busy_here_is_acked_and_its_retransmission_absorbed_until_timer_d() {
         Received::Absorbed {
             tx: TxId::Client(client),
             effects: vec![Effect::Send {
+                from: addr(LOCAL),
                 to: addr(NEXT_HOP),
                 bytes: EXPECTED_ACK.as_bytes().to_vec().into(),
                 reliable: false,
@@ -274,6 +275,7 @@ fn run_with_fr(fr_ms: u64) -> (Sim, kemibox_tm::ClientId) {
         .table
         .send_request_with(
             msg(&proxied_invite(BRANCH)),
+            addr(LOCAL),
             addr(NEXT_HOP),
             false,
             timers,

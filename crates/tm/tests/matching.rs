@@ -30,7 +30,7 @@ fn ack_of_a_non_2xx_matches_the_invite_server_transaction() {
         Received::Ack
     );
     // ACK never creates a transaction.
-    let peer = Peer::for_request(&msg(&ack), addr(UAC), false);
+    let peer = Peer::for_request(&msg(&ack), addr(UAC), addr(LOCAL), false);
     assert_eq!(
         sim.table.new_server(&msg(&ack), peer, Millis(0)),
         Err(TxError::Ack)
@@ -92,13 +92,14 @@ fn responses_match_by_branch_and_cseq_method() {
     let cancel = sim.table.build_cancel(invite).unwrap();
     let (cancel_tx, _) = sim
         .table
-        .send_request(cancel, addr(NEXT_HOP), false, Millis(0))
+        .send_request(cancel, addr(LOCAL), addr(NEXT_HOP), false, Millis(0))
         .unwrap();
     assert_ne!(cancel_tx, invite);
     // The same branch and method again is refused.
     assert_eq!(
         sim.table.send_request(
             msg(&proxied_invite(branch)),
+            addr(LOCAL),
             addr(NEXT_HOP),
             false,
             Millis(0)
@@ -172,7 +173,7 @@ fn requests_from_other_senders_are_different_transactions() {
     assert!(
         matches!(sim.receive(&invite), Received::Absorbed { tx: TxId::Server(s), .. } if s == server)
     );
-    let peer = Peer::for_request(&msg(&invite), addr(UAC), false);
+    let peer = Peer::for_request(&msg(&invite), addr(UAC), addr(LOCAL), false);
     assert_eq!(
         sim.table.new_server(&msg(&invite), peer, Millis(0)),
         Err(TxError::Exists(TxId::Server(server)))
@@ -226,7 +227,7 @@ fn unkeyable_requests() {
         table.on_received(&no_via, Millis(0)),
         Received::Invalid(KeyError::NoVia)
     );
-    let peer = Peer::for_request(&no_via, addr(UAC), false);
+    let peer = Peer::for_request(&no_via, addr(UAC), addr(LOCAL), false);
     assert_eq!(
         table.new_server(&no_via, peer, Millis(0)),
         Err(TxError::Key(KeyError::NoVia))
@@ -239,12 +240,12 @@ fn unkeyable_requests() {
     // A client transaction needs a branch and a CSeq.
     let no_branch = msg(&proxied_request("OPTIONS", "x").replace(";branch=x", ""));
     assert_eq!(
-        table.send_request(no_branch, addr(NEXT_HOP), false, Millis(0)),
+        table.send_request(no_branch, addr(LOCAL), addr(NEXT_HOP), false, Millis(0)),
         Err(TxError::Key(KeyError::NoBranch))
     );
     let ack = msg(&proxied_request("ACK", "z9hG4bKa"));
     assert_eq!(
-        table.send_request(ack, addr(NEXT_HOP), false, Millis(0)),
+        table.send_request(ack, addr(LOCAL), addr(NEXT_HOP), false, Millis(0)),
         Err(TxError::Ack)
     );
     assert!(table.is_empty());
@@ -262,7 +263,7 @@ fn the_table_is_bounded() {
     sim.send_request(&proxied_request("OPTIONS", "z9hG4bKl3"), false);
     assert_eq!(sim.table.len(), 3);
     let fourth = msg(&uac_request("INVITE", "INVITE", "z9hG4bKl4", None));
-    let peer = Peer::for_request(&fourth, addr(UAC), false);
+    let peer = Peer::for_request(&fourth, addr(UAC), addr(LOCAL), false);
     // Still classified (the proxy needs to know it is new to answer 503) ...
     assert_eq!(sim.table.on_received(&fourth, Millis(0)), Received::Request);
     // ... but refused.
@@ -273,6 +274,7 @@ fn the_table_is_bounded() {
     assert_eq!(
         sim.table.send_request(
             msg(&proxied_request("OPTIONS", "z9hG4bKl5")),
+            addr(LOCAL),
             addr(NEXT_HOP),
             false,
             Millis(0)

@@ -147,7 +147,11 @@ impl World {
     fn apply(&mut self, effects: Vec<Effect>) {
         for e in effects {
             match e {
-                Effect::Send { bytes, .. } => assert!(!bytes.is_empty()),
+                Effect::Send { bytes, from, .. } => {
+                    assert!(!bytes.is_empty());
+                    // Every transaction here was created on or for LOCAL.
+                    assert_eq!(from, addr(LOCAL));
+                }
                 Effect::Arm { timer, at } => {
                     assert!(at.0 >= self.now);
                     if self.timers.len() < 10_000 {
@@ -211,7 +215,7 @@ fn random_inputs_never_panic() {
                     }
                     Received::Request | Received::Cancel { .. } => {
                         let _ = w.table.find_invite_for_cancel(&m);
-                        let peer = Peer::for_request(&m, addr(UAC), reliable);
+                        let peer = Peer::for_request(&m, addr(UAC), addr(LOCAL), reliable);
                         if let Ok((id, effects)) = w.table.new_server(&m, peer, now) {
                             w.live.insert(TxId::Server(id));
                             w.servers.push(id);
@@ -226,7 +230,10 @@ fn random_inputs_never_panic() {
                 let Ok(m) = SipMessage::parse(bytes) else {
                     continue;
                 };
-                if let Ok((id, effects)) = w.table.send_request(m, addr(NEXT_HOP), reliable, now) {
+                if let Ok((id, effects)) =
+                    w.table
+                        .send_request(m, addr(LOCAL), addr(NEXT_HOP), reliable, now)
+                {
                     w.live.insert(TxId::Client(id));
                     w.clients.push(id);
                     w.apply(effects);
@@ -279,7 +286,8 @@ fn random_inputs_never_panic() {
                 let _ = w.table.client_request(c);
                 if let Some(cancel) = w.table.build_cancel(c)
                     && let Ok((id, effects)) =
-                        w.table.send_request(cancel, addr(NEXT_HOP), reliable, now)
+                        w.table
+                            .send_request(cancel, addr(LOCAL), addr(NEXT_HOP), reliable, now)
                 {
                     w.live.insert(TxId::Client(id));
                     w.clients.push(id);

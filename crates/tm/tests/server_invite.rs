@@ -46,6 +46,7 @@ fn retransmitted_invite_resends_the_last_provisional_response() {
         Received::Absorbed {
             tx: TxId::Server(server),
             effects: vec![Effect::Send {
+                from: addr(LOCAL),
                 to: addr(UAC),
                 bytes: sent[0].bytes.clone(),
                 reliable: false

@@ -16,6 +16,9 @@ use kemibox_tm::{
 pub const NEXT_HOP: &str = "192.0.2.4:5060";
 /// Where requests come from (the UAC).
 pub const UAC: &str = "198.51.100.7:5060";
+/// The proxy's own socket: where requests arrive, the address its Via
+/// names, and so where everything is sent from.
+pub const LOCAL: &str = "192.0.2.1:5060";
 
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -46,6 +49,7 @@ pub fn config() -> Config {
 #[derive(Debug, Clone)]
 pub struct Sent {
     pub at: u64,
+    pub from: SocketAddr,
     pub to: SocketAddr,
     pub bytes: Bytes,
     pub reliable: bool,
@@ -88,11 +92,13 @@ impl Sim {
         for e in effects {
             match e {
                 Effect::Send {
+                    from,
                     to,
                     bytes,
                     reliable,
                 } => self.sent.push(Sent {
                     at: self.now,
+                    from,
                     to,
                     bytes,
                     reliable,
@@ -149,7 +155,7 @@ impl Sim {
     /// Creates a server transaction for `text` received from the UAC.
     pub fn new_server(&mut self, text: &str, reliable: bool) -> kemibox_tm::ServerId {
         let m = msg(text);
-        let peer = Peer::for_request(&m, addr(UAC), reliable);
+        let peer = Peer::for_request(&m, addr(UAC), addr(LOCAL), reliable);
         let (id, effects) = self.table.new_server(&m, peer, Millis(self.now)).unwrap();
         self.apply(effects);
         id
@@ -163,11 +169,18 @@ impl Sim {
         self.apply(effects);
     }
 
-    /// Sends `text` on a new client transaction to [`NEXT_HOP`].
+    /// Sends `text` on a new client transaction from [`LOCAL`] to
+    /// [`NEXT_HOP`].
     pub fn send_request(&mut self, text: &str, reliable: bool) -> kemibox_tm::ClientId {
         let (id, effects) = self
             .table
-            .send_request(msg(text), addr(NEXT_HOP), reliable, Millis(self.now))
+            .send_request(
+                msg(text),
+                addr(LOCAL),
+                addr(NEXT_HOP),
+                reliable,
+                Millis(self.now),
+            )
             .unwrap();
         self.apply(effects);
         id
