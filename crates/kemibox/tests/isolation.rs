@@ -1,12 +1,15 @@
 //! Tenant isolation over real sockets: two tenants in one `kemibox run`.
-//! Tenant "a" (127.0.0.1:27060) loops forever on every INVITE; tenant "b"
+//! Tenant "a" (127.0.0.1:27060) misbehaves on every INVITE: it loops
+//! forever, or it allocates without bound (a memory bomb); tenant "b"
 //! (127.0.0.1:27061) relays calls to a SIPp callee on 127.0.0.1:27080.
-//! While 200 INVITEs hit a (10 ms apart), 1,000 SIPp calls go through b:
-//! none fails, every INVITE to a is answered `error_reply` (500), and the
-//! proxy still answers b afterwards. SIPp's statistics and response
-//! times (`-trace_stat`, `-trace_rtt`) stay in the run's directory; the
-//! test prints the INVITE→200 p50/p99 (not asserted: timings are noisy).
-//! docs/isolation.md has the measurement.
+//! While a gets INVITEs, 1,000 SIPp calls go through b: none fails, every
+//! INVITE to a is answered `error_reply` (500), and the proxy still
+//! answers b afterwards. With the loop, b's responses also keep their
+//! order (a call's 180 before its 200); with the bomb, kemibox's RSS stays
+//! under a bound derived from the memory caps. SIPp's statistics and
+//! response times (`-trace_stat`, `-trace_rtt`) stay in the run's
+//! directory; the loop test prints b's INVITE→200 p50/p99 (not asserted:
+//! timings are noisy). docs/isolation.md has the measurements.
 
 mod common;
 
