@@ -10,6 +10,13 @@ use super::root;
 /// A child process killed when the test ends, however it ends.
 pub struct Running(pub Child);
 
+impl Running {
+    /// The child's process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();

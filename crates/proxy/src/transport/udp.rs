@@ -17,8 +17,15 @@ use crate::Shared;
 /// there, while the workers are busy.
 const BUFFER_BYTES: usize = 4 << 20;
 
-/// Receive tasks per socket.
-pub const RECEIVERS: usize = 2;
+/// Receive tasks per socket: one. The dispatcher keeps the messages of a
+/// call in the order it is handed them, and only a single reader hands
+/// them over in the order the socket received them: with two, a 180 and
+/// the 200 right behind it could be read by different tasks, and the one
+/// holding the 180 could lose its CPU before queueing it, so the 200 was
+/// relayed first (docs/isolation.md: SIPp calls failed that way, 1 in
+/// 1,000 while another tenant's loop kept the cores busy, and a few in
+/// 10,000 at 2,000-4,000 calls/s).
+pub const RECEIVERS: usize = 1;
 
 /// Bind a UDP socket with large kernel buffers.
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
