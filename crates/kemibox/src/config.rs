@@ -12,7 +12,7 @@
 //! fuel = 50000000
 //! memory = 33554432
 //! deadline_ms = 500
-//! recreations_per_second = 20          # instances replacing trapped ones
+//! recreations_per_second = 5           # instances replacing trapped ones
 //!
 //! [database]                           # default: SQLite in the data directory
 //! sqlite = "kemibox.sqlite"
@@ -185,8 +185,8 @@ pub struct TenantLimits {
     pub invocations_per_second: Option<u32>,
     /// Requests at once (default: `invocations_per_second`).
     pub burst: Option<u32>,
-    /// Instances re-created per second to replace trapped ones (burst:
-    /// twice that); past it the tenant's invocations are refused with
+    /// Instances re-created per second (and at most at once) to replace
+    /// trapped ones; past it the tenant's invocations are refused with
     /// `error_reply` until the budget refills.
     pub recreations_per_second: Option<u32>,
 }

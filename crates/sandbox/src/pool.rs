@@ -76,7 +76,7 @@ impl Pool {
             max_idle: max_idle.max(1),
             metrics,
             reloading: tokio::sync::Mutex::new(()),
-            recreations: TokenBucket::new(per_second, per_second.saturating_mul(2)),
+            recreations: TokenBucket::new(per_second, per_second),
             trapped: AtomicU64::new(0),
         })
     }

@@ -29,7 +29,7 @@ pub struct TenantSpec {
     /// Where the script may relay (`None`: anywhere); `t_relay` returns
     /// -1 for a refused destination and the proxy does not send there.
     pub relay_to: Option<Arc<kemibox_kemi::RelayTo>>,
-    /// Instances the pool may re-create per second (burst: twice that) to
+    /// Instances the pool may re-create per second (and at once) to
     /// replace ones a trap ended; past it the tenant's invocations are
     /// [`Outcome::Throttled`] until the budget refills, so a tenant that
     /// traps on every message cannot spend the host's CPU on re-creation.
@@ -37,7 +37,7 @@ pub struct TenantSpec {
 }
 
 /// [`TenantSpec::recreations_per_second`] when not configured.
-pub const DEFAULT_RECREATIONS_PER_SECOND: u32 = 20;
+pub const DEFAULT_RECREATIONS_PER_SECOND: u32 = 5;
 
 impl TenantSpec {
     /// A spec with default limits, every module granted, and

@@ -280,3 +280,28 @@ async fn redefining_sandbox_globals_is_refused_and_the_next_invocation_works() {
         assert!(lua_error_containing(&o, expected), "{name}: {o:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_ran_out_of_memory_is_replaced_by_a_fresh_one() {
+    // `keep` is a global: it outlives the invocation, so the heap only grows.
+    let source = r#"
+keep = {}
+function ksr_request_route() return 1 end
+function grow()
+    while true do keep[#keep + 1] = string.rep("x", 65536) .. #keep end
+end
+function kept() return #keep end
+"#;
+    let pool = Pool::new(&runtime(), spec_with("bomb", source, memory_bound()), 4)
+        .await
+        .unwrap();
+    let created = pool.metrics().instances_created.get();
+    let grown = pool.invoke("grow", None).await.unwrap().outcome;
+    assert!(out_of_memory(&grown), "{grown:?}");
+    // A fresh instance: its globals are the script's, not the full heap.
+    assert_eq!(
+        pool.invoke("kept", None).await.unwrap().outcome,
+        Outcome::Ok { ret: 0 }
+    );
+    assert_eq!(pool.metrics().instances_created.get(), created + 2);
+}

@@ -64,8 +64,8 @@ async fn a_tenant_that_keeps_trapping_is_throttled_by_its_recreation_budget() {
         ..Limits::default()
     };
     let mut s = spec_with("trapping", SCRIPT, limits);
-    // 1 per second, burst 2.
-    s.recreations_per_second = 1;
+    // 2 per second, 2 at most at once.
+    s.recreations_per_second = 2;
     let pool = Pool::new(&runtime(), s, 4).await.unwrap();
     let m = pool.metrics().clone();
     let mut outcomes = Vec::new();
@@ -87,8 +87,8 @@ async fn a_tenant_that_keeps_trapping_is_throttled_by_its_recreation_budget() {
     assert_eq!(m.instances_created.get(), 4);
     let count = |outcome: O| m.route("spin").map_or(0, |r| r.invocations(outcome));
     assert_eq!((count(O::OutOfFuel), count(O::Throttled)), (3, 2));
-    // The budget refills at 1/s: a working route runs again.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The budget refills at 2/s: a working route runs again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(
         pool.invoke("ksr_request_route", None)
             .await
