@@ -109,14 +109,7 @@ fn hammer_a(
             let Ok(n) = receiver.recv(&mut buf) else {
                 continue;
             };
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let status = text.lines().next().unwrap_or("").to_string();
-            let call_id = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Call-ID: "))
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            let (status, call_id) = status_and_call_id(&buf[..n]);
             answers.entry(call_id).or_default().push(status);
             let done =
                 answers.len() >= count && answers.values().all(|v| v.iter().any(|s| is_final(s)));
@@ -136,6 +129,19 @@ fn hammer_a(
         }
     }
     collect.join().unwrap()
+}
+
+/// A message's first line and its Call-ID.
+fn status_and_call_id(data: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(data);
+    let status = text.lines().next().unwrap_or("").to_string();
+    let call_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    (status, call_id)
 }
 
 fn is_final(status: &str) -> bool {
@@ -483,14 +489,7 @@ fn a_looping_tenant_does_not_reorder_another_tenants_responses() {
         let mut buf = [0u8; 65535];
         while let Ok(n) = caller.recv(&mut buf) {
             received += 1;
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let status = text.lines().next().unwrap_or("").to_string();
-            let call_id = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Call-ID: "))
-                .unwrap_or("")
-                .trim()
-                .to_string();
+            let (status, call_id) = status_and_call_id(&buf[..n]);
             statuses.entry(call_id).or_default().push(status);
         }
         (received, statuses)

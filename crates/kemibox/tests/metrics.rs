@@ -1,8 +1,9 @@
 //! `[metrics] listen` in `kemibox run --config`: the endpoint serves the
 //! proxy's counters; an address that cannot be used is refused at start.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+mod common;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,14 +90,7 @@ fn the_endpoint_serves_the_proxys_counters() {
         .spawn()
         .unwrap();
     let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let get = || -> Option<String> {
-        let mut s = TcpStream::connect(http).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    };
+    let get = || common::http_get(http, "/metrics");
     let started = Instant::now();
     let mut first = None;
     while first.is_none() && started.elapsed() < Duration::from_secs(120) {
