@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kemibox_kemi::Services;
 use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit};
 use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 
@@ -97,6 +96,16 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     limits
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (services, location) = runtime.block_on(async {
+        let stores = crate::storage::open(&database).await?;
+        tracing::info!("{}", stores.describe);
+        let services = crate::storage::services(&stores, registrar, &auth)?;
+        crate::storage::spawn_expiry(stores.location.clone());
+        anyhow::Ok((services, stores.location))
+    })?;
     let plans = if tenants.is_empty() {
         let (name, source) = match &args.script {
             Some(path) => (crate::script_name(path), crate::read_script(path)?),
@@ -105,7 +114,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 DEFAULT_SCRIPT.to_string(),
             ),
         };
-        let mut spec = TenantSpec::new("default", name, source);
+        let mut spec = TenantSpec::with_services("default", name, source, services.clone());
         spec.limits = limits;
         spec.relay_to = relay_to.map(Arc::new);
         spec.recreations_per_second = recreations_per_second;
@@ -122,7 +131,12 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         let mut plans = Vec::new();
         for t in tenants {
             let source = crate::read_script(&t.script)?;
-            let mut spec = TenantSpec::new(t.id, crate::script_name(&t.script), source);
+            let mut spec = TenantSpec::with_services(
+                t.id,
+                crate::script_name(&t.script),
+                source,
+                services.clone(),
+            );
             spec.limits = t.limits;
             spec.modules = t.modules;
             spec.relay_to = t.relay_to.map(Arc::new);
@@ -146,17 +160,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         unmatched_reply: unmatched_reply.unwrap_or(defaults.unmatched_reply.clone()),
         ..defaults
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let stores = crate::storage::open(&database).await?;
-            tracing::info!("{}", stores.describe);
-            let services = crate::storage::services(&stores, registrar, &auth)?;
-            crate::storage::spawn_expiry(stores.location.clone());
-            let location = stores.location.clone();
-            serve(config, plans, services, metrics_listen, admin, location).await
-        })
+    runtime.block_on(serve(config, plans, metrics_listen, admin, location))
 }
 
 /// A tenant to start.
@@ -176,7 +180,6 @@ struct Plan {
 async fn serve(
     config: ProxyConfig,
     plans: Vec<Plan>,
-    services: Arc<Services>,
     metrics_listen: Option<std::net::SocketAddr>,
     admin: Option<crate::config::AdminSettings>,
     location: Arc<dyn kemibox_store::LocationStore>,
@@ -212,7 +215,6 @@ async fn serve(
         admin_token,
     } in plans
     {
-        spec.services = services.clone();
         let mut myself = Proxy::myself(&transports);
         myself.domains = domains.clone();
         spec.myself = Arc::new(myself);

@@ -47,6 +47,18 @@ impl TenantSpec {
         script_name: impl Into<String>,
         source: impl Into<String>,
     ) -> TenantSpec {
+        TenantSpec::with_services(id, script_name, source, Services::in_memory())
+    }
+
+    /// [`TenantSpec::new`] with the stores given: what a proxy's tenants
+    /// share, sparing the in-memory ones `new` makes (a thousand tenants
+    /// would otherwise make a thousand in-memory databases at start).
+    pub fn with_services(
+        id: impl Into<String>,
+        script_name: impl Into<String>,
+        source: impl Into<String>,
+        services: Arc<Services>,
+    ) -> TenantSpec {
         TenantSpec {
             id: id.into(),
             script_name: script_name.into(),
@@ -58,7 +70,7 @@ impl TenantSpec {
                 .collect(),
             entry: Some("ksr_request_route".into()),
             myself: Arc::new(Myself::default()),
-            services: Services::in_memory(),
+            services,
             relay_to: None,
             recreations_per_second: DEFAULT_RECREATIONS_PER_SECOND,
         }
