@@ -42,26 +42,27 @@ pub struct RateLimit {
 
 /// A tenant's limiter: its rate limit and the bucket counting it.
 pub(crate) struct Limiter {
-    limit: Option<RateLimit>,
-    bucket: Option<TokenBucket>,
+    limited: Option<(RateLimit, TokenBucket)>,
 }
 
 impl Limiter {
     pub fn new(limit: Option<RateLimit>) -> Limiter {
-        let bucket = limit
-            .as_ref()
-            .map(|l| TokenBucket::new(l.per_second, l.burst));
-        Limiter { limit, bucket }
+        Limiter {
+            limited: limit.map(|l| {
+                let bucket = TokenBucket::new(l.per_second, l.burst);
+                (l, bucket)
+            }),
+        }
     }
 
     pub fn limit(&self) -> Option<&RateLimit> {
-        self.limit.as_ref()
+        self.limited.as_ref().map(|(l, _)| l)
     }
 
     /// Take a token for one request at `now`.
     pub fn admit(&self, now: Instant) -> Take {
-        match &self.bucket {
-            Some(bucket) => bucket.take(now),
+        match &self.limited {
+            Some((_, bucket)) => bucket.take(now),
             None => Take::Yes,
         }
     }

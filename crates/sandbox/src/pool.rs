@@ -122,7 +122,7 @@ impl Pool {
         self.metrics.script_version.set(version);
         self.metrics.reloads.inc();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        self.prune(&mut idle);
+        prune(&mut idle, &self.tenant());
         Ok(version)
     }
 
@@ -212,7 +212,7 @@ impl Pool {
                 since: Instant::now(),
             });
         }
-        self.prune(&mut idle);
+        prune(&mut idle, &current);
     }
 
     /// Drop the instances idle for longer than `idle_for`; returns how
@@ -222,26 +222,6 @@ impl Pool {
         let before = idle.len();
         idle.retain(|i| i.since.elapsed() <= idle_for);
         before - idle.len()
-    }
-
-    /// Drop idle instances of old versions nothing else pins any more.
-    fn prune(&self, idle: &mut Vec<Idle>) {
-        let current = self.tenant();
-        if idle.iter().all(|i| Arc::ptr_eq(i.tenant(), &current)) {
-            return;
-        }
-        let pinned: Vec<bool> = idle
-            .iter()
-            .map(|i| {
-                let held_idle = idle
-                    .iter()
-                    .filter(|o| Arc::ptr_eq(o.tenant(), i.tenant()))
-                    .count();
-                Arc::ptr_eq(i.tenant(), &current) || Arc::strong_count(i.tenant()) > held_idle
-            })
-            .collect();
-        let mut keep = pinned.into_iter();
-        idle.retain(|_| keep.next().unwrap_or(false));
     }
 
     /// Run `function` on `message` in an instance of the current version.
@@ -289,6 +269,26 @@ impl Pool {
         );
         Ok(invocation)
     }
+}
+
+/// Drop idle instances of versions other than `current` that nothing else
+/// pins any more.
+fn prune(idle: &mut Vec<Idle>, current: &Arc<Tenant>) {
+    if idle.iter().all(|i| Arc::ptr_eq(i.tenant(), current)) {
+        return;
+    }
+    let pinned: Vec<bool> = idle
+        .iter()
+        .map(|i| {
+            let held_idle = idle
+                .iter()
+                .filter(|o| Arc::ptr_eq(o.tenant(), i.tenant()))
+                .count();
+            Arc::ptr_eq(i.tenant(), current) || Arc::strong_count(i.tenant()) > held_idle
+        })
+        .collect();
+    let mut keep = pinned.into_iter();
+    idle.retain(|_| keep.next().unwrap_or(false));
 }
 
 /// A tenant's script at one version: what a transaction keeps, so its
