@@ -59,14 +59,7 @@ pub async fn start_pool(
     Arc<Pool>,
 ) {
     let runtime = Runtime::new(None).unwrap();
-    let config = ProxyConfig {
-        listen: listen
-            .iter()
-            .map(|l| l.parse::<Listen>().unwrap())
-            .collect(),
-        ..config
-    };
-    let transports = Proxy::bind(&config).await.unwrap();
+    let (config, transports) = bind(listen, config).await;
     let pool = Arc::new(
         Pool::new(&runtime, spec(script, &transports), 4)
             .await
@@ -79,6 +72,19 @@ pub async fn start_pool(
         let _ = stopped.await;
     }));
     (addrs, stop, serving, pool)
+}
+
+/// `config` listening on `listen`, its sockets bound.
+async fn bind(listen: &[&str], config: ProxyConfig) -> (ProxyConfig, kemibox_proxy::Transports) {
+    let config = ProxyConfig {
+        listen: listen
+            .iter()
+            .map(|l| l.parse::<Listen>().unwrap())
+            .collect(),
+        ..config
+    };
+    let transports = Proxy::bind(&config).await.unwrap();
+    (config, transports)
 }
 
 /// The test tenant's spec for `script` on `transports`.
@@ -124,14 +130,7 @@ pub async fn start_tenants_quotas(
     config: ProxyConfig,
 ) -> (Vec<(Transport, SocketAddr)>, Vec<Arc<TenantMetrics>>) {
     let runtime = Runtime::new(None).unwrap();
-    let config = ProxyConfig {
-        listen: listen
-            .iter()
-            .map(|l| l.parse::<Listen>().unwrap())
-            .collect(),
-        ..config
-    };
-    let transports = Proxy::bind(&config).await.unwrap();
+    let (config, transports) = bind(listen, config).await;
     let mut hosted = Vec::new();
     let mut metrics = Vec::new();
     for (t, quota) in tenants {
