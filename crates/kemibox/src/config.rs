@@ -12,7 +12,7 @@
 //! fuel = 50000000
 //! memory = 33554432
 //! deadline_ms = 500
-//! recreations_per_second = 5           # instances replacing trapped ones
+//! recreations_per_second = 1           # instances replacing trapped ones
 //!
 //! [database]                           # default: SQLite in the data directory
 //! sqlite = "kemibox.sqlite"

@@ -1,87 +1,143 @@
-//! Handing received messages to workers: messages of one call (same
-//! Call-ID) go to the same worker and are handled in the order they
-//! arrived, so a 180 is never overtaken by the 200 that followed it;
-//! different calls run in parallel.
+//! Handing received messages to tasks. The messages of one call (same
+//! Call-ID) are handled one after another, in the order they arrived, so a
+//! 180 is never overtaken by the 200 that followed it. Different calls are
+//! handled at once, each call in a task of its own: a call whose route
+//! takes long (a looping script until its fuel runs out, one waiting on a
+//! database until its deadline) holds up the later messages of that call
+//! only, never another call's, whatever their tenants. (With a fixed set of
+//! workers, each serving the calls hashed to it, a message of tenant `b`
+//! waited behind tenant `a`'s looping route whenever their Call-IDs hashed
+//! to the same worker; docs/isolation.md.) How many of a tenant's routes
+//! run at once is its pool's business (`kemibox_sandbox::Pool`).
 
+use std::collections::VecDeque;
+use std::collections::hash_map::{Entry, HashMap, RandomState};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::Shared;
 use crate::transport::Inbound;
 
-/// Messages queued per worker. A receive loop never waits for one busy
-/// worker (that would stall every call behind it): when a worker's queue
-/// is full the message is dropped and counted, as the kernel would drop it
-/// with a full socket buffer, and the sender's retransmission comes back.
-const QUEUE: usize = 1024;
+/// Messages accepted and not yet handled, at most. A receive loop never
+/// waits: past this the message is dropped and counted, as the kernel
+/// would drop it with a full socket buffer, and the sender's
+/// retransmission comes back.
+const PENDING: usize = 8192;
 
-/// The queues of the message workers.
+/// The calls being handled and the messages waiting behind them.
+#[derive(Default)]
 pub struct Dispatch {
-    queues: Vec<mpsc::Sender<Inbound>>,
-    receivers: Mutex<Vec<mpsc::Receiver<Inbound>>>,
-    salt: std::collections::hash_map::RandomState,
-    /// Messages dropped because their worker's queue was full.
+    /// For each call with a task running, the messages that arrived while
+    /// it handles an earlier one, oldest first. Keyed by a hash of the
+    /// Call-ID (of the source address when there is none): two calls
+    /// whose keys collide are merely handled one after the other.
+    calls: Mutex<HashMap<u64, VecDeque<Inbound>>>,
+    salt: RandomState,
+    /// Messages accepted and not yet handled.
+    pending: AtomicUsize,
+    /// Messages dropped because [`PENDING`] were waiting.
     overflow: AtomicU64,
 }
 
 impl Dispatch {
-    /// `workers` queues (at least one).
-    pub fn new(workers: usize) -> Dispatch {
-        let (queues, receivers) = (0..workers.max(1)).map(|_| mpsc::channel(QUEUE)).unzip();
-        Dispatch {
-            queues,
-            receivers: Mutex::new(receivers),
-            salt: Default::default(),
-            overflow: AtomicU64::new(0),
+    /// Hand `inbound` to the task of its call, starting one when the call
+    /// has none; never waits.
+    pub fn send(shared: &Arc<Shared>, inbound: Inbound) {
+        let this = &shared.dispatch;
+        if this.pending.fetch_add(1, Ordering::Relaxed) >= PENDING {
+            this.pending.fetch_sub(1, Ordering::Relaxed);
+            let total = this.overflow.fetch_add(1, Ordering::Relaxed) + 1;
+            if total.is_power_of_two() {
+                tracing::warn!(peer = %inbound.source, dropped = total, "{PENDING} messages waiting: message dropped (overload)");
+            }
+            return;
         }
+        let key = this.key(&inbound);
+        match this.calls().entry(key) {
+            Entry::Occupied(mut waiting) => {
+                waiting.get_mut().push_back(inbound);
+                return;
+            }
+            Entry::Vacant(none) => {
+                none.insert(VecDeque::new());
+            }
+        }
+        let call = Call {
+            shared: shared.clone(),
+            key,
+            finished: false,
+        };
+        tokio::spawn(call.run(inbound));
     }
 
-    /// Start the workers.
-    pub fn start(shared: &Arc<Shared>, tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>) {
-        let receivers = std::mem::take(
-            &mut *shared
-                .dispatch
-                .receivers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for mut rx in receivers {
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                while let Some(inbound) = rx.recv().await {
-                    crate::handler::handle(&shared, inbound).await;
-                }
-                Ok(())
-            });
-        }
+    fn calls(&self) -> MutexGuard<'_, HashMap<u64, VecDeque<Inbound>>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue a message for the worker of its call, without waiting.
-    pub fn send(&self, inbound: Inbound) {
+    fn key(&self, inbound: &Inbound) -> u64 {
         let mut h = self.salt.build_hasher();
         match call_id(&inbound.data) {
             Some(id) => id.hash(&mut h),
             None => inbound.source.hash(&mut h),
         }
-        let index = (h.finish() % self.queues.len() as u64) as usize;
-        let Some(queue) = self.queues.get(index) else {
-            return;
-        };
-        match queue.try_send(inbound) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(dropped)) => {
-                let total = self.overflow.fetch_add(1, Ordering::Relaxed) + 1;
-                if total.is_power_of_two() {
-                    tracing::warn!(peer = %dropped.source, dropped = total, "worker queue full: message dropped (overload)");
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::warn!("message worker gone; message dropped")
-            }
+        h.finish()
+    }
+}
+
+/// The task handling one call's messages while it has any.
+struct Call {
+    shared: Arc<Shared>,
+    key: u64,
+    /// Set when the call has no message left (its entry is gone then).
+    finished: bool,
+}
+
+impl Call {
+    async fn run(mut self, first: Inbound) {
+        let mut next = Some(first);
+        while let Some(inbound) = next {
+            crate::handler::handle(&self.shared, inbound).await;
+            self.shared.dispatch.pending.fetch_sub(1, Ordering::Relaxed);
+            next = self.next();
         }
+        self.finished = true;
+    }
+
+    /// The call's next waiting message; with none, the call is done and
+    /// its entry removed.
+    fn next(&self) -> Option<Inbound> {
+        let mut calls = self.shared.dispatch.calls();
+        let Entry::Occupied(mut waiting) = calls.entry(self.key) else {
+            return None;
+        };
+        let next = waiting.get_mut().pop_front();
+        if next.is_none() {
+            waiting.remove();
+        }
+        next
+    }
+}
+
+impl Drop for Call {
+    /// A task that ends early (a panic in a handler, the runtime shutting
+    /// down) gives up its call's waiting messages, so the call's next
+    /// message starts a task again instead of waiting forever.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let waiting = self.shared.dispatch.calls().remove(&self.key);
+        let lost = waiting.map_or(0, |w| w.len());
+        // The message being handled was not counted out either.
+        self.shared
+            .dispatch
+            .pending
+            .fetch_sub(lost + 1, Ordering::Relaxed);
+        tracing::warn!(
+            lost,
+            "a call's handler ended early: its waiting messages are dropped"
+        );
     }
 }
 

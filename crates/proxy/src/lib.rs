@@ -141,11 +141,7 @@ impl Proxy {
                 tenants,
                 config,
                 transports,
-                dispatch: dispatch::Dispatch::new(
-                    4 * std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2),
-                ),
+                dispatch: Default::default(),
                 draining: Default::default(),
                 branch_salt: Default::default(),
                 metrics,
@@ -170,7 +166,6 @@ impl Proxy {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        dispatch::Dispatch::start(&self.shared, &mut tasks);
         self.shared.transports.start(&self.shared, &mut tasks);
         tasks.spawn(stateful::Stateful::drive_timers(self.shared.clone()));
         tokio::select! {

@@ -69,7 +69,7 @@ async fn a_tenant_over_its_rate_gets_503_while_another_is_served() {
             burst: 5,
             reply: LimitedReply::default(),
         }),
-        relay_to: None,
+        ..Quota::default()
     };
     let (addrs, stats) = common::start_tenants_quotas(
         &[(&ta, limited), (&tb, Quota::default())],
@@ -126,7 +126,7 @@ async fn the_rate_limited_reply_is_configurable() {
                 retry_after: None,
             },
         }),
-        relay_to: None,
+        ..Quota::default()
     };
     let (addrs, stats) = common::start_tenants_quotas(
         &[(&tc, quota)],
@@ -169,6 +169,7 @@ async fn relay_to_lets_requests_reach_listed_destinations_only() {
     let quota = Quota {
         rate: None,
         relay_to: Some(vec![format!("127.0.0.1:{}", uas1.addr.port())]),
+        ..Quota::default()
     };
     let (addrs, _) =
         common::start_tenants_quotas(&[(&t, quota)], &["udp:127.0.0.1:0"], ProxyConfig::default())
@@ -224,6 +225,7 @@ async fn a_refused_branch_is_not_sent_beside_an_allowed_one() {
     let quota = Quota {
         rate: None,
         relay_to: Some(vec![uas1.addr.to_string()]),
+        ..Quota::default()
     };
     let (addrs, _) =
         common::start_tenants_quotas(&[(&t, quota)], &["udp:127.0.0.1:0"], ProxyConfig::default())

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use common::logs::logged;
-use common::{TestTenant, Ua, request, respond};
+use common::{Quota, TestTenant, Ua, request, respond};
 use kemibox_proxy::ProxyConfig;
+use kemibox_sandbox::Limits;
 
 mod common;
 
@@ -215,4 +216,61 @@ async fn a_failing_script_is_logged_with_its_tenant_and_the_other_tenant_keeps_a
     }
     let failures = logged(&["tenant=broken-a", "broken-a.lua:3:"]);
     assert_eq!(failures.len(), 3, "{failures:?}");
+}
+
+/// One tenant's route busy for seconds (a loop with fuel to spare, ended
+/// by its deadline) holds up none of another tenant's messages: each call
+/// is handled in a task of its own, not queued behind whatever call
+/// shares its worker. With the former 4 × cores workers, 64 calls of `b`
+/// all missing the looping call's worker was a 1-in-5,000 chance on 2
+/// cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_busy_in_its_route_holds_up_no_other_tenants_messages() {
+    let looping = "function ksr_request_route()\n  while true do end\nend\n";
+    let b = answering("tenant B");
+    let (a, b) = (
+        TestTenant {
+            id: "a",
+            script: looping,
+            listen: &["udp:127.0.0.1:0"],
+            domains: &[],
+        },
+        TestTenant {
+            id: "b",
+            script: &b,
+            listen: &["udp:127.0.0.2:0"],
+            domains: &[],
+        },
+    );
+    let busy = Quota {
+        limits: Some(Limits {
+            fuel: u64::MAX / 2,
+            deadline_ms: 3_000,
+            ..Limits::default()
+        }),
+        ..Quota::default()
+    };
+    let (addrs, _) = common::start_tenants_quotas(
+        &[(&a, busy), (&b, Quota::default())],
+        &["udp:127.0.0.1:0", "udp:127.0.0.2:0"],
+        ProxyConfig::default(),
+    )
+    .await;
+    let (caller_a, caller_b) = (Ua::new().await, Ua::new().await);
+    let opts = request("OPTIONS", "sip:x@a", caller_a.addr, "busy", "busy", 1);
+    caller_a.send(&opts, addrs[0].1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..64 {
+        let call = format!("b{i}");
+        let opts = request("OPTIONS", "sip:x@b", caller_b.addr, &call, &call, 1);
+        caller_b.send(&opts, addrs[1].1).await;
+        let (reply, _) = caller_b.expect("SIP/2.0 200 ").await;
+        assert_eq!(reason(&reply), "tenant B", "{reply}");
+    }
+    assert!(
+        caller_a.recv_within(0.0).await.is_none(),
+        "a's route ended before b's 64 calls were answered: b's messages waited for it"
+    );
+    let (reply, _) = caller_a.expect("SIP/2.0 500 ").await;
+    assert!(reply.contains("Call-ID: busy@test"), "{reply}");
 }

@@ -17,7 +17,11 @@ use crate::tenant::{LoadFailure, Tenant, TenantSpec};
 /// Idle instances of one tenant's script. Concurrent invocations each take
 /// an instance (creating one when none is idle) and give it back, so the
 /// number of instances follows the concurrency, like Kamailio's Lua state
-/// per worker. A pool starts empty (the instance that validated the script
+/// per worker. At most `max_instances` invocations of the tenant run at
+/// once; more wait for one of them to end, so a tenant flooding its own
+/// routes (each looping until its fuel runs out, say) waits for itself
+/// and bounds its own memory, while other tenants' routes go on. A pool
+/// starts empty (the instance that validated the script
 /// is not kept), and [`Pool::trim`] drops instances left idle, so a
 /// thousand mostly quiet tenants cost memory only while they are busy. A
 /// trapped instance is dropped, never returned; replacing it spends the
@@ -33,6 +37,8 @@ pub struct Pool {
     current: RwLock<Arc<Tenant>>,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
+    /// One permit per invocation running; `max_instances` of them.
+    running: tokio::sync::Semaphore,
     /// The tenant's counters, kept across reloads.
     metrics: Arc<TenantMetrics>,
     /// One reload at a time, so versions are numbered in order.
@@ -58,12 +64,14 @@ impl Idle {
 const RETIRED_PER_VERSION: usize = 2;
 
 impl Pool {
-    /// Validate `spec` and make a pool for it.
+    /// Validate `spec` and make a pool for it that runs at most
+    /// `max_instances` invocations at once (and keeps as many idle).
     pub async fn new(
         runtime: &Runtime,
         spec: TenantSpec,
-        max_idle: usize,
+        max_instances: usize,
     ) -> Result<Pool, LoadFailure> {
+        let max_instances = max_instances.max(1);
         let metrics = Arc::new(TenantMetrics::new(spec.id.as_str()));
         let per_second = spec.recreations_per_second.max(1);
         let (tenant, _validated) = Tenant::load(runtime, spec).await?;
@@ -73,7 +81,8 @@ impl Pool {
             runtime: runtime.clone(),
             current: RwLock::new(tenant),
             idle: Mutex::new(Vec::new()),
-            max_idle: max_idle.max(1),
+            max_idle: max_instances,
+            running: tokio::sync::Semaphore::new(max_instances),
             metrics,
             reloading: tokio::sync::Mutex::new(()),
             recreations: TokenBucket::new(per_second, per_second),
@@ -239,6 +248,8 @@ impl Pool {
         function: &str,
         message: Option<Message>,
     ) -> Result<Invocation, LoadFailure> {
+        // Held until the instance is back; the semaphore is never closed.
+        let _running = self.running.acquire().await;
         let mut instance = match self.checkout_version(version).await {
             Ok(Some(instance)) => instance,
             Ok(None) => {

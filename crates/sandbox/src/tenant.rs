@@ -36,8 +36,11 @@ pub struct TenantSpec {
     pub recreations_per_second: u32,
 }
 
-/// [`TenantSpec::recreations_per_second`] when not configured.
-pub const DEFAULT_RECREATIONS_PER_SECOND: u32 = 5;
+/// [`TenantSpec::recreations_per_second`] when not configured: one a
+/// second, since each trap may have burnt a whole fuel budget (about 3 ms
+/// of a core at the default) and more than that measurably slowed other
+/// tenants' calls (docs/isolation.md).
+pub const DEFAULT_RECREATIONS_PER_SECOND: u32 = 1;
 
 impl TenantSpec {
     /// A spec with default limits, every module granted, and

@@ -97,3 +97,44 @@ async fn a_tenant_that_keeps_trapping_is_throttled_by_its_recreation_budget() {
         Outcome::Ok { ret: 1 }
     );
 }
+
+/// A pool runs at most its `max_instances` invocations at once: the others
+/// wait for an instance (they are not refused), so a tenant flooding its
+/// own routes makes no more instances, and takes no more memory, than
+/// that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_instances_invocations_run_at_once_and_the_others_wait() {
+    // Each call is long enough (tens of millions of fuel) to yield its
+    // thread many times, so the eight overlap.
+    let script =
+        "function ksr_request_route() local x = 0 for i = 1, 3000000 do x = x + i end return 1 end";
+    let limits = Limits {
+        fuel: 10_000_000_000,
+        deadline_ms: 60_000,
+        ..Limits::default()
+    };
+    let pool = std::sync::Arc::new(
+        Pool::new(&runtime(), spec_with("capped", script, limits), 2)
+            .await
+            .unwrap(),
+    );
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.invoke("ksr_request_route", None)
+                    .await
+                    .unwrap()
+                    .outcome
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), kemibox_sandbox::Outcome::Ok { ret: 1 });
+    }
+    assert_eq!(
+        pool.metrics().instances_created.get(),
+        1 + 2,
+        "the validating instance, then two shared by the eight calls"
+    );
+}

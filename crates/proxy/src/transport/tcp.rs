@@ -155,7 +155,7 @@ async fn reader(shared: Arc<Shared>, mut read: OwnedReadHalf, local: SocketAddr,
                         source: peer,
                         data,
                     };
-                    shared.dispatch.send(inbound);
+                    crate::dispatch::Dispatch::send(&shared, inbound);
                 }
                 Ok(_) if buf.len() > MAX_MESSAGE_SIZE => {
                     tracing::info!(%peer, "tcp message over {MAX_MESSAGE_SIZE} bytes; closing");

@@ -60,12 +60,15 @@ pub async fn receive_loop(
             }
         };
         for (data, source) in datagrams {
-            shared.dispatch.send(Inbound {
-                transport: Transport::Udp,
-                local,
-                source,
-                data,
-            });
+            crate::dispatch::Dispatch::send(
+                &shared,
+                Inbound {
+                    transport: Transport::Udp,
+                    local,
+                    source,
+                    data,
+                },
+            );
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kemibox_kemi::{RelayTo, Transport};
 use kemibox_metrics::TenantMetrics;
 use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit};
-use kemibox_sandbox::{Pool, Runtime, TenantSpec};
+use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 use tokio::net::UdpSocket;
 
 /// Start a proxy running `script` on `listen` (e.g. `udp:127.0.0.1:0`);
@@ -120,6 +120,8 @@ pub async fn start_tenants(
 pub struct Quota {
     pub rate: Option<RateLimit>,
     pub relay_to: Option<Vec<String>>,
+    /// Per-invocation limits (default: [`Limits::default`]).
+    pub limits: Option<Limits>,
 }
 
 /// Like [`start_tenants`], each tenant with its quotas; also returns each
@@ -139,6 +141,9 @@ pub async fn start_tenants_quotas(
             .relay_to
             .as_ref()
             .map(|r| Arc::new(RelayTo::parse(r).unwrap()));
+        if let Some(limits) = quota.limits {
+            spec.limits = limits;
+        }
         let mut myself = Proxy::myself(&transports);
         myself.domains = t.domains.iter().map(|d| d.to_string()).collect();
         spec.myself = Arc::new(myself);
