@@ -141,7 +141,11 @@ impl Proxy {
                 tenants,
                 config,
                 transports,
-                dispatch: Default::default(),
+                dispatch: dispatch::Dispatch::new(
+                    4 * std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2),
+                ),
                 draining: Default::default(),
                 branch_salt: Default::default(),
                 metrics,
@@ -166,6 +170,7 @@ impl Proxy {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
+        dispatch::Dispatch::start(&self.shared);
         self.shared.transports.start(&self.shared, &mut tasks);
         tasks.spawn(stateful::Stateful::drive_timers(self.shared.clone()));
         tokio::select! {
@@ -176,6 +181,7 @@ impl Proxy {
         }
         self.drain().await;
         tasks.abort_all();
+        self.shared.dispatch.stop();
         Ok(())
     }
 

@@ -155,7 +155,7 @@ async fn reader(shared: Arc<Shared>, mut read: OwnedReadHalf, local: SocketAddr,
                         source: peer,
                         data,
                     };
-                    crate::dispatch::Dispatch::send(&shared, inbound);
+                    shared.dispatch.send(inbound);
                 }
                 Ok(_) if buf.len() > MAX_MESSAGE_SIZE => {
                     tracing::info!(%peer, "tcp message over {MAX_MESSAGE_SIZE} bytes; closing");

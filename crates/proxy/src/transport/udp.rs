@@ -60,15 +60,12 @@ pub async fn receive_loop(
             }
         };
         for (data, source) in datagrams {
-            crate::dispatch::Dispatch::send(
-                &shared,
-                Inbound {
-                    transport: Transport::Udp,
-                    local,
-                    source,
-                    data,
-                },
-            );
+            shared.dispatch.send(Inbound {
+                transport: Transport::Udp,
+                local,
+                source,
+                data,
+            });
         }
     }
 }
