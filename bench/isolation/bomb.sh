@@ -20,6 +20,7 @@ script = "$R/tests/fixtures/scripts/isolation-bomb.lua"
 listen = ["udp:127.0.0.1:27060"]
 [tenant.limits]
 memory = 16777216
+fuel = 100000000
 [[tenant]]
 id = "b"
 script = "$R/tests/fixtures/scripts/isolation-relay.lua"

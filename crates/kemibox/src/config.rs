@@ -9,7 +9,7 @@
 //! auto_reload = true                   # reload scripts when their files change
 //!
 //! [limits]                             # per invocation
-//! fuel = 50000000
+//! fuel = 10000000
 //! memory = 33554432
 //! deadline_ms = 500
 //! recreations_per_second = 1           # instances replacing trapped ones

@@ -343,7 +343,9 @@ fn a_memory_bomb_tenant_is_capped_and_does_not_fail_another_tenants_calls() {
     } = start(
         "isolation-bomb",
         "isolation-bomb.lua",
-        &format!("memory = {BOMB_MEMORY}"),
+        // Fuel to spare (the bomb fills its heap with some 20 M), so the
+        // memory cap is what ends it.
+        &format!("memory = {BOMB_MEMORY}\nfuel = 100000000"),
         &format!("memory = {B_MEMORY}"),
     );
     let pid = proxy.pid();

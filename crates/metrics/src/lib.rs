@@ -117,7 +117,7 @@ impl Histogram {
     }
 }
 
-/// Fuel buckets: a typical route uses 10-60 k; the default budget is 50 M.
+/// Fuel buckets: a typical route uses 10-60 k; the default budget is 10 M.
 const FUEL_BOUNDS: &[u64] = &[
     1_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 50_000_000,
 ];

@@ -14,8 +14,8 @@ use crate::tenant::{LoadFailure, Tenant};
 
 /// Fuel between two yields of a running invocation to the other tasks of
 /// its thread: about 60 us of Lua. A typical route (10-60 k fuel) never
-/// yields; a long one (a tenant's loop until its 50 M budget ends, a few
-/// ms) lets the messages of other tenants waiting on the same thread run
+/// yields; a long one (a tenant's loop until its 10 M budget ends, about
+/// 0.6 ms) lets the messages of other tenants waiting on the same thread run
 /// every 60 us instead of every epoch tick (5 ms).
 const YIELD_FUEL: u64 = 1_000_000;
 

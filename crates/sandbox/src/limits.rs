@@ -9,8 +9,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wasm fuel per invocation (deterministic CPU budget). The Lua loop
-    /// burns about 17 G fuel/s, so 50 M is a few milliseconds of pure Lua; a
-    /// typical route uses 10-50 k.
+    /// burns about 17 G fuel/s, so the default 10 M is about 0.6 ms of pure
+    /// Lua, some 550 times a typical route (10-50 k). It is also what a
+    /// runaway script costs the host per invocation before it is stopped,
+    /// which other tenants feel on a small machine (docs/isolation.md).
     pub fuel: u64,
     /// Hard cap on the instance's linear memory, in bytes.
     pub memory: u64,
@@ -22,7 +24,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            fuel: 50_000_000,
+            fuel: 10_000_000,
             memory: 32 << 20,
             deadline_ms: 500,
         }

@@ -154,7 +154,7 @@ async fn string_doubling_is_out_of_memory() {
     let o = contained(
         "doubling",
         "local s = 'x'\nwhile true do s = s .. s end",
-        Limits::default(),
+        memory_bound(),
     )
     .await;
     assert!(out_of_memory(&o), "{o:?}");
