@@ -193,14 +193,18 @@ async fn work(shared: Arc<Shared>, mut rx: mpsc::Receiver<Keyed>) {
             while workers.try_join_next().is_some() {}
             workers.spawn(spare_worker(spare, rx));
         }
-        let _finish = Finish {
+        let mut finish = Finish {
             shared: &shared,
             key,
+            done: false,
         };
         handling.await;
         while let Some(next) = dispatch.next_behind(key) {
             crate::handler::handle(&shared, next).await;
         }
+        // The call is forgotten already, and the queue's worker may have
+        // made it wait again since: leave that alone.
+        finish.done = true;
         return;
     }
 }
@@ -225,10 +229,15 @@ async fn poll_once<F: Future>(mut handling: Pin<&mut F>) -> Poll<F::Output> {
 struct Finish<'a> {
     shared: &'a Arc<Shared>,
     key: u64,
+    /// Set when the call had no message left and was forgotten normally.
+    done: bool,
 }
 
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         let dispatch = &self.shared.dispatch;
         let Some(behind) = dispatch.waiting().remove(&self.key) else {
             return;
