@@ -36,7 +36,8 @@ pub struct Pool {
     runtime: Runtime,
     current: RwLock<Arc<Tenant>>,
     idle: Mutex<Vec<Idle>>,
-    max_idle: usize,
+    /// The most invocations running at once, and instances kept idle.
+    max_instances: usize,
     /// One permit per invocation running; `max_instances` of them.
     running: tokio::sync::Semaphore,
     /// The tenant's counters, kept across reloads.
@@ -81,7 +82,7 @@ impl Pool {
             runtime: runtime.clone(),
             current: RwLock::new(tenant),
             idle: Mutex::new(Vec::new()),
-            max_idle: max_instances,
+            max_instances,
             running: tokio::sync::Semaphore::new(max_instances),
             metrics,
             reloading: tokio::sync::Mutex::new(()),
@@ -209,7 +210,7 @@ impl Pool {
             .filter(|i| Arc::ptr_eq(i.tenant(), instance.tenant()))
             .count();
         let keep = if Arc::ptr_eq(instance.tenant(), &current) {
-            same < self.max_idle
+            same < self.max_instances
         } else {
             // References: this instance, the idle ones, `current` does
             // not hold it; anything beyond is work pinning the version.
