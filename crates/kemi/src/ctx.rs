@@ -57,12 +57,14 @@ pub enum Event {
     HeaderRemoved { name: String, count: usize },
     /// A pseudo-variable written by the script.
     PvSet { name: String, value: Option<String> },
-    /// A transaction callback armed for later (`branch`, `reply`, `failure`,
-    /// `branch-failure`).
-    Callback { kind: String, function: String },
-    /// A transaction function called (`t_relay`, `t_newtran`, ...).
-    Tm {
+    /// A transaction route armed for later (`KSR.tm.t_on_*`).
+    Callback {
+        kind: CallbackKind,
         function: String,
+    },
+    /// A transaction function called (`t_relay`, `t_newtran`).
+    Tm {
+        function: TmFunction,
         destination: Option<String>,
     },
     /// `KSR.tmx.t_suspend()`: the transaction waits under these ids.
@@ -80,6 +82,46 @@ pub enum Event {
     Exit,
     /// `KSR.x.drop()` or `KSR.set_drop()`.
     Drop,
+}
+
+/// The transaction routes a script arms with `KSR.tm.t_on_*`; serialized
+/// as `branch`, `reply`, `failure`, `branch-failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallbackKind {
+    /// `t_on_branch`: runs for each branch before it is sent.
+    Branch,
+    /// `t_on_reply`: runs for each reply of the transaction.
+    Reply,
+    /// `t_on_failure`: runs when the transaction ends with a negative reply.
+    Failure,
+    /// `t_on_branch_failure`: runs for each branch ending with a negative
+    /// reply.
+    BranchFailure,
+}
+
+impl CallbackKind {
+    /// The KSR function that arms it (`t_on_branch_failure`).
+    pub fn arming_function(self) -> &'static str {
+        match self {
+            CallbackKind::Branch => "t_on_branch",
+            CallbackKind::Reply => "t_on_reply",
+            CallbackKind::Failure => "t_on_failure",
+            CallbackKind::BranchFailure => "t_on_branch_failure",
+        }
+    }
+}
+
+/// The `KSR.tm` functions that ask the proxy for a transaction; serialized
+/// by their KSR names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TmFunction {
+    /// `t_relay`: relay the request statefully.
+    #[serde(rename = "t_relay")]
+    Relay,
+    /// `t_newtran`: create the server transaction.
+    #[serde(rename = "t_newtran")]
+    NewTran,
 }
 
 /// Transport a message arrived on.
@@ -169,9 +211,8 @@ pub struct TmInfo {
     pub branch_timeout: bool,
     /// In a failure route: some branch timed out.
     pub any_timeout: bool,
-    /// Routes armed on the transaction before this route ran ("branch",
-    /// "reply", "failure", "branch-failure").
-    pub armed: Vec<String>,
+    /// Routes armed on the transaction before this route ran.
+    pub armed: Vec<CallbackKind>,
     /// The transaction outlived its maximum lifetime (`t_is_expired`).
     pub expired: bool,
     /// `$T(id_index)` / `$T(id_label)` once `t_suspend` ran.

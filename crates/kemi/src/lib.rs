@@ -16,7 +16,8 @@ mod relay_to;
 mod services;
 
 pub use ctx::{
-    AppendedBranch, Ctx, Event, FrTimers, Level, Message, Myself, PvValue, TmInfo, Transport,
+    AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,
+    TmFunction, TmInfo, Transport,
 };
 pub use modules::{MODULES, add_to_linker};
 pub use nonce::Nonces;

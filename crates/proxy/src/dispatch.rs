@@ -26,8 +26,16 @@ use std::task::Poll;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::Shared;
 use crate::transport::Inbound;
+
+/// What the workers hand each message to (the proxy's handler): dispatch
+/// knows nothing above it.
+pub(crate) trait Handler: Send + Sync + Sized + 'static {
+    /// The queues this handler's messages go through.
+    fn dispatch(&self) -> &Dispatch;
+    /// Handle one received message.
+    fn handle(self: &Arc<Self>, inbound: Inbound) -> impl Future<Output = ()> + Send;
+}
 
 /// Messages queued per worker. A receive loop never waits for one busy
 /// worker (that would stall every call behind it): when a worker's queue
@@ -79,17 +87,13 @@ impl Dispatch {
     /// while another takes its queue), so they are not among the proxy's
     /// tasks, whose ending means the proxy failed; [`Dispatch::stop`] ends
     /// them.
-    pub fn start(shared: &Arc<Shared>) {
-        let receivers = std::mem::take(
-            &mut *shared
-                .dispatch
-                .receivers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        let mut workers = shared.dispatch.workers();
+    pub fn start<H: Handler>(handler: &Arc<H>) {
+        let dispatch = handler.dispatch();
+        let receivers =
+            std::mem::take(&mut *dispatch.receivers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut workers = dispatch.workers();
         for rx in receivers {
-            workers.spawn(work(shared.clone(), rx));
+            workers.spawn(work(handler.clone(), rx));
         }
     }
 
@@ -166,17 +170,15 @@ impl Dispatch {
 /// A worker: handle the queue's messages one by one. When one has to
 /// wait, hand the queue to a new worker and stay with that call until it
 /// has no message left.
-async fn work(shared: Arc<Shared>, mut rx: mpsc::Receiver<Keyed>) {
-    let dispatch = &shared.dispatch;
+async fn work<H: Handler>(shared: Arc<H>, mut rx: mpsc::Receiver<Keyed>) {
+    let dispatch = shared.dispatch();
     while let Some((key, inbound)) = rx.recv().await {
         let Some(inbound) = dispatch.behind_waiting(key, inbound) else {
             continue;
         };
         // Without tokio's cooperative budget: a message is not to count as
         // waiting merely because its worker has handled many in a row.
-        let mut handling = std::pin::pin!(tokio::task::unconstrained(crate::handler::handle(
-            &shared, inbound
-        )));
+        let mut handling = std::pin::pin!(tokio::task::unconstrained(shared.handle(inbound)));
         if poll_once(handling.as_mut()).await.is_ready() {
             continue;
         }
@@ -194,13 +196,13 @@ async fn work(shared: Arc<Shared>, mut rx: mpsc::Receiver<Keyed>) {
             workers.spawn(spare_worker(spare, rx));
         }
         let mut finish = Finish {
-            shared: &shared,
+            dispatch,
             key,
             done: false,
         };
         handling.await;
         while let Some(next) = dispatch.next_behind(key) {
-            crate::handler::handle(&shared, next).await;
+            shared.handle(next).await;
         }
         // The call is forgotten already, and the queue's worker may have
         // made it wait again since: leave that alone.
@@ -211,8 +213,8 @@ async fn work(shared: Arc<Shared>, mut rx: mpsc::Receiver<Keyed>) {
 
 /// [`work`] for a new task, boxed: a worker starts workers, and the box
 /// is what lets the compiler see that its future is `Send`.
-fn spare_worker(
-    shared: Arc<Shared>,
+fn spare_worker<H: Handler>(
+    shared: Arc<H>,
     rx: mpsc::Receiver<Keyed>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(work(shared, rx))
@@ -227,7 +229,7 @@ async fn poll_once<F: Future>(mut handling: Pin<&mut F>) -> Poll<F::Output> {
 /// handler, the runtime shutting down), so the call's next message is
 /// handled again instead of waiting forever.
 struct Finish<'a> {
-    shared: &'a Arc<Shared>,
+    dispatch: &'a Dispatch,
     key: u64,
     /// Set when the call had no message left and was forgotten normally.
     done: bool,
@@ -238,7 +240,7 @@ impl Drop for Finish<'_> {
         if self.done {
             return;
         }
-        let dispatch = &self.shared.dispatch;
+        let dispatch = self.dispatch;
         let Some(behind) = dispatch.waiting().remove(&self.key) else {
             return;
         };

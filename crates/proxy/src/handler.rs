@@ -1,19 +1,31 @@
-//! What happens to one received message.
+//! What happens to one received message: parsing and checks, the tenant,
+//! its rate limit, the request route, and handing the rest to the
+//! transaction core.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kemibox_kemi::{Event, Message, Transport};
-use kemibox_sandbox::{Invocation, Outcome, Pool, Script};
+use kemibox_kemi::{Message, Transport};
+use kemibox_sandbox::{Pool, Script};
 use kemibox_sip::SipMessage;
-use kemibox_tm::ServerId;
 
-use crate::stateful::{Callbacks, Stateful, Verdict};
+use crate::Shared;
+use crate::dispatch::{Dispatch, Handler};
+use crate::route::{self, Fallback, REPLY_ROUTE, REQUEST_ROUTE, Ran, RouteKind};
+use crate::stateful::Verdict;
 use crate::transport::Inbound;
-use crate::{Shared, forward, reply};
+
+impl Handler for Shared {
+    fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+
+    async fn handle(self: &Arc<Self>, inbound: Inbound) {
+        handle(self, inbound).await
+    }
+}
 
 /// Route one received message through the script and act on the result.
-pub async fn handle(shared: &Arc<Shared>, inbound: Inbound) {
+async fn handle(shared: &Shared, inbound: Inbound) {
     let Inbound {
         transport,
         local,
@@ -40,7 +52,7 @@ pub async fn handle(shared: &Arc<Shared>, inbound: Inbound) {
         if sip.is_request() && sip.method_str() != "ACK" {
             tracing::info!(peer = %source, reason = e.reason(), "bad request: answering 400");
             let message = Message::new(sip, source, local, transport);
-            reply::send(shared, &message, 400, e.reason(), &[]).await;
+            reply(shared, &message, 400, e.reason(), &[]).await;
         } else {
             tracing::info!(peer = %source, reason = e.reason(), "dropping malformed message");
         }
@@ -49,21 +61,31 @@ pub async fn handle(shared: &Arc<Shared>, inbound: Inbound) {
     let message = Message::new(sip, source, local, transport);
     if message.sip.is_request() {
         request(shared, message).await;
-    } else {
-        response(shared, message).await;
+    } else if let Some(stray) = shared.core.on_response(message).await {
+        stateless_response(shared, stray).await;
     }
 }
 
-async fn request(shared: &Arc<Shared>, message: Message) {
-    if let Verdict::Done = Stateful::on_request(shared, &message).await {
+/// A stateless reply of the proxy's own, counted for the request's tenant.
+async fn reply(shared: &Shared, m: &Message, code: u16, reason: &str, headers: &[String]) {
+    let metrics = shared.tenants.for_request(m).map(|p| p.metrics().as_ref());
+    shared
+        .core
+        .egress()
+        .reply(m, code, reason, headers, metrics)
+        .await;
+}
+
+async fn request(shared: &Shared, message: Message) {
+    let pool = shared.tenants.for_request(&message);
+    let script = pool.map(Pool::pin);
+    if let Verdict::Done = shared.core.on_request(&message, script.as_ref()).await {
         return;
     }
+    let is_ack = message.sip.method_str() == "ACK";
     let initial = message.sip.to().is_some_and(|t| t.tag().is_none());
-    if initial
-        && shared.draining.load(std::sync::atomic::Ordering::Relaxed)
-        && message.sip.method_str() != "ACK"
-    {
-        reply::send(
+    if initial && shared.draining.load(std::sync::atomic::Ordering::Relaxed) && !is_ack {
+        reply(
             shared,
             &message,
             503,
@@ -73,19 +95,17 @@ async fn request(shared: &Arc<Shared>, message: Message) {
         .await;
         return;
     }
-    let source = message.source;
-    let is_ack = message.sip.method_str() == "ACK";
-    let Some(script) = shared.tenants.for_request(&message).map(Pool::pin) else {
+    let Some(script) = script else {
         let total = shared.metrics.process.unmatched.inc();
         tracing::debug!(
-            peer = %source,
+            peer = %message.source,
             ruri = %message.sip.ruri().unwrap_or(""),
             unmatched = total,
             "no tenant for this request"
         );
         if !is_ack {
             let (code, reason) = &shared.config.unmatched_reply;
-            reply::send(shared, &message, *code, reason, &[]).await;
+            reply(shared, &message, *code, reason, &[]).await;
         }
         return;
     };
@@ -95,37 +115,38 @@ async fn request(shared: &Arc<Shared>, message: Message) {
     // Kept for the error reply: the route consumes the message.
     let original = Message::new(
         message.sip.clone(),
-        source,
+        message.source,
         message.local,
         message.transport,
     );
-    let invocation = match script.invoke("ksr_request_route", Some(message)).await {
-        Ok(inv) => inv,
-        Err(failure) => {
-            tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");
-            if !is_ack {
-                reply::error(shared, &original).await;
-            }
-            return;
+    match route::run(&script, RouteKind::Request, REQUEST_ROUTE, message).await {
+        Ran::Done(routed) => {
+            shared
+                .core
+                .act(
+                    &script,
+                    RouteKind::Request,
+                    routed.message,
+                    routed.actions,
+                    None,
+                )
+                .await;
         }
-    };
-    if !invocation.outcome.is_ok() {
-        log_failure(&script, &invocation, Some(source));
-        if !is_ack {
-            reply::error(shared, &original).await;
+        Ran::Failed(Fallback::ErrorReply) if !is_ack => {
+            let (code, reason) = &shared.config.error_reply;
+            shared
+                .core
+                .egress()
+                .reply(&original, *code, reason, &[], Some(script.metrics()))
+                .await;
         }
-        return;
+        Ran::Failed(Fallback::ErrorReply | Fallback::Proceed | Fallback::DropBranch) => {}
     }
-    let Invocation {
-        events, message, ..
-    } = invocation;
-    let Some(message) = message else { return };
-    act(shared, &script, events, message).await;
 }
 
 /// Whether the tenant's rate limit lets `message` run the request route;
 /// when not, it is answered with the tenant's reply and counted.
-async fn admit(shared: &Arc<Shared>, script: &Script, message: &Message) -> bool {
+async fn admit(shared: &Shared, script: &Script, message: &Message) -> bool {
     let Some(limiter) = shared.tenants.limiter(script.pool()) else {
         return true;
     };
@@ -148,175 +169,57 @@ async fn admit(shared: &Arc<Shared>, script: &Script, message: &Message) -> bool
             .map(|s| format!("Retry-After: {s}"))
             .into_iter()
             .collect();
-        reply::send(shared, message, r.code, &r.reason, &headers).await;
+        shared
+            .core
+            .egress()
+            .reply(message, r.code, &r.reason, &headers, Some(script.metrics()))
+            .await;
     }
     false
 }
 
-/// Carry out what the request route asked for, in order: callbacks,
-/// transactions, relays (stateful and stateless), replies.
-async fn act(shared: &Arc<Shared>, script: &Script, events: Vec<Event>, mut message: Message) {
-    let is_ack = message.sip.method_str() == "ACK";
-    let mut callbacks = Callbacks::default();
-    let mut server = None;
-    for event in events {
-        match event {
-            Event::Callback { kind, function } => callbacks.arm(&kind, function),
-            Event::Tm { function, .. } if function == "t_newtran" && !is_ack => {
-                server_of(shared, script, &mut server, &message, &callbacks).await;
-            }
-            Event::Tm { function, .. } if function == "t_relay" && !message.drop => {
-                if is_ack {
-                    // The ACK of a 2xx has no transaction (RFC 3261 17.2.1).
-                    forward::request(shared, script, &mut message).await;
-                    continue;
-                }
-                let Some(server) =
-                    server_of(shared, script, &mut server, &message, &callbacks).await
-                else {
-                    continue;
-                };
-                if !Stateful::relay(shared, server, message.clone(), &callbacks).await {
-                    let (code, reason) = shared.config.error_reply.clone();
-                    Stateful::reply(shared, server, &message, code, &reason, &[]).await;
-                }
-            }
-            Event::Suspend { index, label } if !is_ack => {
-                if let Some(server) =
-                    server_of(shared, script, &mut server, &message, &callbacks).await
-                {
-                    Stateful::suspend(shared, server, (index, label), &message, &callbacks).await;
-                }
-            }
-            Event::Continue {
-                index,
-                label,
-                route,
-            } => Stateful::resume(shared, script, (index, label), &route).await,
-            Event::Forward { destination } if !message.drop => {
-                let mut forwarded = message.clone();
-                if destination.is_some() {
-                    forwarded.dst_uri = destination;
-                }
-                forward::request(shared, script, &mut forwarded).await;
-            }
-            Event::Reply {
-                code,
-                reason,
-                headers,
-                stateful,
-            } => {
-                let code = u16::try_from(code).unwrap_or(500);
-                if stateful {
-                    server_of(shared, script, &mut server, &message, &callbacks).await;
-                }
-                match server {
-                    Some(server) => {
-                        Stateful::reply(shared, server, &message, code, &reason, &headers).await
-                    }
-                    None => reply::send(shared, &message, code, &reason, &headers).await,
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The request's server transaction: the one this route's events already
-/// made, else a new one (`None` when it cannot be created; answered).
-async fn server_of(
-    shared: &Arc<Shared>,
-    script: &Script,
-    server: &mut Option<ServerId>,
-    message: &Message,
-    callbacks: &Callbacks,
-) -> Option<ServerId> {
-    if server.is_none() {
-        *server = Stateful::ensure_server(shared, script, message, callbacks)
-            .await
-            .ok();
-    }
-    *server
-}
-
-async fn response(shared: &Arc<Shared>, message: Message) {
-    Stateful::on_response(shared, message).await;
-}
-
-/// The route run for every reply, when the script defines it.
-pub(crate) const REPLY_ROUTE: &str = "ksr_reply_route";
-
 /// A response no transaction knows (a 2xx retransmission, or a reply to a
 /// statelessly forwarded request): the `ksr_reply_route` of the tenant of
-/// the socket it arrived on, then on by Via. With no such tenant it goes on
-/// by Via without a script.
-pub(crate) async fn stateless_response(shared: &Arc<Shared>, mut message: Message) {
-    let source = message.source;
-    let Some(next_hop) = forward::reply_destination(shared, &message) else {
+/// the socket it arrived on, then on by Via. With no such tenant, or when
+/// the route fails, it goes on by Via as it came.
+async fn stateless_response(shared: &Shared, message: Message) {
+    let egress = shared.core.egress();
+    let Some(next_hop) = egress.reply_destination(&message) else {
         return;
     };
-    let script = shared
+    let pool = shared
         .tenants
-        .select(message.transport, message.local, None)
+        .select(message.transport, message.local, None);
+    let metrics = pool.map(|p| p.metrics().clone());
+    let script = pool
         .filter(|p| p.tenant().defines(REPLY_ROUTE))
         .map(Pool::pin);
-    let Some(script) = script else {
-        forward::reply(shared, &mut message, next_hop).await;
-        return;
-    };
-    let invocation = match script.invoke(REPLY_ROUTE, Some(message)).await {
-        Ok(inv) => inv,
-        Err(failure) => {
-            tracing::error!(tenant = %failure.tenant, error = %failure, "cannot instantiate the script");
-            return;
+    let mut message = message;
+    if let Some(script) = script {
+        match route::run(&script, RouteKind::Reply, REPLY_ROUTE, message.clone()).await {
+            Ran::Done(routed) => {
+                if !routed.actions.is_empty() {
+                    shared
+                        .core
+                        .act(
+                            &script,
+                            RouteKind::Reply,
+                            routed.message.clone(),
+                            routed.actions,
+                            None,
+                        )
+                        .await;
+                }
+                if routed.message.drop {
+                    return;
+                }
+                message = routed.message;
+            }
+            // The reply goes on as received.
+            Ran::Failed(_) => {}
         }
-    };
-    match &invocation.outcome {
-        Outcome::Ok { .. } | Outcome::NotFound { .. } => {}
-        _ => {
-            log_failure(&script, &invocation, Some(source));
-            return;
-        }
     }
-    if let Some(mut message) = invocation.message
-        && !message.drop
-    {
-        forward::reply(shared, &mut message, next_hop).await;
-    }
-}
-
-/// Log a failed route with the tenant, `script:line`, the version, the
-/// cause and the peer. Throttled invocations are not logged one by one:
-/// the pool logs the throttling once a second.
-pub(crate) fn log_failure(script: &Script, invocation: &Invocation, peer: Option<SocketAddr>) {
-    if invocation.outcome == Outcome::Throttled {
-        return;
-    }
-    let tenant = script.tenant();
-    let version = tenant.version;
-    let script = &tenant.spec.script_name;
-    let location = invocation
-        .location(script)
-        .unwrap_or_else(|| script.clone());
-    let cause = match &invocation.outcome {
-        Outcome::LuaError { message, .. } => message.clone(),
-        Outcome::OutOfMemory { message }
-        | Outcome::NotFound { message }
-        | Outcome::Trap { message } => message.clone(),
-        other => other.label().to_string(),
-    };
-    tracing::error!(
-        tenant = %invocation.tenant,
-        function = %invocation.function,
-        outcome = invocation.outcome.label(),
-        version,
-        fuel_used = invocation.fuel_used,
-        peer = ?peer,
-        "{location}: {}",
-        // Lua's message often starts with the location already.
-        cause
-            .strip_prefix(location.as_str())
-            .and_then(|c| c.strip_prefix(": "))
-            .unwrap_or(&cause)
-    );
+    egress
+        .forward_reply(&mut message, next_hop, metrics.as_deref())
+        .await;
 }

@@ -12,14 +12,16 @@
 //! `t_relay` is stateful (RFC 3261 sections 16 and 17, see [`stateful`]):
 //! retransmissions are absorbed, branches retransmit and time out, CANCEL
 //! is answered and propagated, failure routes can re-route.
+//!
+//! Dependencies run one way (docs/architecture.md): dispatch -> handler ->
+//! stateful -> route runner and egress -> transport.
 
 mod dispatch;
-mod forward;
+mod egress;
 mod handler;
 mod listen;
-mod onsend;
 mod quota;
-mod reply;
+mod route;
 mod stateful;
 mod tenants;
 mod transport;
@@ -33,7 +35,7 @@ use kemibox_sandbox::Pool;
 pub use listen::Listen;
 pub use quota::{LimitedReply, RateLimit};
 pub use tenants::Hosted;
-pub use transport::Transports;
+pub use transport::{SendOptions, Transports};
 
 /// What the proxy needs besides its tenant.
 #[derive(Debug, Clone)]
@@ -76,16 +78,15 @@ pub fn proxy_transactions() -> kemibox_tm::Config {
 /// (32 s) ends every branch by then.
 pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(33);
 
-/// Shared by every message handler.
+/// What the message handler works with (the top of the proxy).
 pub(crate) struct Shared {
     pub tenants: tenants::Tenants,
     pub config: ProxyConfig,
-    pub transports: Transports,
     pub dispatch: dispatch::Dispatch,
-    pub stateful: stateful::Stateful,
+    /// The transaction core, with the egress and transports below it.
+    pub core: Arc<stateful::Stateful>,
     /// Set once shutdown began: new calls are refused.
     pub draining: std::sync::atomic::AtomicBool,
-    pub branch_salt: std::collections::hash_map::RandomState,
     /// Process-wide counters and every tenant's (see [`Proxy::metrics`]).
     pub metrics: Arc<kemibox_metrics::Registry>,
 }
@@ -135,19 +136,22 @@ impl Proxy {
         for pool in tenants.pools() {
             metrics.register(pool.metrics().clone());
         }
+        let settings = stateful::Settings {
+            transactions: config.transactions,
+            error_reply: config.error_reply.clone(),
+        };
+        let egress = egress::Egress::new(Arc::new(transports));
         Proxy {
             shared: Arc::new(Shared {
-                stateful: stateful::Stateful::new(config.transactions),
+                core: Arc::new(stateful::Stateful::new(settings, egress)),
                 tenants,
                 config,
-                transports,
                 dispatch: dispatch::Dispatch::new(
                     4 * std::thread::available_parallelism()
                         .map(|n| n.get())
                         .unwrap_or(2),
                 ),
                 draining: Default::default(),
-                branch_salt: Default::default(),
                 metrics,
             }),
         }
@@ -155,7 +159,7 @@ impl Proxy {
 
     /// Bound addresses with their transports.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
-        self.shared.transports.local_addrs()
+        self.shared.core.egress().transports().local_addrs()
     }
 
     /// The proxy's metrics: its tenants' and the process-wide ones, for
@@ -171,8 +175,12 @@ impl Proxy {
     ) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         dispatch::Dispatch::start(&self.shared);
-        self.shared.transports.start(&self.shared, &mut tasks);
-        tasks.spawn(stateful::Stateful::drive_timers(self.shared.clone()));
+        let handler = self.shared.clone();
+        self.shared.core.egress().transports().start(
+            Arc::new(move |inbound| handler.dispatch.send(inbound)),
+            &mut tasks,
+        );
+        tasks.spawn(self.shared.core.clone().drive_timers());
         tokio::select! {
             _ = shutdown => {}
             Some(result) = tasks.join_next() => {
@@ -192,12 +200,12 @@ impl Proxy {
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let started = tokio::time::Instant::now();
-        let pending = self.shared.stateful.pending();
+        let pending = self.shared.core.pending();
         tracing::info!(pending, "shutting down: finishing transactions in flight");
-        while self.shared.stateful.pending() > 0 && started.elapsed() < DRAIN_LIMIT {
+        while self.shared.core.pending() > 0 && started.elapsed() < DRAIN_LIMIT {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let left = self.shared.stateful.pending();
+        let left = self.shared.core.pending();
         if left > 0 {
             tracing::warn!(
                 left,

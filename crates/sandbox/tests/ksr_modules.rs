@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use common::ksr::*;
 use common::*;
-use kemibox_kemi::{Event, Level, Message, Transport};
+use kemibox_kemi::{CallbackKind, Event, Level, Message, TmFunction, Transport};
 use kemibox_sandbox::Invocation;
 use kemibox_sip::SipMessage;
 
@@ -1185,21 +1185,21 @@ end"#,
         invite(),
     )
     .await;
-    let callback = |kind: &str, function: &str| Event::Callback {
-        kind: kind.into(),
+    let callback = |kind: CallbackKind, function: &str| Event::Callback {
+        kind,
         function: function.into(),
     };
     let relay = |to: &str| Event::Tm {
-        function: "t_relay".into(),
+        function: TmFunction::Relay,
         destination: Some(to.into()),
     };
     assert_eq!(
         actions(&inv),
         vec![
-            callback("branch", "ksr_branch"),
-            callback("reply", "ksr_reply"),
-            callback("failure", "ksr_failure"),
-            callback("branch-failure", "ksr_branch_failure"),
+            callback(CallbackKind::Branch, "ksr_branch"),
+            callback(CallbackKind::Reply, "ksr_reply"),
+            callback(CallbackKind::Failure, "ksr_failure"),
+            callback(CallbackKind::BranchFailure, "ksr_branch_failure"),
             relay("sip:bob@example.com"),
             Event::PvSet {
                 name: "$du".into(),
@@ -1245,7 +1245,7 @@ end"#,
     failing.tm.branch_timeout = true;
     failing.tm.in_failure_route = true;
     failing.tm.canceled = true;
-    failing.tm.armed = vec!["branch".into()];
+    failing.tm.armed = vec![CallbackKind::Branch];
     let inv = route(
         r#"function ksr_request_route()
     KSR.info(table.concat({KSR.tm.t_check_status("408"), KSR.tm.t_check_status("4[0-9][0-9]"),

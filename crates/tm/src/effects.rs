@@ -10,10 +10,17 @@ use crate::timers::{Millis, TimerId};
 /// Identifies a client transaction (one per request the proxy sends on,
 /// i.e. per branch, plus one per CANCEL it sends).
 ///
-/// A plain number so the proxy can keep its own per-branch state in a map
-/// keyed by it; ids are never reused within one [`crate::TransactionTable`].
+/// A branch sent with [`crate::TransactionTable::send_branch`] carries the
+/// server transaction it belongs to and its index there
+/// ([`ClientId::branch_of`]), so the proxy finds its branch state even
+/// after the client transaction ended (Timer B, a 2xx): no map from client
+/// to server is kept beside the table. Ids are never reused within one
+/// [`crate::TransactionTable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientId(pub(crate) u64);
+pub struct ClientId {
+    pub(crate) id: u64,
+    pub(crate) branch: Option<(ServerId, u32)>,
+}
 
 /// Identifies a server transaction (one per request received and accepted
 /// with [`crate::TransactionTable::new_server`]).
@@ -34,9 +41,21 @@ pub enum TxId {
 }
 
 impl ClientId {
-    /// The number behind the id, for logs and for the proxy's own maps.
+    #[cfg(test)]
+    pub(crate) fn new(id: u64) -> ClientId {
+        ClientId { id, branch: None }
+    }
+
+    /// The number behind the id, for logs.
     pub fn get(self) -> u64 {
-        self.0
+        self.id
+    }
+
+    /// The server transaction this client transaction is a branch of, and
+    /// the branch's index there (as given to
+    /// [`crate::TransactionTable::send_branch`]).
+    pub fn branch_of(self) -> Option<(ServerId, u32)> {
+        self.branch
     }
 }
 
@@ -61,7 +80,7 @@ impl From<ServerId> for TxId {
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}", self.0)
+        write!(f, "c{}", self.id)
     }
 }
 

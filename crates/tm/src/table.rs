@@ -113,13 +113,24 @@ enum ServerTx {
 }
 
 #[derive(Debug)]
-struct ServerEntry {
+struct ServerEntry<S> {
     key: ServerKey,
     tx: ServerTx,
+    /// What the transaction user keeps with this transaction.
+    data: S,
+    /// A second key the TU finds the transaction by
+    /// ([`TransactionTable::set_alias`]).
+    alias: Option<u64>,
 }
 
 /// Every live transaction of the proxy, and the sans-IO interface to
 /// them.
+///
+/// Each server transaction carries user data `S`: what the transaction
+/// user (the proxy core) keeps for it lives and ends with it, so nothing
+/// beside the table has to be kept in step with it. Client transactions
+/// that are branches of a server transaction name it in their id
+/// ([`ClientId::branch_of`]).
 ///
 /// The proxy feeds it what happens (messages received, timers fired,
 /// sends failed, requests and responses from its own logic) and carries
@@ -127,8 +138,8 @@ struct ServerEntry {
 /// once and reported as [`TuEvent::Terminated`]. Nothing here panics on
 /// any input, and the number of transactions is bounded by
 /// [`Config::max_transactions`].
-#[derive(Debug, Default)]
-pub struct TransactionTable {
+#[derive(Debug)]
+pub struct TransactionTable<S = ()> {
     config: Config,
     next_id: u64,
     // Entries are boxed so that growing a map of hundreds of thousands of
@@ -136,14 +147,28 @@ pub struct TransactionTable {
     // happens under the proxy's state lock, and moving the entries
     // themselves stalled every message for hundreds of milliseconds.
     clients: HashMap<ClientId, Box<ClientEntry>>,
-    servers: HashMap<ServerId, Box<ServerEntry>>,
+    servers: HashMap<ServerId, Box<ServerEntry<S>>>,
     client_keys: HashMap<ClientKey, ClientId>,
     server_keys: HashMap<ServerKey, ServerId>,
+    aliases: HashMap<u64, ServerId>,
+}
+
+impl Default for TransactionTable {
+    fn default() -> TransactionTable {
+        TransactionTable::new(Config::default())
+    }
 }
 
 impl TransactionTable {
-    /// An empty table.
+    /// An empty table whose transactions carry no user data.
     pub fn new(config: Config) -> TransactionTable {
+        TransactionTable::with_user_data(config)
+    }
+}
+
+impl<S> TransactionTable<S> {
+    /// An empty table whose server transactions carry an `S` each.
+    pub fn with_user_data(config: Config) -> TransactionTable<S> {
         TransactionTable {
             config,
             next_id: 0,
@@ -151,7 +176,52 @@ impl TransactionTable {
             servers: HashMap::new(),
             client_keys: HashMap::new(),
             server_keys: HashMap::new(),
+            aliases: HashMap::new(),
         }
+    }
+
+    /// The user data of live server transaction `server`.
+    pub fn server_data(&self, server: ServerId) -> Option<&S> {
+        self.servers.get(&server).map(|e| &e.data)
+    }
+
+    /// The user data of live server transaction `server`, to change.
+    pub fn server_data_mut(&mut self, server: ServerId) -> Option<&mut S> {
+        self.servers.get_mut(&server).map(|e| &mut e.data)
+    }
+
+    /// Every live server transaction's user data.
+    pub fn servers_data(&self) -> impl Iterator<Item = (ServerId, &S)> {
+        self.servers.iter().map(|(id, e)| (*id, &e.data))
+    }
+
+    /// Let `server` be found by `alias` too ([`TransactionTable::by_alias`])
+    /// until it ends or gets another alias. False when `server` is gone or
+    /// another transaction has that alias.
+    pub fn set_alias(&mut self, server: ServerId, alias: u64) -> bool {
+        if self.aliases.get(&alias).is_some_and(|s| *s != server) {
+            return false;
+        }
+        let Some(entry) = self.servers.get_mut(&server) else {
+            return false;
+        };
+        if let Some(old) = entry.alias.replace(alias) {
+            self.aliases.remove(&old);
+        }
+        self.aliases.insert(alias, server);
+        true
+    }
+
+    /// Forget the alias of `server`, if it has one.
+    pub fn clear_alias(&mut self, server: ServerId) {
+        if let Some(alias) = self.servers.get_mut(&server).and_then(|e| e.alias.take()) {
+            self.aliases.remove(&alias);
+        }
+    }
+
+    /// The live server transaction with `alias`.
+    pub fn by_alias(&self, alias: u64) -> Option<ServerId> {
+        self.aliases.get(&alias).copied()
     }
 
     /// The settings.
@@ -287,6 +357,9 @@ impl TransactionTable {
             TxId::Server(s) => match self.servers.remove(&s) {
                 Some(entry) => {
                     self.server_keys.remove(&entry.key);
+                    if let Some(alias) = entry.alias {
+                        self.aliases.remove(&alias);
+                    }
                     true
                 }
                 None => false,
@@ -307,6 +380,20 @@ impl TransactionTable {
         request: &SipMessage,
         peer: Peer,
         now: Millis,
+    ) -> Result<(ServerId, Vec<Effect>), TxError>
+    where
+        S: Default,
+    {
+        self.new_server_with(request, peer, now, S::default())
+    }
+
+    /// [`TransactionTable::new_server`] with the transaction's user data.
+    pub fn new_server_with(
+        &mut self,
+        request: &SipMessage,
+        peer: Peer,
+        now: Millis,
+        data: S,
     ) -> Result<(ServerId, Vec<Effect>), TxError> {
         let method = request.method().ok_or(TxError::NotRequest)?;
         if *method == Method::Ack {
@@ -335,7 +422,15 @@ impl TransactionTable {
             (ServerTx::NonInvite(tx), Step::new())
         };
         self.server_keys.insert(key.clone(), id);
-        self.servers.insert(id, Box::new(ServerEntry { key, tx }));
+        self.servers.insert(
+            id,
+            Box::new(ServerEntry {
+                key,
+                tx,
+                data,
+                alias: None,
+            }),
+        );
         Ok((id, self.finish(TxId::Server(id), step)))
     }
 
@@ -404,6 +499,36 @@ impl TransactionTable {
         timers: Timers,
         now: Millis,
     ) -> Result<(ClientId, Vec<Effect>), TxError> {
+        self.start_client(None, request, (from, to, reliable), timers, now)
+    }
+
+    /// [`TransactionTable::send_request_with`] for branch `index` of server
+    /// transaction `server`: the id names both ([`ClientId::branch_of`]).
+    pub fn send_branch(
+        &mut self,
+        (server, index): (ServerId, u32),
+        request: SipMessage,
+        (from, to, reliable): (SocketAddr, SocketAddr, bool),
+        timers: Timers,
+        now: Millis,
+    ) -> Result<(ClientId, Vec<Effect>), TxError> {
+        self.start_client(
+            Some((server, index)),
+            request,
+            (from, to, reliable),
+            timers,
+            now,
+        )
+    }
+
+    fn start_client(
+        &mut self,
+        branch: Option<(ServerId, u32)>,
+        request: SipMessage,
+        (from, to, reliable): (SocketAddr, SocketAddr, bool),
+        timers: Timers,
+        now: Millis,
+    ) -> Result<(ClientId, Vec<Effect>), TxError> {
         let method = request.method().ok_or(TxError::NotRequest)?;
         if *method == Method::Ack {
             return Err(TxError::Ack);
@@ -417,7 +542,10 @@ impl TransactionTable {
         if self.full() {
             return Err(TxError::Full);
         }
-        let id = ClientId(self.next_id());
+        let id = ClientId {
+            id: self.next_id(),
+            branch,
+        };
         let (tx, step) = if is_invite {
             let (tx, step) = InviteClient::start(id, request, from, to, reliable, &timers, now);
             (ClientTx::Invite(tx), step)

@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn stale_and_repeated_firings_are_ignored() {
-        let tx = TxId::Client(ClientId(1));
+        let tx = TxId::Client(ClientId::new(1));
         let mut d = Deadlines::default();
         let Effect::Arm { timer: first, .. } =
             d.arm(tx, TimerKind::A, Millis(0), Duration::from_millis(500))

@@ -8,31 +8,28 @@ use super::kemi;
 use crate::bindings::kemibox::ksr::tm::Host;
 use std::time::Duration;
 
-use crate::{Ctx, Event, FrTimers, Message};
+use crate::{CallbackKind, Ctx, Event, FrTimers, Message, TmFunction};
 
 impl Ctx {
-    fn arm_callback(&mut self, kind: &str, function: String) -> i32 {
+    fn arm_callback(&mut self, kind: CallbackKind, function: String) -> i32 {
         if function.is_empty() {
             self.script_error(
-                &format!("KSR.tm.t_on_{}", kind.replace('-', "_")),
+                &format!("KSR.tm.{}", kind.arming_function()),
                 "empty function name",
             );
             return -1;
         }
-        self.events.push(Event::Callback {
-            kind: kind.to_string(),
-            function,
-        });
+        self.events.push(Event::Callback { kind, function });
         1
     }
 
-    fn tm_call(&mut self, function: &str) -> i32 {
+    fn tm_call(&mut self, function: TmFunction) -> i32 {
         let Some(m) = self.message.as_ref() else {
             return -1;
         };
         let destination = m.dst_uri.clone().or_else(|| Message::ruri(m));
         self.events.push(Event::Tm {
-            function: function.to_string(),
+            function,
             destination,
         });
         1
@@ -71,26 +68,26 @@ impl Host for Ctx {
         if self.message.is_some() && !self.relay_allowed().await {
             return -1;
         }
-        self.tm_call("t_relay")
+        self.tm_call(TmFunction::Relay)
     }
     async fn t_on_branch(&mut self, rname: String) -> i32 {
-        self.arm_callback("branch", rname)
+        self.arm_callback(CallbackKind::Branch, rname)
     }
     async fn t_on_reply(&mut self, rname: String) -> i32 {
-        self.arm_callback("reply", rname)
+        self.arm_callback(CallbackKind::Reply, rname)
     }
     async fn t_on_failure(&mut self, rname: String) -> i32 {
-        self.arm_callback("failure", rname)
+        self.arm_callback(CallbackKind::Failure, rname)
     }
     async fn t_on_branch_failure(&mut self, rname: String) -> i32 {
-        self.arm_callback("branch-failure", rname)
+        self.arm_callback(CallbackKind::BranchFailure, rname)
     }
     async fn t_check_trans(&mut self) -> i32 {
         // No transaction table offline: nothing matches.
         -1
     }
     async fn t_newtran(&mut self) -> i32 {
-        self.tm_call("t_newtran")
+        self.tm_call(TmFunction::NewTran)
     }
     async fn t_reply(&mut self, code: i32, reason: String) -> i32 {
         self.reply("KSR.tm.t_reply", code, reason, true)
@@ -120,10 +117,10 @@ impl Host for Ctx {
     }
     async fn t_is_set(&mut self, target: String) -> i32 {
         let kind = match target.as_str() {
-            "branch_route" => "branch",
-            "onreply_route" => "reply",
-            "failure_route" => "failure",
-            "branch_failure_route" => "branch-failure",
+            "branch_route" => CallbackKind::Branch,
+            "onreply_route" => CallbackKind::Reply,
+            "failure_route" => CallbackKind::Failure,
+            "branch_failure_route" => CallbackKind::BranchFailure,
             other => {
                 self.script_error("KSR.tm.t_is_set", format!("unknown route type {other:?}"));
                 return -1;
@@ -132,11 +129,11 @@ impl Host for Ctx {
         let armed_now = self
             .events
             .iter()
-            .any(|e| matches!(e, Event::Callback { kind: k, .. } if k == kind));
+            .any(|e| matches!(e, Event::Callback { kind: k, .. } if *k == kind));
         let armed_before = self
             .message
             .as_ref()
-            .is_some_and(|m| m.tm.armed.iter().any(|k| k == kind));
+            .is_some_and(|m| m.tm.armed.contains(&kind));
         kemi(armed_now || armed_before)
     }
     async fn t_branch_timeout(&mut self) -> i32 {

@@ -7,12 +7,12 @@ mod udp;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kemibox_kemi::Transport;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::{Listen, Shared};
+use crate::Listen;
 
 pub(crate) use tcp::Connections;
 
@@ -26,6 +26,21 @@ pub(crate) struct Inbound {
     pub data: Vec<u8>,
 }
 
+/// Where received messages go (the dispatcher): the transport layer knows
+/// nothing above it.
+pub(crate) type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
+
+/// How one message is sent over a connection-oriented transport, as the
+/// script asked (`KSR.set_forward_no_connect`, `KSR.set_forward_close`,
+/// `KSR.set_reply_no_connect`, `KSR.set_reply_close`). UDP ignores both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Send only over a connection already open to the destination.
+    pub no_connect: bool,
+    /// Close the connection once the message is written.
+    pub close: bool,
+}
+
 /// The proxy's bound sockets and open TCP connections.
 pub struct Transports {
     /// UDP sockets with their bound address (read once: asking the kernel
@@ -34,6 +49,8 @@ pub struct Transports {
     tcp: std::sync::Mutex<Vec<TcpListener>>,
     tcp_local: Vec<SocketAddr>,
     connections: Connections,
+    /// Set by [`Transports::start`].
+    sink: OnceLock<Sink>,
 }
 
 impl Transports {
@@ -61,6 +78,7 @@ impl Transports {
             tcp: std::sync::Mutex::new(tcp),
             tcp_local,
             connections: Connections::default(),
+            sink: OnceLock::new(),
         })
     }
 
@@ -75,20 +93,37 @@ impl Transports {
         udp.chain(tcp).collect()
     }
 
-    /// Start receiving on every socket; each message goes to the handler.
+    /// Start receiving on every socket; each message goes to `sink`.
     pub(crate) fn start(
-        &self,
-        shared: &Arc<Shared>,
+        self: &Arc<Self>,
+        sink: Sink,
         tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
     ) {
+        let _ = self.sink.set(sink);
         for (local, socket) in &self.udp {
             for _ in 0..udp::RECEIVERS {
-                tasks.spawn(udp::receive_loop(shared.clone(), *local, socket.clone()));
+                tasks.spawn(udp::receive_loop(self.clone(), *local, socket.clone()));
             }
         }
         let listeners = std::mem::take(&mut *self.tcp.lock().unwrap_or_else(|e| e.into_inner()));
         for listener in listeners {
-            tasks.spawn(tcp::accept_loop(shared.clone(), listener));
+            tasks.spawn(tcp::accept_loop(self.clone(), listener));
+        }
+    }
+
+    /// Hand a received message on (to the sink given to `start`).
+    fn deliver(&self, inbound: Inbound) {
+        if let Some(sink) = self.sink.get() {
+            sink(inbound);
+        }
+    }
+
+    /// Our listening socket `local` of `transport`, if we have it (for
+    /// `KSR.corex.set_send_socket`).
+    pub fn has_socket(&self, transport: Transport, local: SocketAddr) -> bool {
+        match transport {
+            Transport::Udp => self.udp.iter().any(|(a, _)| *a == local),
+            Transport::Tcp => self.tcp_local.contains(&local),
         }
     }
 
@@ -117,14 +152,15 @@ impl Transports {
     }
 
     /// Send `bytes` to `to` over `transport`, from our address `local` for
-    /// UDP; over TCP through the open connection to `to`, or a new one.
+    /// UDP; over TCP through the open connection to `to`, or a new one
+    /// (see [`SendOptions`]).
     pub(crate) async fn send(
-        &self,
-        shared: &Arc<Shared>,
+        self: &Arc<Self>,
         transport: Transport,
         local: SocketAddr,
         to: SocketAddr,
         bytes: Vec<u8>,
+        options: SendOptions,
     ) -> io::Result<()> {
         match transport {
             Transport::Udp => {
@@ -136,7 +172,7 @@ impl Transports {
                     .ok_or_else(|| io::Error::other(format!("no UDP socket to reach {to}")))?;
                 socket.send_to(&bytes, to).await.map(|_| ())
             }
-            Transport::Tcp => self.connections.send(shared, to, bytes).await,
+            Transport::Tcp => self.connections.send(self, to, bytes, options).await,
         }
     }
 }

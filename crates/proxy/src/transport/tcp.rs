@@ -16,8 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::Inbound;
-use crate::Shared;
+use super::{Inbound, SendOptions, Transports};
 
 /// Most connections open at once; more are refused (accept) or fail (send).
 const MAX_CONNECTIONS: usize = 4096;
@@ -27,27 +26,44 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued for one connection's writer before sends fail.
 const WRITE_QUEUE: usize = 1024;
 
+/// What a connection's writer is given: bytes to write, and whether to
+/// close the connection once they are written (`KSR.set_*_close`).
+struct Frame {
+    bytes: Vec<u8>,
+    close: bool,
+}
+
 /// Open connections by peer address.
 #[derive(Default)]
 pub struct Connections {
-    by_peer: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    by_peer: Mutex<HashMap<SocketAddr, mpsc::Sender<Frame>>>,
 }
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Frame>>> {
         self.by_peer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Send over the connection to `to`, connecting first if there is none.
+    /// Send over the connection to `to`, connecting first if there is none
+    /// (unless `options.no_connect`: then that is an error, as Kamailio's
+    /// `set_forward_no_connect` / `set_reply_no_connect`); with
+    /// `options.close` the connection is closed once the bytes are written.
     pub(crate) async fn send(
         &self,
-        shared: &Arc<Shared>,
+        transports: &Arc<Transports>,
         to: SocketAddr,
         bytes: Vec<u8>,
+        options: SendOptions,
     ) -> io::Result<()> {
         let existing = self.lock().get(&to).cloned();
         let sender = match existing {
             Some(s) if !s.is_closed() => s,
+            _ if options.no_connect => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    format!("no open connection to {to}, and the script asked not to connect"),
+                ));
+            }
             _ => {
                 let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
                     .await
@@ -58,22 +74,27 @@ impl Connections {
                         )
                     })??;
                 let local = stream.local_addr()?;
-                self.register(shared, stream, local, to)?
+                self.register(transports, stream, local, to)?
             }
         };
+        let close = options.close;
+        if close {
+            // Later sends open a new connection.
+            self.lock().remove(&to);
+        }
         sender
-            .try_send(bytes)
+            .try_send(Frame { bytes, close })
             .map_err(|e| io::Error::other(format!("connection to {to}: {e}")))
     }
 
     /// Track a new connection and start its reader and writer.
     fn register(
         &self,
-        shared: &Arc<Shared>,
+        transports: &Arc<Transports>,
         stream: TcpStream,
         local: SocketAddr,
         peer: SocketAddr,
-    ) -> io::Result<mpsc::Sender<Vec<u8>>> {
+    ) -> io::Result<mpsc::Sender<Frame>> {
         let mut map = self.lock();
         map.retain(|_, s| !s.is_closed());
         if map.len() >= MAX_CONNECTIONS {
@@ -87,13 +108,13 @@ impl Connections {
         map.insert(peer, tx.clone());
         drop(map);
         tokio::spawn(writer(write, rx, peer));
-        tokio::spawn(reader(shared.clone(), read, local, peer));
+        tokio::spawn(reader(transports.clone(), read, local, peer));
         Ok(tx)
     }
 }
 
 /// Accept connections on `listener`.
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::Result<()> {
+pub async fn accept_loop(transports: Arc<Transports>, listener: TcpListener) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening on tcp");
     loop {
@@ -105,20 +126,24 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) -> anyhow::
                 continue;
             }
         };
-        if let Err(e) = shared
-            .transports
+        if let Err(e) = transports
             .connections()
-            .register(&shared, stream, local, peer)
+            .register(&transports, stream, local, peer)
         {
             tracing::warn!(%peer, error = %e, "refusing tcp connection");
         }
     }
 }
 
-async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, peer: SocketAddr) {
-    while let Some(bytes) = rx.recv().await {
+async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>, peer: SocketAddr) {
+    while let Some(Frame { bytes, close }) = rx.recv().await {
         if let Err(e) = write.write_all(&bytes).await {
             tracing::info!(%peer, error = %e, "tcp write failed; closing");
+            break;
+        }
+        if close {
+            tracing::debug!(%peer, "closing the tcp connection after sending, as the script asked");
+            let _ = write.shutdown().await;
             break;
         }
     }
@@ -126,7 +151,12 @@ async fn writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>, peer
 
 /// Read messages off a connection until it closes, errs, idles out or
 /// sends something that cannot be framed.
-async fn reader(shared: Arc<Shared>, mut read: OwnedReadHalf, local: SocketAddr, peer: SocketAddr) {
+async fn reader(
+    transports: Arc<Transports>,
+    mut read: OwnedReadHalf,
+    local: SocketAddr,
+    peer: SocketAddr,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16384];
     loop {
@@ -139,9 +169,14 @@ async fn reader(shared: Arc<Shared>, mut read: OwnedReadHalf, local: SocketAddr,
                 .count();
             if blank > 0 {
                 if buf.starts_with(b"\r\n\r\n") {
-                    let _ = shared
-                        .transports
-                        .send(&shared, Transport::Tcp, local, peer, b"\r\n".to_vec())
+                    let _ = transports
+                        .send(
+                            Transport::Tcp,
+                            local,
+                            peer,
+                            b"\r\n".to_vec(),
+                            SendOptions::default(),
+                        )
                         .await;
                 }
                 buf.drain(..blank);
@@ -155,7 +190,7 @@ async fn reader(shared: Arc<Shared>, mut read: OwnedReadHalf, local: SocketAddr,
                         source: peer,
                         data,
                     };
-                    shared.dispatch.send(inbound);
+                    transports.deliver(inbound);
                 }
                 Ok(_) if buf.len() > MAX_MESSAGE_SIZE => {
                     tracing::info!(%peer, "tcp message over {MAX_MESSAGE_SIZE} bytes; closing");

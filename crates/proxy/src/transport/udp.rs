@@ -9,8 +9,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::Inbound;
+use super::Transports;
 use super::batch::Batch;
-use crate::Shared;
 
 /// Kernel buffer sizes asked for (capped by net.core.rmem_max/wmem_max):
 /// bursts of thousands of messages must queue in the kernel, not be dropped
@@ -44,7 +44,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Receive datagrams, many per system call, and hand each to the
 /// dispatcher, which keeps the messages of one call in order.
 pub async fn receive_loop(
-    shared: Arc<Shared>,
+    transports: Arc<Transports>,
     local: SocketAddr,
     socket: Arc<UdpSocket>,
 ) -> anyhow::Result<()> {
@@ -60,7 +60,7 @@ pub async fn receive_loop(
             }
         };
         for (data, source) in datagrams {
-            shared.dispatch.send(Inbound {
+            transports.deliver(Inbound {
                 transport: Transport::Udp,
                 local,
                 source,

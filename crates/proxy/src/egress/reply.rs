@@ -2,12 +2,12 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use kemibox_kemi::{Message, Transport};
+use kemibox_metrics::TenantMetrics;
 use kemibox_sip::{Received, SipMessage, build_reply};
 
-use crate::Shared;
+use super::{Egress, reply_options};
 
 /// Where a reply to the request in `m` goes (RFC 3261 18.2.2, RFC 3581):
 /// back over the connection for TCP; for UDP the source address when the
@@ -57,29 +57,27 @@ pub fn build(m: &Message, code: u16, reason: &str, headers: &[String]) -> Option
     }
 }
 
-/// Build and send a reply to the request in `m`, statelessly.
-pub async fn send(shared: &Arc<Shared>, m: &Message, code: u16, reason: &str, headers: &[String]) {
-    let Some(bytes) = build(m, code, reason, headers) else {
-        return;
-    };
-    let to = destination(m);
-    // Replies to requests no tenant takes are not any tenant's.
-    if let Some(pool) = shared.tenants.for_request(m) {
-        pool.metrics().reply(code);
+impl Egress {
+    /// Build and send a reply to the request in `m`, statelessly, counted
+    /// for the tenant whose `metrics` are given.
+    pub async fn reply(
+        &self,
+        m: &Message,
+        code: u16,
+        reason: &str,
+        headers: &[String],
+        metrics: Option<&TenantMetrics>,
+    ) {
+        let Some(bytes) = build(m, code, reason, headers) else {
+            return;
+        };
+        if let Some(metrics) = metrics {
+            metrics.reply(code);
+        }
+        let to = destination(m);
+        self.send(m.transport, m.local, to, bytes, reply_options(m), "a reply")
+            .await;
     }
-    if let Err(e) = shared
-        .transports
-        .send(shared, m.transport, m.local, to, bytes)
-        .await
-    {
-        tracing::warn!(peer = %to, code, error = %e, "sending reply failed");
-    }
-}
-
-/// The configured error reply (default `500 Server Error`).
-pub async fn error(shared: &Arc<Shared>, m: &Message) {
-    let (code, reason) = &shared.config.error_reply;
-    send(shared, m, *code, reason, &[]).await;
 }
 
 /// Salted hash used for Via branches (see forward.rs).
