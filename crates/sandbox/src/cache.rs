@@ -82,7 +82,10 @@ pub fn load_component(
         }
     });
     let id = ArtifactId::new(engine, wasm);
-    if let Some(artifact) = cache.as_ref().and_then(|c| c.read_verified(&id)) {
+    if let Some(cache) = &cache
+        && let Some(artifact) = cache.read_verified(&id)
+    {
+        let path = cache.dir.join(id.file_name());
         // SAFETY: deserializing runs these bytes as native code. They are
         // exactly the bytes whose HMAC was just checked, under a key only
         // this user can read, bound to this component and engine: this code
@@ -90,16 +93,19 @@ pub fn load_component(
         // can no longer change under us.
         match unsafe { Component::deserialize(engine, &artifact) } {
             Ok(c) => {
-                tracing::debug!(id = %id.file_name(), "guest component loaded from cache");
+                tracing::debug!(path = %path.display(), "guest component loaded from cache");
                 return Ok(c);
             }
             Err(e) => {
-                tracing::warn!(id = %id.file_name(), error = %e, "ignoring unusable cached component")
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
             }
         }
     }
     let started = std::time::Instant::now();
-    tracing::info!("compiling the guest component (once; cached afterwards)");
+    tracing::info!(
+        cached_afterwards = cache.is_some(),
+        "compiling the guest component"
+    );
     let component = Component::new(engine, wasm)?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
