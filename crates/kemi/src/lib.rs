@@ -14,6 +14,7 @@ mod nonce;
 pub mod pv_name;
 mod relay_to;
 mod services;
+mod tenant_id;
 
 pub use ctx::{
     AppendedBranch, Ctx, Event, FrTimers, Level, Message, Myself, PvValue, TmInfo, Transport,
@@ -22,6 +23,7 @@ pub use modules::{MODULES, add_to_linker};
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};
 pub use services::{RegistrarSettings, Services};
+pub use tenant_id::{InvalidTenantId, TenantId};
 
 /// Host bindings generated from `wit/` (world `ksr`).
 pub mod bindings {
