@@ -233,9 +233,10 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
         .transpose()?;
     let registrar = validate::registrar(&file.registrar)?;
     let auth = validate::auth(&file.auth)?;
-    let metrics_listen = (file.metrics.listen.as_ref())
-        .map(|l| validate::socket_addr("metrics.listen", l, "127.0.0.1:9090"))
-        .transpose()?;
+    let metrics_listen = match &file.metrics {
+        Some(table) => validate::metrics(table)?,
+        None => None,
+    };
     let admin = validate::admin(&file.admin)?;
     // The top level's own values are checked even when every tenant
     // overrides them: they are the default tenant's, or every tenant's

@@ -36,8 +36,9 @@ pub struct File {
     pub registrar: RegistrarTable,
     #[serde(default)]
     pub auth: AuthTable,
-    #[serde(default)]
-    pub metrics: MetricsTable,
+    /// Spanned: a bad address is pointed at by the table's header (see
+    /// validate::metrics).
+    pub metrics: Option<Spanned<MetricsTable>>,
     #[serde(default)]
     pub admin: AdminTable,
     #[serde(default, rename = "tenant")]
@@ -149,10 +150,10 @@ pub struct AuthTable {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsTable {
-    pub listen: Option<Spanned<String>>,
+    pub listen: Option<String>,
 }
 
 /// `[admin]`.

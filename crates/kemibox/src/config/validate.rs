@@ -382,15 +382,25 @@ pub fn listen(list: &SpannedList) -> Checked<Vec<Listen>> {
         .collect()
 }
 
-/// An `IP:PORT` to serve HTTP on (`metrics.listen`, `admin.listen`).
-pub fn socket_addr(key: &str, value: &Spanned<String>, example: &str) -> Checked<SocketAddr> {
-    value.get_ref().parse().map_err(|e| {
+/// An `IP:PORT` to serve HTTP on (`metrics.listen`, `admin.listen`),
+/// refused at `at`.
+pub fn socket_addr(key: &str, value: &str, at: Origin, example: &str) -> Checked<SocketAddr> {
+    value.parse().map_err(|e| {
         Problem::new(
-            Scope::Top.at(key, value),
-            format!("{key} = {:?}: {e}", value.get_ref()),
+            at,
+            format!("{key} = {value:?}: {e}"),
             format!("expected IP:PORT, e.g. \"{example}\""),
         )
     })
+}
+
+/// `[metrics]`: where to serve `GET /metrics`. A bad address is pointed at
+/// by the `[metrics]` header, the line its message has always named.
+pub fn metrics(table: &Spanned<schema::MetricsTable>) -> Checked<Option<SocketAddr>> {
+    let at = Scope::Top.at("metrics.listen", table);
+    (table.get_ref().listen.as_deref())
+        .map(|l| socket_addr("metrics.listen", l, at, "127.0.0.1:9090"))
+        .transpose()
 }
 
 /// A bearer token (`admin.token`, a tenant's `admin_token`): not empty.
@@ -423,7 +433,8 @@ pub fn admin(table: &schema::AdminTable) -> Checked<Option<super::AdminSettings>
             None => Ok(None),
         };
     };
-    let addr = socket_addr("admin.listen", listen, "127.0.0.1:9091")?;
+    let at = Scope::Top.at("admin.listen", listen);
+    let addr = socket_addr("admin.listen", listen.get_ref(), at, "127.0.0.1:9091")?;
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(Problem::new(
             Scope::Top.at("admin.listen", listen),
