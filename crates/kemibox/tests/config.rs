@@ -1,6 +1,8 @@
 //! `kemibox run --config FILE`: a good file starts the proxy; a bad one is
 //! refused at start with the file, the line and what is expected.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -680,5 +682,129 @@ fn databases_auth_and_malformed_values_name_line_column_key_and_fix() {
     assert!(r.fix.contains("`fuel`"), "{}", r.fix);
     let r = located(d, "auto_reload = 1\n", "1", "auto_reload", None);
     assert_eq!(r.fix, "give true or false");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A UDP port free right now.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Send OPTIONS to the proxy on `port` until it answers (it may still be
+/// starting): the answer's status line.
+fn options(port: u16) -> String {
+    let ua = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    ua.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let me = ua.local_addr().unwrap();
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(120) {
+        n += 1;
+        let request = format!(
+            "OPTIONS sip:alice@a.example SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdefault{n}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@a.example>;tag=1\r\nTo: <sip:alice@a.example>\r\nCall-ID: default-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        ua.send_to(request.as_bytes(), ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(len) = ua.recv(&mut buf) {
+            return String::from_utf8_lossy(&buf[..len])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+        }
+    }
+    panic!("no answer on udp port {port}");
+}
+
+/// Run `kemibox run ARGS --log-format json` in `dir`, have it answer one
+/// request on `port`, and return its log lines and, if it serves metrics
+/// at `metrics`, what `GET /metrics` shows then.
+fn serve_one(
+    dir: &Path,
+    args: &[&str],
+    port: u16,
+    metrics: Option<std::net::SocketAddr>,
+) -> (Vec<serde_json::Value>, String) {
+    let log = dir.join("kemibox.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kemibox"))
+        .arg("run")
+        .args(args)
+        .args(["--log-format", "json"])
+        .current_dir(dir)
+        .env("KEMIBOX_DATA_DIR", dir)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let answer = options(port);
+    let served = metrics
+        .and_then(|addr| common::http_get(addr, "/metrics"))
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer, "SIP/2.0 200 OK");
+    // The script's log line is written as it runs, before the answer.
+    let lines = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (lines, served)
+}
+
+/// The script's own log line names tenant "default".
+fn logged_as_default(lines: &[serde_json::Value]) {
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "hello from the script" && l["tenant"] == "default"),
+        "{lines:?}"
+    );
+    // One tenant takes every message: no "tenant loaded" list is logged.
+    assert!(
+        !lines.iter().any(|l| l["message"] == "tenant loaded"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_run_without_tenant_entries_is_the_tenant_default() {
+    let dir = temp_dir("default");
+    // From the command line.
+    let port = free_udp_port();
+    let listen = format!("udp:127.0.0.1:{port}");
+    let (lines, _) = serve_one(
+        &dir,
+        &["--script", "a.lua", "--listen", &listen],
+        port,
+        None,
+    );
+    logged_as_default(&lines);
+    // From a file without [[tenant]]: the same, and its metrics are
+    // labelled "default".
+    let port = free_udp_port();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        dir.join("proxy.toml"),
+        format!(
+            "script = \"a.lua\"\nlisten = [\"udp:127.0.0.1:{port}\"]\n[metrics]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let (lines, served) = serve_one(&dir, &["--config", "proxy.toml"], port, Some(metrics));
+    logged_as_default(&lines);
+    assert!(
+        served.contains(r#"kemibox_invocations_total{tenant="default""#),
+        "{served}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
