@@ -53,9 +53,9 @@
 //! `kemibox run` has one code path; the command line (no `--config`) makes
 //! the same shape.
 //!
-//! The code is in three parts: [`schema`] (the file as serde reads it,
-//! values kept [`toml::Spanned`]), [`validate`] (every check, written once,
-//! on tenant settings merged over the top level's) and [`locate`] (span to
+//! The code is in three parts: `schema` (the file as serde reads it,
+//! values kept [`toml::Spanned`]), `validate` (every check, written once,
+//! on tenant settings merged over the top level's) and `locate` (span to
 //! file, line, column, key and fix). Unknown keys are refused, and every
 //! error names the file, the line and column, the key and the fix.
 

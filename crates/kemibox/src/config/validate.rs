@@ -96,9 +96,6 @@ fn label(at: &Origin) -> String {
     }
 }
 
-/// A list as given, each entry with its origin.
-pub type GivenList<'a> = (Scope<'a>, &'a str, &'a SpannedList);
-
 /// A tenant's settings with each value from its own entry, else the top
 /// level, else the built-in default.
 pub struct Merged<'a> {
@@ -109,7 +106,7 @@ pub struct Merged<'a> {
     pub burst: Option<Given<u32>>,
     pub recreations: Given<u32>,
     pub reply: Option<(Scope<'a>, &'a schema::LimitedReply)>,
-    pub relay_to: Option<GivenList<'a>>,
+    pub relay_to: Option<(Scope<'a>, &'a SpannedList)>,
     pub auto_reload: bool,
 }
 
@@ -173,8 +170,8 @@ pub fn merge<'a>(
             .and_then(|(scope, o)| o.rate_limited_reply.map(|r| (scope, r)))
             .or_else(|| top.rate_limited_reply.map(|r| (Scope::Top, r))),
         relay_to: own
-            .and_then(|(scope, o)| o.relay_to.map(|r| (scope, "relay_to", r)))
-            .or_else(|| top.relay_to.map(|r| (Scope::Top, "relay_to", r))),
+            .and_then(|(scope, o)| o.relay_to.map(|r| (scope, r)))
+            .or_else(|| top.relay_to.map(|r| (Scope::Top, r))),
         auto_reload: own
             .and_then(|(_, o)| o.auto_reload)
             .or(top.auto_reload)
@@ -339,14 +336,15 @@ pub fn reply(key: &str, r: &schema::Reply, example: u16) -> Checked<(u16, String
     ))
 }
 
-/// A `relay_to` list.
-pub fn relay_to((scope, key, list): GivenList<'_>) -> Checked<RelayTo> {
+/// A `relay_to` list. Its message names no tenant (the location line
+/// does), as it always read.
+pub fn relay_to((scope, list): (Scope<'_>, &SpannedList)) -> Checked<RelayTo> {
     let mut rules = Vec::new();
     for (i, entry) in list.get_ref().iter().enumerate() {
         let rule = entry.get_ref().parse().map_err(|why| {
             Problem::new(
-                scope.at(&format!("{key}[{i}]"), entry),
-                format!("{key}: {why}"),
+                scope.at(&format!("relay_to[{i}]"), entry),
+                format!("relay_to: {why}"),
                 "give a network (\"10.0.0.0/8\"), an address (\"10.1.2.3\"), an address and port (\"127.0.0.1:5080\") or a host name (\"sip.example.com\")",
             )
         })?;
