@@ -118,16 +118,11 @@ pub fn merge<'a>(
     top: TenantSettings<'a>,
     own: Option<(Scope<'a>, TenantSettings<'a>)>,
 ) -> Merged<'a> {
-    let pick_u64 =
-        |key: &str, get: fn(&schema::LimitsTable) -> &Option<Spanned<u64>>, default: u64| {
-            own.and_then(|(scope, o)| get(o.limits).as_ref().map(|v| scope.given(key, v)))
-                .or_else(|| get(top.limits).as_ref().map(|v| Scope::Top.given(key, v)))
-                .unwrap_or_else(|| Given::builtin(default))
-        };
-    let pick_u32 = |key: &str, get: fn(&schema::LimitsTable) -> &Option<Spanned<u32>>| {
-        own.and_then(|(scope, o)| get(o.limits).as_ref().map(|v| scope.given(key, v)))
-            .or_else(|| get(top.limits).as_ref().map(|v| Scope::Top.given(key, v)))
+    let own_limits = own.map(|(scope, o)| (scope, o.limits));
+    let pick_u64 = |key, get, default| {
+        pick(top.limits, own_limits, key, get).unwrap_or_else(|| Given::builtin(default))
     };
+    let pick_u32 = |key, get| pick(top.limits, own_limits, key, get);
     let defaults = Limits::default();
     let own_rate = own.and_then(|(scope, o)| {
         o.limits
@@ -177,6 +172,17 @@ pub fn merge<'a>(
             .or(top.auto_reload)
             .unwrap_or(false),
     }
+}
+
+/// A `[limits]` key from the tenant's table, else the top level's.
+fn pick<'a, T: Clone>(
+    top: &'a schema::LimitsTable,
+    own: Option<(Scope<'a>, &'a schema::LimitsTable)>,
+    key: &str,
+    get: fn(&schema::LimitsTable) -> &Option<Spanned<T>>,
+) -> Option<Given<T>> {
+    own.and_then(|(scope, o)| get(o).as_ref().map(|v| scope.given(key, v)))
+        .or_else(|| get(top).as_ref().map(|v| Scope::Top.given(key, v)))
 }
 
 /// A merged tenant's settings, checked.
