@@ -14,6 +14,7 @@ mod nonce;
 pub mod pv_name;
 mod relay_to;
 mod services;
+mod tenant_id;
 
 pub use ctx::{
     AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,
@@ -23,6 +24,7 @@ pub use modules::{MODULES, add_to_linker};
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};
 pub use services::{RegistrarSettings, Services};
+pub use tenant_id::{InvalidTenantId, TenantId};
 
 /// Host bindings generated from `wit/` (world `ksr`).
 pub mod bindings {

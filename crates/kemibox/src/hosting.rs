@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use kemibox_kemi::TenantId;
 use kemibox_sandbox::{LoadFailure, Pool, TenantSpec};
 
 /// Instances left idle this long are dropped; a tenant's next request
@@ -14,6 +15,8 @@ pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One hosted tenant.
 pub struct HostedTenant {
+    /// Its id, as configured ("default" for a run without `[[tenant]]`).
+    pub id: TenantId,
     pub pool: Arc<Pool>,
     /// Its script file; `None` for the embedded default script, which
     /// cannot be reloaded.
@@ -88,9 +91,7 @@ impl Hosting {
     }
 
     pub fn find(&self, id: &str) -> Option<&HostedTenant> {
-        self.tenants
-            .iter()
-            .find(|t| t.pool.metrics().tenant() == id)
+        self.tenants.iter().find(|t| t.id == *id)
     }
 
     /// Time since start.
@@ -158,7 +159,7 @@ impl Hosting {
                         continue;
                     }
                     seen[k] = now;
-                    let _ = hosting.reload(tenant.pool.metrics().tenant()).await;
+                    let _ = hosting.reload(tenant.id.as_str()).await;
                 }
             }
         });
@@ -172,7 +173,7 @@ fn stamp(tenant: &HostedTenant) -> Option<(SystemTime, u64)> {
 }
 
 async fn reload(tenant: &HostedTenant) -> Result<Reloaded, ReloadError> {
-    let id = tenant.pool.metrics().tenant().to_string();
+    let id = tenant.id.to_string();
     let Some(path) = &tenant.script else {
         return Err(ReloadError::Embedded(id));
     };

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit};
+use kemibox_kemi::Services;
+use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig};
 use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 
+use crate::config::{CommandLine, Settings, Tenant};
 use crate::hosting::{HostedTenant, Hosting};
 
 /// The script `kemibox run` uses when none is given.
@@ -48,148 +50,75 @@ pub struct Args {
     db: Option<PathBuf>,
 }
 
-pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
-    let mut error_reply = None;
-    let mut unmatched_reply = None;
-    let mut tenants = Vec::new();
-    let mut database = crate::config::Database::default();
-    let mut registrar = crate::config::Registrar::default();
-    let mut auth = crate::config::Auth::default();
-    let mut rate = None;
-    let mut relay_to = None;
-    let mut metrics_listen = None;
-    let mut recreations_per_second = kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND;
-    let mut auto_reload = false;
-    let mut log_format = crate::LogFormat::Plain;
-    let mut admin = None;
-    if let Some(path) = &args.config {
-        let loaded = crate::config::load(path)?;
-        args.script = loaded.script;
-        args.listen = loaded.listen;
-        args.log = loaded.log;
-        log_format = loaded.log_format;
-        admin = loaded.admin;
-        args.fuel = loaded.limits.fuel;
-        args.memory = loaded.limits.memory;
-        args.deadline_ms = loaded.limits.deadline_ms;
-        error_reply = loaded.error_reply;
-        unmatched_reply = loaded.unmatched_reply;
-        tenants = loaded.tenants;
-        rate = loaded.rate;
-        relay_to = loaded.relay_to;
-        database = loaded.database;
-        registrar = loaded.registrar;
-        auth = loaded.auth;
-        metrics_listen = loaded.metrics_listen;
-        recreations_per_second = loaded.recreations_per_second;
-        auto_reload = loaded.auto_reload;
-    }
-    if args.db.is_some() {
-        database.sqlite = args.db.clone();
-    }
-    crate::init_logging(&args.log, args.log_format.unwrap_or(log_format));
-    let limits = Limits {
-        fuel: args.fuel,
-        memory: args.memory,
-        deadline_ms: args.deadline_ms,
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = match &args.config {
+        Some(path) => crate::config::load(path)?,
+        None => Settings::command_line(CommandLine {
+            script: args.script,
+            listen: args.listen,
+            fuel: args.fuel,
+            memory: args.memory,
+            deadline_ms: args.deadline_ms,
+            log: args.log,
+            db: args.db,
+        })?,
     };
-    limits
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    crate::init_logging(
+        &settings.log,
+        args.log_format.unwrap_or(settings.log_format),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let (services, location) = runtime.block_on(async {
-        let stores = crate::storage::open(&database).await?;
+        let stores = crate::storage::open(&settings.database).await?;
         tracing::info!("{}", stores.describe);
-        let services = crate::storage::services(&stores, registrar, &auth)?;
+        let services = crate::storage::services(&stores, settings.registrar, &settings.auth)?;
         crate::storage::spawn_expiry(stores.location.clone());
         anyhow::Ok((services, stores.location))
     })?;
-    let plans = if tenants.is_empty() {
-        let (name, source) = match &args.script {
-            Some(path) => (crate::script_name(path), crate::read_script(path)?),
-            None => (
-                "default.lua (embedded)".to_string(),
-                DEFAULT_SCRIPT.to_string(),
-            ),
-        };
-        let mut spec = TenantSpec::with_services("default", name, source, services.clone());
-        spec.limits = limits;
-        spec.relay_to = relay_to.map(Arc::new);
-        spec.recreations_per_second = recreations_per_second;
-        vec![Plan {
-            spec,
-            listen: Vec::new(),
-            domains: Vec::new(),
-            rate,
-            script: args.script.clone(),
-            auto_reload,
-            admin_token: None,
-        }]
-    } else {
-        let mut plans = Vec::new();
-        for t in tenants {
-            let source = crate::read_script(&t.script)?;
-            let mut spec = TenantSpec::with_services(
-                t.id,
-                crate::script_name(&t.script),
-                source,
-                services.clone(),
-            );
-            spec.limits = t.limits;
-            spec.modules = t.modules;
-            spec.relay_to = t.relay_to.map(Arc::new);
-            spec.recreations_per_second = t.recreations_per_second;
-            plans.push(Plan {
-                spec,
-                listen: t.listen,
-                domains: t.domains,
-                rate: t.rate,
-                script: Some(t.script),
-                auto_reload: t.auto_reload,
-                admin_token: t.admin_token,
-            });
-        }
-        plans
-    };
-    let defaults = ProxyConfig::default();
-    let config = ProxyConfig {
-        listen: args.listen.clone(),
-        error_reply: error_reply.unwrap_or(defaults.error_reply.clone()),
-        unmatched_reply: unmatched_reply.unwrap_or(defaults.unmatched_reply.clone()),
-        ..defaults
-    };
-    runtime.block_on(serve(config, plans, metrics_listen, admin, location))
+    runtime.block_on(serve(settings, services, location))
 }
 
-/// A tenant to start.
-struct Plan {
-    spec: TenantSpec,
-    /// The sockets it owns.
-    listen: Vec<Listen>,
-    domains: Vec<String>,
-    rate: Option<RateLimit>,
-    /// Its script file (`None`: the embedded default script).
-    script: Option<PathBuf>,
-    auto_reload: bool,
-    /// Its admin API token.
-    admin_token: Option<String>,
+/// The tenant's spec for the sandbox: its script read (the embedded
+/// default one for a tenant without a file) and its settings.
+fn spec(tenant: &Tenant, services: &Arc<Services>) -> anyhow::Result<TenantSpec> {
+    let (name, source) = match &tenant.script {
+        Some(path) => (crate::script_name(path), crate::read_script(path)?),
+        None => (
+            "default.lua (embedded)".to_string(),
+            DEFAULT_SCRIPT.to_string(),
+        ),
+    };
+    let mut spec = TenantSpec::with_services(tenant.id.clone(), name, source, services.clone());
+    spec.limits = tenant.limits;
+    spec.modules = tenant.modules.clone();
+    spec.relay_to = tenant.relay_to.clone().map(Arc::new);
+    spec.recreations_per_second = tenant.recreations_per_second;
+    Ok(spec)
 }
 
 async fn serve(
-    config: ProxyConfig,
-    plans: Vec<Plan>,
-    metrics_listen: Option<std::net::SocketAddr>,
-    admin: Option<crate::config::AdminSettings>,
+    settings: Settings,
+    services: Arc<Services>,
     location: Arc<dyn kemibox_store::LocationStore>,
 ) -> anyhow::Result<ExitCode> {
+    let defaults = ProxyConfig::default();
+    let config = ProxyConfig {
+        listen: settings.listen.clone(),
+        error_reply: settings.error_reply.unwrap_or(defaults.error_reply.clone()),
+        unmatched_reply: settings
+            .unmatched_reply
+            .unwrap_or(defaults.unmatched_reply.clone()),
+        ..defaults
+    };
     let runtime = Runtime::new(None)?;
     let transports = Proxy::bind(&config).await?;
-    let metrics_listener = match metrics_listen {
+    let metrics_listener = match settings.metrics_listen {
         Some(addr) => Some(kemibox_metrics::http::bind(addr).await?),
         None => None,
     };
+    let admin = settings.admin;
     let admin_listener = match &admin {
         Some(a) => Some(kemibox_admin::bind(a.listen).await?),
         None => None,
@@ -201,24 +130,17 @@ async fn serve(
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    // One tenant takes every message, whatever its sockets and domains.
-    let single = plans.len() == 1;
+    // One tenant takes every message, whatever its sockets and domains,
+    // and its messages need not name it.
+    let single = settings.tenants.len() == 1;
     let mut hosted = Vec::new();
     let mut tenants = Vec::new();
-    for Plan {
-        mut spec,
-        listen,
-        domains,
-        rate,
-        script,
-        auto_reload,
-        admin_token,
-    } in plans
-    {
+    for tenant in settings.tenants {
+        let mut spec = spec(&tenant, &services)?;
         let mut myself = Proxy::myself(&transports);
-        myself.domains = domains.clone();
+        myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);
-        let id = spec.id.clone();
+        let id = tenant.id;
         let pool = match Pool::new(&runtime, spec, workers * 4).await {
             Ok(pool) => Arc::new(pool),
             Err(failure) if single => {
@@ -233,26 +155,27 @@ async fn serve(
         if !single {
             tracing::info!(
                 tenant = %id,
-                listen = ?listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                domains = ?domains,
+                listen = ?tenant.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                domains = ?tenant.domains,
                 "tenant loaded"
             );
         }
-        if let Some(token) = admin_token {
-            tokens.tenants.push((id.clone(), token));
+        if let Some(token) = tenant.admin_token {
+            tokens.tenants.push((id.to_string(), token));
         }
         tenants.push(HostedTenant {
+            id,
             pool: pool.clone(),
-            script,
-            auto_reload,
-            listen: listen.iter().map(ToString::to_string).collect(),
-            domains: domains.clone(),
+            script: tenant.script,
+            auto_reload: tenant.auto_reload,
+            listen: tenant.listen.iter().map(ToString::to_string).collect(),
+            domains: tenant.domains.clone(),
         });
         hosted.push(Hosted {
             pool,
-            listen,
-            domains,
-            rate,
+            listen: tenant.listen,
+            domains: tenant.domains,
+            rate: tenant.rate,
         });
     }
     let hosting = Arc::new(Hosting::new(tenants));
