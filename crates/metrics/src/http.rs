@@ -346,6 +346,102 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_metrics_endpoint_takes_no_body() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(Registry::new())));
+        let r = exchange(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 413 "), "{r}");
+        server.abort();
+    }
+
+    /// A server echoing the body's length, with small limits: a 16-byte
+    /// body, 300 ms, one connection at a time.
+    async fn small_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_body: 16,
+            timeout: Duration::from_millis(300),
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let server = tokio::spawn(serve_with(listener, limits, "test", |r: Request| {
+            let peer = r.extensions().get::<Peer>().copied();
+            std::future::ready(text(
+                StatusCode::OK,
+                format!("{} bytes from {}\n", r.body().len(), peer.is_some()),
+            ))
+        }));
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_by_length_and_slow_clients_dropped() {
+        let (addr, server) = small_server().await;
+        let post = |body: &str| {
+            format!(
+                "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let ok = exchange(addr, post(&"x".repeat(16)).as_bytes()).await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\n16 bytes from true\n"), "{ok}");
+        // One byte over: refused before the body is read, and the answer
+        // still arrives whole although the body is never read.
+        let big = exchange(addr, post(&"x".repeat(17)).as_bytes()).await;
+        assert!(big.starts_with("HTTP/1.1 413 "), "{big}");
+        assert!(big.contains("at most 16 bytes"), "{big}");
+        let chunked = exchange(
+            addr,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(chunked.starts_with("HTTP/1.1 411 "), "{chunked}");
+        let bad_length = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").await;
+        assert!(bad_length.starts_with("HTTP/1.1 400 "), "{bad_length}");
+
+        // A head or a body that does not arrive in time: no answer, the
+        // connection closed.
+        for partial in [
+            &b"POST / HTTP/1.1\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc",
+        ] {
+            let started = Instant::now();
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(partial).await.unwrap();
+            let mut out = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+            assert!(read.is_ok(), "not closed: {partial:?}");
+            assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+            assert!(started.elapsed() >= Duration::from_millis(250));
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_to_be_served() {
+        let (addr, server) = small_server().await;
+        // The one slot, held by a client that sends nothing until the
+        // timeout drops it.
+        let started = Instant::now();
+        let _idle = TcpStream::connect(addr).await.unwrap();
+        let r = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "served before the slot was free: {:?}",
+            started.elapsed()
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn a_taken_address_is_refused_with_its_name() {
         let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = taken.local_addr().unwrap();
