@@ -277,6 +277,94 @@ mod tests {
         assert_eq!((code, body.len()), (204, 0));
     }
 
+    /// [`Echo`], recording the methods it ran.
+    #[derive(Default)]
+    struct Recording(std::sync::Mutex<Vec<String>>);
+
+    impl Methods for Recording {
+        async fn call(
+            &self,
+            caller: &Caller,
+            method: &str,
+            params: &Value,
+        ) -> Result<Value, RpcError> {
+            self.0.lock().unwrap().push(method.to_string());
+            Echo.call(caller, method, params).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_answered_in_order_each_request_authorized_on_its_own() {
+        let methods = Recording::default();
+        let batch = r#"[
+            {"jsonrpc":"2.0","method":"echo","params":["a"],"id":"x"},
+            {"foo":"boo"},
+            {"jsonrpc":"2.0","method":"echo","params":["a"]},
+            {"jsonrpc":"2.0","method":"ping","id":1},
+            {"jsonrpc":"2.0","method":"echo","params":{"tenant":"b"},"id":2},
+            {"jsonrpc":"2.0","method":"nope","id":3},
+            {"jsonrpc":"2.0","method":"ping"}
+        ]"#;
+        let (code, body) = read(answer(&post(batch, Some("ta")), &keys(), &methods).await).await;
+        // 200 although some were refused: each answer says for itself.
+        assert_eq!(code, 200);
+        let answers: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            answers,
+            json!([
+                {"jsonrpc": "2.0", "result": {"tenant": "a"}, "id": "x"},
+                {"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST, "message": answers[1]["error"]["message"]}, "id": null},
+                {"jsonrpc": "2.0", "error": {"code": FORBIDDEN, "message": answers[2]["error"]["message"]}, "id": 1},
+                {"jsonrpc": "2.0", "error": {"code": FORBIDDEN, "message": answers[3]["error"]["message"]}, "id": 2},
+                {"jsonrpc": "2.0", "error": {"code": METHOD_NOT_FOUND, "message": "no method \"nope\""}, "id": 3},
+            ])
+        );
+        assert!(
+            answers[3]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cannot act on tenant b"),
+            "{answers}"
+        );
+        // The notifications ran too (the refused one as far as its check).
+        assert_eq!(
+            *methods.0.lock().unwrap(),
+            ["echo", "echo", "ping", "echo", "nope", "ping"]
+        );
+
+        // With the process token the same requests pass.
+        let (_, body) = read(answer(&post(batch, Some("top")), &keys(), &Echo).await).await;
+        let answers: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            answers[2],
+            json!({"jsonrpc": "2.0", "result": "pong", "id": 1})
+        );
+        assert_eq!(answers[3]["result"], json!({"tenant": "b"}));
+
+        // Only notifications: nothing to answer.
+        let notes = r#"[{"jsonrpc":"2.0","method":"ping"},{"jsonrpc":"2.0","method":"echo","params":["a"]}]"#;
+        let (code, body) = read(answer(&post(notes, Some("top")), &keys(), &Echo).await).await;
+        assert_eq!((code, body.len()), (204, 0));
+        // An empty batch is one error, not an array; elements that are not
+        // objects are each an error.
+        let (code, v) = exchange("[]", Some("top")).await;
+        assert_eq!(
+            (code, &v["error"]["code"], &v["id"]),
+            (200, &json!(INVALID_REQUEST), &Value::Null)
+        );
+        let (_, v) = exchange("[1, 2]", Some("top")).await;
+        assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+        assert!(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["error"]["code"] == json!(INVALID_REQUEST))
+        );
+        // A batch without a valid token is refused whole.
+        let (code, v) = exchange(batch, Some("wrong")).await;
+        assert_eq!((code, &v["error"]["code"]), (401, &json!(-32001)));
+    }
+
     #[tokio::test]
     async fn only_post_is_served() {
         let mut get = post("", Some("top"));
