@@ -814,15 +814,6 @@ pub enum Value {
     Float(f64),
 }
 
-impl std::fmt::Display for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Value::Int(n) => write!(f, "{n}"),
-            Value::Float(x) => write!(f, "{x}"),
-        }
-    }
-}
-
 /// Reads one counter of a tenant.
 type TenantValue = fn(&TenantMetrics) -> u64;
 
