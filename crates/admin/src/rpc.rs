@@ -182,6 +182,7 @@ pub enum Outcome {
 }
 
 impl Response {
+    /// The answer to the request `id` that succeeded with `result`.
     pub fn result(id: Id, result: Value) -> Response {
         Response {
             jsonrpc: V2,
@@ -190,6 +191,7 @@ impl Response {
         }
     }
 
+    /// The answer to the request `id` (null when unknown) that failed.
     pub fn error(id: Id, error: RpcError) -> Response {
         Response {
             jsonrpc: V2,

@@ -59,10 +59,12 @@ impl Counter {
 pub struct Gauge(prometheus_client::metrics::gauge::Gauge<u64, AtomicU64>);
 
 impl Gauge {
+    /// Set the value (the previous one is gone).
     pub fn set(&self, value: u64) {
         self.0.set(value);
     }
 
+    /// The value set last (0 before any).
     pub fn get(&self) -> u64 {
         self.0.get()
     }
