@@ -1,9 +1,18 @@
-//! Who is calling: the `Authorization: Bearer TOKEN` header matched,
-//! in constant time, against the process token and the tenants' tokens.
+//! Who is calling: the `Authorization: Bearer TOKEN` header matched
+//! against the process token and the tenants' tokens, in constant time.
+//!
+//! Tokens are kept as SHA-256 digests ([`Keyring`], made once when the
+//! server starts), and a presented token is hashed and compared with every
+//! digest with `subtle`'s constant-time equality: the time taken depends
+//! neither on where a guess first differs from a token nor on a token's
+//! length, and every token is compared whichever matched.
+
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::rpc::{FORBIDDEN, RpcError, UNAUTHORIZED};
 
-/// The tokens the admin API accepts.
+/// The tokens the admin API accepts, as configured.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     /// `[admin] token`: every method. `None` (allowed only on a loopback
@@ -50,7 +59,41 @@ impl Caller {
     }
 }
 
-impl Tokens {
+/// A token's SHA-256 digest.
+type Fingerprint = [u8; 32];
+
+fn fingerprint(token: &[u8]) -> Fingerprint {
+    Sha256::digest(token).into()
+}
+
+/// Whether two digests are equal, every byte compared whatever differs
+/// (no early exit): digests have one length, so neither token's length
+/// shows in the time either.
+fn same(a: &Fingerprint, b: &Fingerprint) -> Choice {
+    a.ct_eq(b)
+}
+
+/// The configured tokens as digests, ready to check requests against.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    admin: Option<Fingerprint>,
+    tenants: Vec<(String, Fingerprint)>,
+}
+
+impl From<&Tokens> for Keyring {
+    fn from(tokens: &Tokens) -> Keyring {
+        Keyring {
+            admin: tokens.admin.as_deref().map(|t| fingerprint(t.as_bytes())),
+            tenants: tokens
+                .tenants
+                .iter()
+                .map(|(id, t)| (id.clone(), fingerprint(t.as_bytes())))
+                .collect(),
+        }
+    }
+}
+
+impl Keyring {
     /// The caller the `Authorization` header value `header` names, or an
     /// [`UNAUTHORIZED`] error. Every token is compared, whatever matched
     /// first, so the time taken does not tell which one came close.
@@ -68,41 +111,37 @@ impl Tokens {
                 "unauthorized: send Authorization: Bearer TOKEN (the [admin] token, or a tenant's admin_token)",
             ));
         };
-        let mut found = None;
-        if let Some(admin) = &self.admin
-            && constant_time_eq(presented.as_bytes(), admin.as_bytes())
-        {
-            found = Some(Caller::Admin);
+        let presented = fingerprint(presented.as_bytes());
+        let admin = self
+            .admin
+            .as_ref()
+            .map_or(Choice::from(0), |d| same(d, &presented));
+        // The matching tenant's index, chosen without branching; tokens are
+        // distinct (checked at start), so at most one matches.
+        let mut tenant = u64::MAX;
+        for (i, (_, digest)) in self.tenants.iter().enumerate() {
+            tenant.conditional_assign(&(i as u64), same(digest, &presented));
         }
-        for (tenant, token) in &self.tenants {
-            if constant_time_eq(presented.as_bytes(), token.as_bytes()) && found.is_none() {
-                found = Some(Caller::Tenant(tenant.clone()));
-            }
+        if bool::from(admin) {
+            return Ok(Caller::Admin);
         }
-        found.ok_or_else(|| RpcError::new(UNAUTHORIZED, "unauthorized: wrong token"))
+        usize::try_from(tenant)
+            .ok()
+            .and_then(|i| self.tenants.get(i))
+            .map(|(id, _)| Caller::Tenant(id.clone()))
+            .ok_or_else(|| RpcError::new(UNAUTHORIZED, "unauthorized: wrong token"))
     }
-}
-
-/// Equal, in a time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= u64::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tokens() -> Tokens {
-        Tokens {
+    fn tokens() -> Keyring {
+        Keyring::from(&Tokens {
             admin: Some("top-secret".into()),
             tenants: vec![("a".into(), "a-secret".into())],
-        }
+        })
     }
 
     #[test]
@@ -131,10 +170,10 @@ mod tests {
 
     #[test]
     fn without_a_process_token_only_tokenless_requests_are_admin() {
-        let t = Tokens {
+        let t = Keyring::from(&Tokens {
             admin: None,
             tenants: vec![("a".into(), "a-secret".into())],
-        };
+        });
         assert_eq!(t.authorize(None), Ok(Caller::Admin));
         assert_eq!(
             t.authorize(Some("Bearer a-secret")),
@@ -159,6 +198,12 @@ mod tests {
         assert!(Caller::Admin.check_tenant("tenant.stats", "b").is_ok());
     }
 
+    /// Tokens compare through their digests: equal only when the whole
+    /// values are.
+    fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        same(&fingerprint(a), &fingerprint(b)).into()
+    }
+
     #[test]
     fn constant_time_eq_compares_whole_values() {
         assert!(constant_time_eq(b"abc", b"abc"));
@@ -166,5 +211,48 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abc\0"));
         assert!(!constant_time_eq(b"", b"a"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn the_digest_comparison_answers_equal_only_for_equal_tokens() {
+        let long = "x".repeat(1000);
+        let cases: [(&[u8], &[u8], bool); 7] = [
+            (b"top-secret", b"top-secret", true),
+            (b"top-secret", b"Top-secret", false),
+            (b"top-secret", b"top-secreT", false),
+            (b"top-secret", b"top-secret ", false),
+            (long.as_bytes(), long.as_bytes(), true),
+            (long.as_bytes(), &long.as_bytes()[1..], false),
+            (b"\xff\x00", b"\xff\x01", false),
+        ];
+        for (a, b, equal) in cases {
+            assert_eq!(constant_time_eq(a, b), equal, "{a:?} {b:?}");
+            assert_eq!(constant_time_eq(b, a), equal, "{b:?} {a:?}");
+        }
+        // The Choice is 1 or 0, nothing else.
+        let (x, y) = (fingerprint(b"a"), fingerprint(b"a"));
+        assert_eq!(same(&x, &y).unwrap_u8(), 1);
+        assert_eq!(same(&x, &fingerprint(b"b")).unwrap_u8(), 0);
+    }
+
+    #[test]
+    fn each_tenant_token_names_its_own_tenant_wherever_it_is_listed() {
+        let keys = Keyring::from(&Tokens {
+            admin: Some("top".into()),
+            tenants: (0..5)
+                .map(|i| (format!("t{i}"), format!("token-{i}")))
+                .collect(),
+        });
+        for i in 0..5 {
+            assert_eq!(
+                keys.authorize(Some(&format!("Bearer token-{i}"))),
+                Ok(Caller::Tenant(format!("t{i}")))
+            );
+        }
+        assert_eq!(keys.authorize(Some("Bearer top")), Ok(Caller::Admin));
+        assert_eq!(
+            keys.authorize(Some("Bearer token-5")).unwrap_err().code,
+            UNAUTHORIZED
+        );
     }
 }

@@ -1,13 +1,17 @@
-//! The `kemibox ctl` side: one JSON-RPC call over a plain HTTP/1.1
-//! connection (blocking; a command-line tool makes one call).
+//! The `kemibox ctl` side: one JSON-RPC call over HTTP/1.1 with hyper's
+//! client, one connection per call.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
 
-use crate::rpc::RpcError;
+use crate::rpc::{self, Id, Outcome, RpcError};
 
 /// Why a call has no result.
 #[derive(Debug)]
@@ -89,7 +93,7 @@ impl Endpoint {
 /// Call `method` with `params` (an array or object); the result, or why
 /// there is none. `timeout` bounds the connection, the request and the
 /// answer each.
-pub fn call(
+pub async fn call(
     endpoint: &Endpoint,
     token: Option<&str>,
     method: &str,
@@ -102,66 +106,61 @@ pub fn call(
             endpoint.host, endpoint.port, endpoint.path
         ))
     };
-    let addrs: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
-        .to_socket_addrs()
+    let timed_out = |what: &str| transport(what, &format!("no answer in {timeout:?}"));
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+        .await
         .map_err(|e| transport("cannot resolve", &e))?
         .collect();
-    let mut last = None;
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let Some(mut stream) = stream else {
-        let why = last.map_or("no address".to_string(), |e| e.to_string());
-        return Err(transport("cannot connect to", &why));
+    let connect = tokio::time::timeout(timeout, TcpStream::connect(&addrs[..]))
+        .await
+        .map_err(|_| timed_out("cannot connect to"))?;
+    let stream = connect.map_err(|e| transport("cannot connect to", &e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| transport("cannot talk to", &e))?;
+    // The connection is driven beside the request, and dropped with it.
+    let driver = tokio::spawn(connection);
+    let body = serde_json::to_vec(&rpc::Request::new(method, params, Id::from(1)))
+        .map_err(|e| transport("cannot encode a request for", &e))?;
+    let authority = match endpoint.host.contains(':') {
+        true => format!("[{}]:{}", endpoint.host, endpoint.port),
+        false => format!("{}:{}", endpoint.host, endpoint.port),
     };
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
-        endpoint.path,
-        endpoint.host,
-        endpoint.port,
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| transport("cannot send to", &e))?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
+    let mut request = hyper::Request::post(endpoint.path.as_str())
+        .header(header::HOST, authority)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONNECTION, "close");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| transport("cannot make a request for", &e))?;
+    let answered = tokio::time::timeout(timeout, async {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((status, body))
+    })
+    .await;
+    driver.abort();
+    let (status, body) = answered
+        .map_err(|_| timed_out("no answer from"))?
         .map_err(|e| transport("no answer from", &e))?;
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| transport("not HTTP from", &"no end of headers"))?;
-    let status = head.split(' ').nth(1).unwrap_or("?");
-    let value: Value = serde_json::from_str(body).map_err(|_| {
+    let answer: rpc::Response = serde_json::from_slice(&body).map_err(|_| {
         transport(
             "not a JSON-RPC answer from",
-            &format!("HTTP {status}: {}", body.trim()),
+            &format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&body).trim()
+            ),
         )
     })?;
-    if let Some(error) = value.get("error") {
-        return Err(CallError::Rpc(RpcError {
-            code: error["code"].as_i64().unwrap_or(0),
-            message: error["message"].as_str().unwrap_or("error").to_string(),
-        }));
+    match answer.outcome {
+        Outcome::Result(value) => Ok(value),
+        Outcome::Error(e) => Err(CallError::Rpc(e)),
     }
-    value
-        .get("result")
-        .cloned()
-        .ok_or_else(|| transport("no result from", &format!("HTTP {status}")))
 }
 
 /// Command-line arguments as JSON parameters: those that parse as JSON
@@ -180,6 +179,7 @@ pub fn params_from_args(args: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn endpoints_and_args() {

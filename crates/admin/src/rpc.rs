@@ -1,11 +1,15 @@
-//! JSON-RPC 2.0 framing: a request parsed from a body, a response or an
-//! error object rendered, and positional-or-named parameters read by name.
+//! JSON-RPC 2.0 as serde types: a [`Request`], a [`Response`] and its
+//! [`RpcError`] object; a `POST` body parsed into one request or a batch
+//! of them ([`parse`]); and positional-or-named parameters read by name
+//! ([`Params`]).
 
-use serde_json::{Map, Value, json};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 
 /// Invalid JSON.
 pub const PARSE_ERROR: i64 = -32700;
-/// JSON, but not a request object.
+/// JSON, but not a request object (or an empty batch).
 pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
@@ -15,11 +19,11 @@ pub const FAILED: i64 = -32000;
 /// No token, or not one of ours (HTTP 401).
 pub const UNAUTHORIZED: i64 = -32001;
 /// A tenant token asking for another tenant or a process-wide method
-/// (HTTP 403).
+/// (HTTP 403 for a single request).
 pub const FORBIDDEN: i64 = -32003;
 
-/// A JSON-RPC error object.
-#[derive(Debug, Clone, PartialEq)]
+/// A JSON-RPC error object (a `data` member sent by a peer is ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RpcError {
     pub code: i64,
     pub message: String,
@@ -45,13 +49,14 @@ impl RpcError {
         RpcError::new(METHOD_NOT_FOUND, format!("no method {method:?}"))
     }
 
-    /// The HTTP status carrying this error: 401 and 403 for the auth
-    /// errors, 200 otherwise (the error is in the body).
-    pub fn http_status(&self) -> (u16, &'static str) {
+    /// The HTTP status carrying this error as the answer to a single
+    /// request: 401 and 403 for the auth errors, 200 otherwise (the error
+    /// is in the body).
+    pub fn http_status(&self) -> u16 {
         match self.code {
-            UNAUTHORIZED => (401, "Unauthorized"),
-            FORBIDDEN => (403, "Forbidden"),
-            _ => (200, "OK"),
+            UNAUTHORIZED => 401,
+            FORBIDDEN => 403,
+            _ => 200,
         }
     }
 }
@@ -64,69 +69,200 @@ impl std::fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
-/// A request: its method and parameters, and its id (`None` for a
-/// notification, which gets no response).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Call {
-    pub method: String,
-    pub params: Value,
-    pub id: Option<Value>,
+/// The `jsonrpc` member, which must be `"2.0"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct V2;
+
+impl Serialize for V2 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("2.0")
+    }
 }
 
-/// Parse a request body; the error carries the id to answer with (null
-/// when it could not be read).
-pub fn parse(body: &[u8]) -> Result<Call, (Value, RpcError)> {
+impl<'de> Deserialize<'de> for V2 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<V2, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(v) if v == "2.0" => Ok(V2),
+            other => Err(D::Error::custom(format!(
+                "\"jsonrpc\" must be \"2.0\", not {other}"
+            ))),
+        }
+    }
+}
+
+/// A request id: a number, a string or null.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Id {
+    Number(serde_json::Number),
+    String(String),
+    Null,
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => Ok(Id::Number(n)),
+            Value::String(s) => Ok(Id::String(s)),
+            Value::Null => Ok(Id::Null),
+            _ => Err(D::Error::custom("id must be a string, a number or null")),
+        }
+    }
+}
+
+impl From<u64> for Id {
+    fn from(n: u64) -> Id {
+        Id::Number(n.into())
+    }
+}
+
+/// A request: its method and parameters, and its id (`None` for a
+/// notification, which gets no response; `Some(Id::Null)` is a request
+/// whose id is null).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub jsonrpc: V2,
+    pub method: String,
+    /// An array or an object; left out or null, the empty array.
+    #[serde(default = "no_params", deserialize_with = "params")]
+    pub params: Value,
+    #[serde(
+        default,
+        deserialize_with = "present_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id: Option<Id>,
+}
+
+impl Request {
+    /// A call of `method` with `params`, answered under `id`.
+    pub fn new(method: impl Into<String>, params: Value, id: Id) -> Request {
+        Request {
+            jsonrpc: V2,
+            method: method.into(),
+            params,
+            id: Some(id),
+        }
+    }
+}
+
+fn no_params() -> Value {
+    Value::Array(Vec::new())
+}
+
+fn params<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(no_params()),
+        p @ (Value::Array(_) | Value::Object(_)) => Ok(p),
+        _ => Err(D::Error::custom("\"params\" must be an array or an object")),
+    }
+}
+
+/// An `id` member that is there, even as null (absent is `None`, by
+/// `default`).
+fn present_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Id>, D::Error> {
+    Id::deserialize(d).map(Some)
+}
+
+/// A response: a result or an error, under the request's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub jsonrpc: V2,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub id: Id,
+}
+
+/// What a response carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Result(Value),
+    Error(RpcError),
+}
+
+impl Response {
+    /// The answer to the request `id` that succeeded with `result`.
+    pub fn result(id: Id, result: Value) -> Response {
+        Response {
+            jsonrpc: V2,
+            outcome: Outcome::Result(result),
+            id,
+        }
+    }
+
+    /// The answer to the request `id` (null when unknown) that failed.
+    pub fn error(id: Id, error: RpcError) -> Response {
+        Response {
+            jsonrpc: V2,
+            outcome: Outcome::Error(error),
+            id,
+        }
+    }
+
+    /// The HTTP status carrying this response as the answer to a single
+    /// request ([`RpcError::http_status`]).
+    pub fn http_status(&self) -> u16 {
+        match &self.outcome {
+            Outcome::Result(_) => 200,
+            Outcome::Error(e) => e.http_status(),
+        }
+    }
+}
+
+/// A request read from a body, or the error response answering what
+/// stood in its place.
+pub type Entry = Result<Request, Response>;
+
+/// What a `POST` body holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// One request object (or the error answering what was sent instead).
+    Single(Entry),
+    /// A non-empty array: each element read on its own, in order.
+    Batch(Vec<Entry>),
+}
+
+/// Parse a body: one request or a batch. The error answers a body that is
+/// not JSON, or an empty batch (one error, not an array).
+pub fn parse(body: &[u8]) -> Result<Incoming, Response> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        (
-            Value::Null,
+        Response::error(
+            Id::Null,
             RpcError::new(PARSE_ERROR, format!("parse error: {e}")),
         )
     })?;
-    let Value::Object(mut object) = value else {
-        let why = if value.is_array() {
-            "batch requests are not supported: send one request object per POST"
-        } else {
-            "the request must be a JSON object"
-        };
-        return Err((Value::Null, RpcError::new(INVALID_REQUEST, why)));
-    };
-    let id = object.remove("id");
-    let answer_id = id.clone().unwrap_or(Value::Null);
-    let invalid = |why: &str| (answer_id.clone(), RpcError::new(INVALID_REQUEST, why));
-    if let Some(id) = &id
-        && !(id.is_string() || id.is_number() || id.is_null())
-    {
-        return Err((
-            Value::Null,
-            RpcError::new(INVALID_REQUEST, "id must be a string, a number or null"),
+    match value {
+        Value::Array(items) if items.is_empty() => Err(Response::error(
+            Id::Null,
+            RpcError::new(
+                INVALID_REQUEST,
+                "an empty batch: send a request object, or an array of them",
+            ),
+        )),
+        Value::Array(items) => Ok(Incoming::Batch(items.into_iter().map(request).collect())),
+        value => Ok(Incoming::Single(request(value))),
+    }
+}
+
+/// One request object; the invalid-request error answers anything else,
+/// under the id sent when it can be read (else null).
+fn request(value: Value) -> Entry {
+    let Value::Object(object) = value else {
+        return Err(Response::error(
+            Id::Null,
+            RpcError::new(INVALID_REQUEST, "a request must be a JSON object"),
         ));
-    }
-    if object.get("jsonrpc") != Some(&Value::from("2.0")) {
-        return Err(invalid("\"jsonrpc\": \"2.0\" is required"));
-    }
-    let method = match object.remove("method") {
-        Some(Value::String(m)) => m,
-        _ => return Err(invalid("\"method\" must be a string")),
     };
-    let params = match object.remove("params") {
-        None | Some(Value::Null) => Value::Array(Vec::new()),
-        Some(p @ (Value::Array(_) | Value::Object(_))) => p,
-        Some(_) => return Err(invalid("\"params\" must be an array or an object")),
-    };
-    Ok(Call { method, params, id })
-}
-
-/// A success response.
-pub fn result(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "result": result, "id": id})
-}
-
-/// An error response.
-pub fn error(id: Value, error: &RpcError) -> Value {
-    json!({
-        "jsonrpc": "2.0",
-        "error": {"code": error.code, "message": error.message},
-        "id": id,
+    let id = object
+        .get("id")
+        .and_then(|id| Id::deserialize(id).ok())
+        .unwrap_or(Id::Null);
+    serde_json::from_value(Value::Object(object)).map_err(|e| {
+        Response::error(
+            id,
+            RpcError::new(INVALID_REQUEST, format!("invalid request: {e}")),
+        )
     })
 }
 
@@ -201,23 +337,116 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A body holding one request: the request, or the id and error
+    /// answering it.
+    fn parse_one(body: &[u8]) -> Result<Request, (Value, RpcError)> {
+        let failed = |r: Response| match r.outcome {
+            Outcome::Error(e) => (serde_json::to_value(&r.id).unwrap(), e),
+            Outcome::Result(v) => panic!("a result: {v}"),
+        };
+        match parse(body) {
+            Ok(Incoming::Single(entry)) => entry.map_err(failed),
+            Ok(Incoming::Batch(b)) => panic!("a batch: {b:?}"),
+            Err(r) => Err(failed(r)),
+        }
+    }
 
     #[test]
     fn requests_are_checked_and_errors_keep_the_id() {
-        let call = parse(br#"{"jsonrpc":"2.0","method":"core.version","id":7}"#).unwrap();
+        let call = parse_one(br#"{"jsonrpc":"2.0","method":"core.version","id":7}"#).unwrap();
         assert_eq!(call.method, "core.version");
         assert_eq!(call.params, json!([]));
-        assert_eq!(call.id, Some(json!(7)));
-        let note = parse(br#"{"jsonrpc":"2.0","method":"m","params":{"a":1}}"#).unwrap();
+        assert_eq!(call.id, Some(Id::from(7)));
+        let note = parse_one(br#"{"jsonrpc":"2.0","method":"m","params":{"a":1}}"#).unwrap();
         assert_eq!(note.id, None);
-        assert_eq!(parse(b"{nope").unwrap_err().1.code, PARSE_ERROR);
-        assert_eq!(parse(b"[]").unwrap_err().1.code, INVALID_REQUEST);
-        let (id, e) = parse(br#"{"jsonrpc":"1.0","method":"m","id":"x"}"#).unwrap_err();
+        assert_eq!(parse_one(b"{nope").unwrap_err().1.code, PARSE_ERROR);
+        assert_eq!(parse_one(b"[]").unwrap_err().1.code, INVALID_REQUEST);
+        let (id, e) = parse_one(br#"{"jsonrpc":"1.0","method":"m","id":"x"}"#).unwrap_err();
         assert_eq!((id, e.code), (json!("x"), INVALID_REQUEST));
-        let (_, e) = parse(br#"{"jsonrpc":"2.0","method":"m","params":3,"id":1}"#).unwrap_err();
+        let (_, e) = parse_one(br#"{"jsonrpc":"2.0","method":"m","params":3,"id":1}"#).unwrap_err();
         assert_eq!(e.code, INVALID_REQUEST);
-        let (_, e) = parse(br#"{"jsonrpc":"2.0","method":1,"id":1}"#).unwrap_err();
+        let (_, e) = parse_one(br#"{"jsonrpc":"2.0","method":1,"id":1}"#).unwrap_err();
         assert_eq!(e.code, INVALID_REQUEST);
+    }
+
+    #[test]
+    fn a_null_id_is_a_request_and_a_bad_id_is_answered_under_null() {
+        let call = parse_one(br#"{"jsonrpc":"2.0","method":"m","id":null}"#).unwrap();
+        assert_eq!(call.id, Some(Id::Null));
+        let (id, e) = parse_one(br#"{"jsonrpc":"2.0","method":"m","id":[1]}"#).unwrap_err();
+        assert_eq!((id, e.code), (Value::Null, INVALID_REQUEST));
+        assert!(e.message.contains("id must be"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_batch_reads_each_element_on_its_own() {
+        let body = br#"[
+            {"jsonrpc":"2.0","method":"a","id":1},
+            {"jsonrpc":"2.0","method":"b"},
+            1,
+            {"jsonrpc":"2.0","id":"x"}
+        ]"#;
+        let Ok(Incoming::Batch(entries)) = parse(body) else {
+            panic!("not a batch")
+        };
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[0].as_ref().unwrap().method, "a");
+        assert_eq!(entries[1].as_ref().unwrap().id, None);
+        let errors: Vec<(Id, i64)> = entries[2..]
+            .iter()
+            .map(|e| match e {
+                Err(Response {
+                    outcome: Outcome::Error(err),
+                    id,
+                    ..
+                }) => (id.clone(), err.code),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (Id::Null, INVALID_REQUEST),
+                (Id::String("x".into()), INVALID_REQUEST)
+            ]
+        );
+        // A body that is not JSON at all is one parse error, batch or not.
+        let r = parse(br#"[{"jsonrpc":"2.0","method":"a","id":1},"#).unwrap_err();
+        assert!(matches!(
+            r.outcome,
+            Outcome::Error(RpcError {
+                code: PARSE_ERROR,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn responses_serialize_as_the_spec_writes_them() {
+        let ok = Response::result(Id::from(1), json!("pong"));
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"jsonrpc": "2.0", "result": "pong", "id": 1})
+        );
+        let err = Response::error(Id::Null, RpcError::method_not_found("x"));
+        let text = serde_json::to_string(&err).unwrap();
+        assert_eq!(
+            text,
+            r#"{"jsonrpc":"2.0","error":{"code":-32601,"message":"no method \"x\""},"id":null}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), err);
+        let null_result = r#"{"jsonrpc":"2.0","result":null,"id":"a"}"#;
+        assert_eq!(
+            serde_json::from_str::<Response>(null_result).unwrap(),
+            Response::result(Id::String("a".into()), Value::Null)
+        );
+        let request = Request::new("m", json!(["a"]), Id::from(1));
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({"jsonrpc": "2.0", "method": "m", "params": ["a"], "id": 1})
+        );
     }
 
     #[test]

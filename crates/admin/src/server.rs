@@ -1,22 +1,26 @@
-//! The HTTP side: each `POST` body is one JSON-RPC request, authenticated
-//! by its bearer token before it is even parsed, then dispatched to the
-//! [`Methods`] the binary implements. HTTP handling (bounded head and
-//! body, timeouts, connection cap) is `kemibox_metrics::http`'s.
+//! The HTTP side: each `POST` body is one JSON-RPC request or a batch of
+//! them, authenticated by its bearer token before it is even parsed, then
+//! dispatched to the [`Methods`] the binary implements. HTTP handling
+//! (hyper, with a bounded head and body, timeouts and a connection cap)
+//! is `kemibox_metrics::http`'s.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kemibox_metrics::http::{Limits, Request, Response};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, StatusCode};
+use kemibox_metrics::http::{self as http, Limits, Peer, Request, Response};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::auth::{Caller, Tokens};
-use crate::rpc::{self, INVALID_REQUEST, RpcError};
+use crate::auth::{Caller, Keyring, Tokens};
+use crate::rpc::{self, INVALID_REQUEST, Id, Incoming, RpcError};
 
 /// The most a request body may take: requests are a method name and a
-/// few short parameters.
+/// few short parameters (a batch, a few dozen of them).
 pub const MAX_BODY: usize = 64 * 1024;
 /// Connections served at once; an operator tool needs few.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -52,72 +56,116 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Answer JSON-RPC requests on `listener` until the task is dropped.
 pub async fn serve<M: Methods>(listener: TcpListener, tokens: Tokens, methods: Arc<M>) {
-    let tokens = Arc::new(tokens);
-    kemibox_metrics::http::serve_with(listener, limits(), "admin", move |request| {
-        let tokens = tokens.clone();
+    let keys = Arc::new(Keyring::from(&tokens));
+    http::serve_with(listener, limits(), "admin", move |request| {
+        let keys = keys.clone();
         let methods = methods.clone();
-        async move { answer(&request, &tokens, &*methods).await }
+        async move { answer(&request, &keys, &*methods).await }
     })
     .await
 }
 
-/// The response to one HTTP request.
-pub async fn answer<M: Methods>(request: &Request, tokens: &Tokens, methods: &M) -> Response {
-    if request.method != "POST" {
+/// The response to one HTTP request. A single request's auth errors are
+/// HTTP 401 and 403; a batch is 200 with an answer per request (each
+/// authorized on its own), or 204 when all were notifications.
+pub async fn answer<M: Methods>(request: &Request, keys: &Keyring, methods: &M) -> Response {
+    if request.method() != Method::POST {
         let mut r = json_response(
-            405,
-            "Method Not Allowed",
-            &rpc::error(
-                Value::Null,
-                &RpcError::new(INVALID_REQUEST, "POST one JSON-RPC request"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            &rpc::Response::error(
+                Id::Null,
+                RpcError::new(INVALID_REQUEST, "POST a JSON-RPC request"),
             ),
         );
-        r.headers.push(("Allow".into(), "POST".into()));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let caller = match tokens.authorize(request.header("authorization")) {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let caller = match keys.authorize(authorization) {
         Ok(caller) => caller,
         Err(e) => {
-            tracing::warn!(peer = ?request.peer, "admin: {}", e.message);
-            let mut r = json_response(401, "Unauthorized", &rpc::error(Value::Null, &e));
-            r.headers
-                .push(("WWW-Authenticate".into(), "Bearer realm=\"kemibox\"".into()));
+            let peer = request.extensions().get::<Peer>().map(|p| p.0);
+            tracing::warn!(peer = ?peer, "admin: {}", e.message);
+            let mut r = json_response(StatusCode::UNAUTHORIZED, &rpc::Response::error(Id::Null, e));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kemibox\""),
+            );
             return r;
         }
     };
-    let call = match rpc::parse(&request.body) {
-        Ok(call) => call,
-        Err((id, e)) => return json_response(200, "OK", &rpc::error(id, &e)),
-    };
-    let outcome = methods.call(&caller, &call.method, &call.params).await;
+    match rpc::parse(request.body()) {
+        Err(refused) | Ok(Incoming::Single(Err(refused))) => {
+            json_response(StatusCode::OK, &refused)
+        }
+        Ok(Incoming::Single(Ok(call))) => match run(&caller, call, methods).await {
+            None => no_content(),
+            Some(answer) => {
+                let status = StatusCode::from_u16(answer.http_status()).unwrap_or(StatusCode::OK);
+                json_response(status, &answer)
+            }
+        },
+        Ok(Incoming::Batch(entries)) => {
+            // One after the other, in order: a batch may reload a script
+            // and then list the versions.
+            let mut answers = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match entry {
+                    Err(refused) => answers.push(refused),
+                    Ok(call) => answers.extend(run(&caller, call, methods).await),
+                }
+            }
+            if answers.is_empty() {
+                no_content()
+            } else {
+                json_response(StatusCode::OK, &answers)
+            }
+        }
+    }
+}
+
+/// Run one call for `caller`; its response, or `None` for a notification.
+async fn run<M: Methods>(
+    caller: &Caller,
+    call: rpc::Request,
+    methods: &M,
+) -> Option<rpc::Response> {
+    let outcome = methods.call(caller, &call.method, &call.params).await;
     match &outcome {
         Ok(_) => tracing::debug!(method = %call.method, caller = ?caller, "admin call"),
         Err(e) => {
             tracing::info!(method = %call.method, caller = ?caller, code = e.code, "admin call failed: {}", e.message)
         }
     }
-    let Some(id) = call.id else {
-        // A notification: done, nothing to say.
-        return Response {
-            content_type: "application/json".into(),
-            ..Response::text(204, "No Content", "")
-        };
-    };
-    match outcome {
-        Ok(value) => json_response(200, "OK", &rpc::result(id, value)),
-        Err(e) => {
-            let (code, reason) = e.http_status();
-            json_response(code, reason, &rpc::error(id, &e))
-        }
-    }
+    let id = call.id?;
+    Some(match outcome {
+        Ok(value) => rpc::Response::result(id, value),
+        Err(e) => rpc::Response::error(id, e),
+    })
 }
 
-fn json_response(code: u16, reason: &str, body: &Value) -> Response {
-    let mut text = body.to_string();
-    text.push('\n');
-    Response {
-        content_type: "application/json".into(),
-        ..Response::text(code, reason, &text)
+/// Nothing to say: every request was a notification.
+fn no_content() -> Response {
+    http::response(StatusCode::NO_CONTENT, "application/json", "")
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(mut text) => {
+            text.push(b'\n');
+            http::response(status, "application/json", text)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin: cannot serialize the answer");
+            http::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot serialize the answer\n",
+            )
+        }
     }
 }
 
@@ -125,6 +173,7 @@ fn json_response(code: u16, reason: &str, body: &Value) -> Response {
 mod tests {
     use super::*;
     use crate::rpc::{FORBIDDEN, METHOD_NOT_FOUND, PARSE_ERROR, Params};
+    use http_body_util::BodyExt;
     use serde_json::json;
 
     /// `echo [tenant]` is tenant-scoped, `ping` process-wide.
@@ -153,27 +202,30 @@ mod tests {
     }
 
     fn post(body: &str, token: Option<&str>) -> Request {
-        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        let mut r = hyper::Request::post("/").header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = token {
-            headers.push(("Authorization".into(), format!("Bearer {t}")));
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        Request {
-            method: "POST".into(),
-            path: "/".into(),
-            headers,
-            body: body.as_bytes().to_vec(),
-            peer: None,
-        }
+        r.body(bytes::Bytes::from(body.to_string())).unwrap()
+    }
+
+    /// The status and the body of `r`.
+    async fn read(r: Response) -> (u16, bytes::Bytes) {
+        let status = r.status().as_u16();
+        (status, r.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    fn keys() -> Keyring {
+        Keyring::from(&Tokens {
+            admin: Some("top".into()),
+            tenants: vec![("a".into(), "ta".into())],
+        })
     }
 
     async fn exchange(body: &str, token: Option<&str>) -> (u16, Value) {
-        let tokens = Tokens {
-            admin: Some("top".into()),
-            tenants: vec![("a".into(), "ta".into())],
-        };
-        let r = answer(&post(body, token), &tokens, &Echo).await;
-        let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        (r.code, value)
+        let (code, body) = read(answer(&post(body, token), &keys(), &Echo).await).await;
+        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (code, value)
     }
 
     #[tokio::test]
@@ -214,23 +266,112 @@ mod tests {
         assert_eq!(v["error"]["code"], json!(-32602));
         let note = answer(
             &post(r#"{"jsonrpc":"2.0","method":"ping"}"#, Some("top")),
-            &Tokens {
+            &Keyring::from(&Tokens {
                 admin: Some("top".into()),
                 tenants: vec![],
-            },
+            }),
             &Echo,
         )
         .await;
-        assert_eq!((note.code, note.body.len()), (204, 0));
+        let (code, body) = read(note).await;
+        assert_eq!((code, body.len()), (204, 0));
+    }
+
+    /// [`Echo`], recording the methods it ran.
+    #[derive(Default)]
+    struct Recording(std::sync::Mutex<Vec<String>>);
+
+    impl Methods for Recording {
+        async fn call(
+            &self,
+            caller: &Caller,
+            method: &str,
+            params: &Value,
+        ) -> Result<Value, RpcError> {
+            self.0.lock().unwrap().push(method.to_string());
+            Echo.call(caller, method, params).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_answered_in_order_each_request_authorized_on_its_own() {
+        let methods = Recording::default();
+        let batch = r#"[
+            {"jsonrpc":"2.0","method":"echo","params":["a"],"id":"x"},
+            {"foo":"boo"},
+            {"jsonrpc":"2.0","method":"echo","params":["a"]},
+            {"jsonrpc":"2.0","method":"ping","id":1},
+            {"jsonrpc":"2.0","method":"echo","params":{"tenant":"b"},"id":2},
+            {"jsonrpc":"2.0","method":"nope","id":3},
+            {"jsonrpc":"2.0","method":"ping"}
+        ]"#;
+        let (code, body) = read(answer(&post(batch, Some("ta")), &keys(), &methods).await).await;
+        // 200 although some were refused: each answer says for itself.
+        assert_eq!(code, 200);
+        let answers: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            answers,
+            json!([
+                {"jsonrpc": "2.0", "result": {"tenant": "a"}, "id": "x"},
+                {"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST, "message": answers[1]["error"]["message"]}, "id": null},
+                {"jsonrpc": "2.0", "error": {"code": FORBIDDEN, "message": answers[2]["error"]["message"]}, "id": 1},
+                {"jsonrpc": "2.0", "error": {"code": FORBIDDEN, "message": answers[3]["error"]["message"]}, "id": 2},
+                {"jsonrpc": "2.0", "error": {"code": METHOD_NOT_FOUND, "message": "no method \"nope\""}, "id": 3},
+            ])
+        );
+        assert!(
+            answers[3]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cannot act on tenant b"),
+            "{answers}"
+        );
+        // The notifications ran too (the refused one as far as its check).
+        assert_eq!(
+            *methods.0.lock().unwrap(),
+            ["echo", "echo", "ping", "echo", "nope", "ping"]
+        );
+
+        // With the process token the same requests pass.
+        let (_, body) = read(answer(&post(batch, Some("top")), &keys(), &Echo).await).await;
+        let answers: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            answers[2],
+            json!({"jsonrpc": "2.0", "result": "pong", "id": 1})
+        );
+        assert_eq!(answers[3]["result"], json!({"tenant": "b"}));
+
+        // Only notifications: nothing to answer.
+        let notes = r#"[{"jsonrpc":"2.0","method":"ping"},{"jsonrpc":"2.0","method":"echo","params":["a"]}]"#;
+        let (code, body) = read(answer(&post(notes, Some("top")), &keys(), &Echo).await).await;
+        assert_eq!((code, body.len()), (204, 0));
+        // An empty batch is one error, not an array; elements that are not
+        // objects are each an error.
+        let (code, v) = exchange("[]", Some("top")).await;
+        assert_eq!(
+            (code, &v["error"]["code"], &v["id"]),
+            (200, &json!(INVALID_REQUEST), &Value::Null)
+        );
+        let (_, v) = exchange("[1, 2]", Some("top")).await;
+        assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+        assert!(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["error"]["code"] == json!(INVALID_REQUEST))
+        );
+        // A batch without a valid token is refused whole.
+        let (code, v) = exchange(batch, Some("wrong")).await;
+        assert_eq!((code, &v["error"]["code"]), (401, &json!(-32001)));
     }
 
     #[tokio::test]
     async fn only_post_is_served() {
         let mut get = post("", Some("top"));
-        get.method = "GET".into();
-        let r = answer(&get, &Tokens::default(), &Echo).await;
-        assert_eq!(r.code, 405);
-        assert!(r.headers.contains(&("Allow".into(), "POST".into())));
+        *get.method_mut() = Method::GET;
+        let r = answer(&get, &Keyring::from(&Tokens::default()), &Echo).await;
+        assert_eq!(r.status().as_u16(), 405);
+        assert_eq!(r.headers().get(header::ALLOW).unwrap(), "POST");
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn over_a_socket_with_the_client() {
@@ -243,22 +384,19 @@ mod tests {
         };
         let server = tokio::spawn(serve(listener, tokens, Arc::new(Echo)));
         let endpoint = Endpoint::for_listen(addr);
-        let results = tokio::task::spawn_blocking(move || {
-            let t = Duration::from_secs(5);
-            let ok = call(&endpoint, Some("top"), "echo", json!(["a"]), t);
-            let denied = call(&endpoint, None, "ping", json!([]), t);
-            // A body past the limit is refused before it is read.
-            let big = call(
-                &endpoint,
-                Some("top"),
-                "echo",
-                json!(["x".repeat(MAX_BODY)]),
-                t,
-            );
-            (ok, denied, big)
-        })
-        .await
-        .unwrap();
+        let t = Duration::from_secs(5);
+        let ok = call(&endpoint, Some("top"), "echo", json!(["a"]), t).await;
+        let denied = call(&endpoint, None, "ping", json!([]), t).await;
+        // A body past the limit is refused before it is read.
+        let big = call(
+            &endpoint,
+            Some("top"),
+            "echo",
+            json!(["x".repeat(MAX_BODY)]),
+            t,
+        )
+        .await;
+        let results = (ok, denied, big);
         assert_eq!(results.0.unwrap(), json!({"tenant": "a"}));
         match results.1 {
             Err(CallError::Rpc(e)) => assert_eq!(e.code, crate::rpc::UNAUTHORIZED),

@@ -58,7 +58,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .or(config_token);
     let params = client::params_from_args(&args.args);
     let timeout = Duration::from_secs(args.timeout.max(1));
-    match client::call(&endpoint, token.as_deref(), &args.method, params, timeout) {
+    let called = crate::block_on(client::call(
+        &endpoint,
+        token.as_deref(),
+        &args.method,
+        params,
+        timeout,
+    ))?;
+    match called {
         Ok(result) => {
             // A closed pipe (`| head`) is not an error worth a panic.
             use std::io::Write as _;

@@ -599,3 +599,117 @@ fn a_single_script_is_reloaded_without_naming_its_tenant() {
     );
     assert_eq!(sip(port, "OPTIONS", "s1", ""), "SIP/2.0 200 two");
 }
+
+/// Send `request` as is and read the whole answer.
+fn raw(admin: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The server may answer before the whole of a refused body is in.
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_batch_is_answered_per_request_with_each_tokens_rights() {
+    let s = setup("batch");
+    let (_proxy, _log) = start(&s, &[]);
+    std::fs::write(s.dir.join("a.lua"), answering("A batch")).unwrap();
+    let batch = json!([
+        {"jsonrpc": "2.0", "method": "app_lua.reload", "params": ["a"], "id": 1},
+        {"jsonrpc": "2.0", "method": "tenant.stats", "params": ["b"], "id": 2},
+        {"jsonrpc": "2.0", "method": "core.version", "id": 3},
+        {"jsonrpc": "2.0", "method": "tenant.stats"},
+        {"jsonrpc": "1.0", "method": "tenant.stats", "id": 4},
+        "junk",
+        {"jsonrpc": "2.0", "method": "app_lua.api_list", "params": {"tenant": "a"}, "id": "last"},
+    ])
+    .to_string();
+    // Tenant a's token: its own tenant's methods run, the others are
+    // refused one by one, and the batch itself is 200.
+    let (status, answer) = post(s.admin, Some(TOKEN_A), &batch);
+    assert_eq!(status, 200, "{answer}");
+    let answers = answer.as_array().expect("an array");
+    let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            &json!(1),
+            &json!(2),
+            &json!(3),
+            &json!(4),
+            &Value::Null,
+            &json!("last")
+        ],
+        "the notification gets no answer: {answer}"
+    );
+    assert_eq!(answers[0]["result"], json!({"tenant": "a", "version": 2}));
+    assert_eq!(answers[1]["error"]["code"], -32003, "{answer}");
+    assert_eq!(answers[2]["error"]["code"], -32003, "{answer}");
+    assert_eq!(answers[3]["error"]["code"], -32600, "{answer}");
+    assert_eq!(answers[4]["error"]["code"], -32600, "{answer}");
+    assert_eq!(answers[5]["result"]["tenant"], "a", "{answer}");
+    assert_eq!(sip(s.port_a, "OPTIONS", "b1", ""), "SIP/2.0 200 A batch");
+    // The process token may call them all.
+    std::fs::write(s.dir.join("a.lua"), answering("A again")).unwrap();
+    let (status, answer) = post(s.admin, Some(TOP), &batch);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer[0]["result"]["version"], 3, "{answer}");
+    assert_eq!(answer[1]["result"]["tenant"], "b", "{answer}");
+    assert_eq!(answer[2]["result"]["name"], "kemibox", "{answer}");
+    // Only notifications: 204 and no body.
+    let notes = json!([
+        {"jsonrpc": "2.0", "method": "core.version"},
+        {"jsonrpc": "2.0", "method": "core.uptime"},
+    ])
+    .to_string();
+    let answer = raw(
+        s.admin,
+        format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\nAuthorization: Bearer {TOP}\r\n\r\n{notes}",
+            notes.len()
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 204 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n"), "{answer}");
+    // The two batches reloaded a once each.
+    assert_eq!(versions(s.admin), v(3, 1));
+}
+
+#[test]
+fn the_admin_endpoint_refuses_bad_http_with_4xx() {
+    let s = setup("http");
+    let (_proxy, _log) = start(&s, &[]);
+    let status = |answer: &str| answer.split(' ').nth(1).unwrap_or("").to_string();
+    let get = raw(s.admin, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status(&get), "405", "{get}");
+    assert!(get.contains("\r\nAllow: POST\r\n"), "{get}");
+    let garbage = raw(s.admin, b"POST /\r\n\r\n");
+    assert_eq!(status(&garbage), "400", "{garbage}");
+    let body = format!("[{}]", "1,".repeat(40_000));
+    let big = raw(
+        s.admin,
+        format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\nAuthorization: Bearer {TOP}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status(&big), "413", "{big}");
+    let head = format!("POST / HTTP/1.1\r\nX-Filler: {}\r\n\r\n", "x".repeat(9000));
+    let too_long = raw(s.admin, head.as_bytes());
+    assert_eq!(status(&too_long), "431", "{too_long}");
+    let unauthorized = raw(s.admin, b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(status(&unauthorized), "401", "{unauthorized}");
+    assert!(
+        unauthorized.contains("\r\nWww-Authenticate: Bearer"),
+        "{unauthorized}"
+    );
+    // Still serving.
+    assert_eq!(
+        result(s.admin, "core.version", json!([]))["name"],
+        "kemibox"
+    );
+}

@@ -1,61 +1,84 @@
 //! kemibox's metrics: per-tenant counters and histograms ([`TenantMetrics`],
 //! one per tenant, held by its pool so recording needs no lookup), the
-//! process-wide ones ([`ProcessMetrics`]), their rendering in the
-//! Prometheus text exposition format 0.0.4 ([`Registry::render`]) and a
-//! minimal HTTP endpoint serving it ([`http`]).
+//! process-wide ones ([`ProcessMetrics`]), their exposition in the
+//! Prometheus text format 0.0.4 ([`Registry::render`], through
+//! `prometheus-client`'s encoder) and the HTTP endpoint serving it
+//! ([`http`]).
 //!
-//! Everything is atomics with relaxed ordering: recording costs an atomic
-//! add or three. The only lock is the short read lock that finds a route's
-//! counters by its function name (see [`TenantMetrics::route`]).
+//! Counters and gauges are `prometheus-client` handles (an `Arc`'d atomic,
+//! relaxed ordering), created once per tenant and kept in its
+//! [`TenantMetrics`], so recording is an atomic add: no label lookup, no
+//! lock. Histograms are this crate's own fixed-bucket atomics
+//! ([`Histogram`]): `prometheus-client`'s takes a mutex per observation,
+//! and they are observed on every route invocation. The only lock on the
+//! recording path is the short read lock that finds a route's counters by
+//! its function name (see [`TenantMetrics::route`]).
+//!
+//! A scrape walks every metric once ([`Registry::families`]); the same
+//! walk feeds the text exposition and the admin API's structured view, so
+//! the two cannot disagree.
 
 pub mod http;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// A monotonic counter.
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+/// The `Content-Type` of [`Registry::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// A monotonic counter: a `prometheus-client` counter whose increment
+/// answers the new total (for log lines that quote it).
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub struct Counter(prometheus_client::metrics::counter::Counter<u64, AtomicU64>);
 
 impl Counter {
-    /// Count one; the new total (for log lines that quote it).
+    /// Count one; the new total.
     pub fn inc(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
+        self.0.inc() + 1
     }
 
+    /// Count `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
 
+    /// The total so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// A value that goes up and down (or is set).
+/// A value that is set (a script version): a `prometheus-client` gauge
+/// over `u64`.
 #[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
+pub struct Gauge(prometheus_client::metrics::gauge::Gauge<u64, AtomicU64>);
 
 impl Gauge {
+    /// Set the value (the previous one is gone).
     pub fn set(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
+        self.0.set(value);
     }
 
+    /// The value set last (0 before any).
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
 /// A histogram over integer observations (fuel units, nanoseconds) with
-/// fixed upper bounds; rendered with the bounds and the sum divided by
-/// `scale` (1e9 turns nanoseconds into seconds).
+/// fixed upper bounds, lock-free (an atomic add per bucket, sum and
+/// count); exposed with the bounds and the sum divided by `scale` (1e9
+/// turns nanoseconds into seconds).
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [u64],
     scale: f64,
-    /// One per bound, then +Inf; not cumulative (summed when rendered).
+    /// One per bound, then +Inf; not cumulative (summed when read).
     buckets: Box<[AtomicU64]>,
     sum: AtomicU64,
     count: AtomicU64,
@@ -84,36 +107,41 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// `name_bucket`, `name_sum` and `name_count` samples, each with
-    /// `labels` (and `le` for the buckets).
-    fn samples(&self, out: &mut Vec<Sample>, name: &str, labels: &[(&'static str, String)]) {
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = match self.bounds.get(i) {
-                Some(b) => format!("{}", *b as f64 / self.scale),
-                None => "+Inf".to_string(),
-            };
-            let mut l = labels.to_vec();
-            l.push(("le", le));
-            out.push(Sample::new(
-                format!("{name}_bucket"),
-                l,
-                Value::Int(cumulative),
-            ));
+    /// The buckets as `(upper bound, observations)`, not cumulative, +Inf
+    /// last, and the scaled sum.
+    fn read(&self) -> HistogramReading {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let bound = self
+                    .bounds
+                    .get(i)
+                    .map_or(f64::INFINITY, |b| *b as f64 / self.scale);
+                (bound, b.load(Ordering::Relaxed))
+            })
+            .collect();
+        HistogramReading {
+            buckets,
+            sum: self.sum.load(Ordering::Relaxed) as f64 / self.scale,
         }
-        let sum = self.sum.load(Ordering::Relaxed) as f64 / self.scale;
-        out.push(Sample::new(
-            format!("{name}_sum"),
-            labels.to_vec(),
-            Value::Float(sum),
-        ));
-        // The count is the +Inf bucket, read once, so the two agree.
-        out.push(Sample::new(
-            format!("{name}_count"),
-            labels.to_vec(),
-            Value::Int(cumulative),
-        ));
+    }
+}
+
+/// A histogram's buckets and sum read at one scrape.
+#[derive(Debug, Clone)]
+struct HistogramReading {
+    /// `(upper bound, observations)`, not cumulative, +Inf last.
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+}
+
+impl HistogramReading {
+    /// The observations counted: the buckets, read once, so the count and
+    /// the +Inf bucket agree.
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -205,6 +233,11 @@ impl RouteMetrics {
     /// Invocations that ended with `outcome`.
     pub fn invocations(&self, outcome: InvocationOutcome) -> u64 {
         self.outcomes[outcome as usize].get()
+    }
+
+    /// Ever invoked (the overflow route is exported only once used).
+    fn used(&self) -> bool {
+        self.outcomes.iter().any(|c| c.get() > 0)
     }
 }
 
@@ -326,6 +359,22 @@ impl TenantMetrics {
     pub fn fuel_observations(&self) -> u64 {
         self.fuel.count()
     }
+
+    /// The tenant's routes as `(label, counters)`: each named one, then
+    /// the overflow route `other` once it was used.
+    fn routes_read(&self, mut f: impl FnMut(&str, &RouteMetrics)) {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, r) in &routes {
+            f(name, r);
+        }
+        if self.other_route.used() {
+            f("other", &self.other_route);
+        }
+    }
 }
 
 /// Counters that belong to no tenant.
@@ -349,11 +398,30 @@ impl ProcessMetrics {
 }
 
 /// The process's metrics: the process-wide ones and every registered
-/// tenant's.
-#[derive(Debug, Default)]
+/// tenant's, and the `prometheus-client` registry that exposes them.
+#[derive(Debug)]
 pub struct Registry {
-    pub process: ProcessMetrics,
-    tenants: RwLock<Vec<Arc<TenantMetrics>>>,
+    pub process: Arc<ProcessMetrics>,
+    tenants: Arc<RwLock<Vec<Arc<TenantMetrics>>>>,
+    /// Holds one collector, [`Metrics`], over the two above.
+    exposition: prometheus_client::registry::Registry,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        let process = Arc::new(ProcessMetrics::default());
+        let tenants = Arc::new(RwLock::new(Vec::new()));
+        let mut exposition = prometheus_client::registry::Registry::default();
+        exposition.register_collector(Box::new(Metrics {
+            process: process.clone(),
+            tenants: tenants.clone(),
+        }));
+        Registry {
+            process,
+            tenants,
+            exposition,
+        }
+    }
 }
 
 impl Registry {
@@ -369,27 +437,16 @@ impl Registry {
         }
     }
 
-    /// Everything in the text exposition format 0.0.4.
+    /// Everything in the Prometheus text exposition format 0.0.4
+    /// ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let families = self.families();
-        let mut out = String::with_capacity(4096 + families.len() * 1024);
-        for f in &families {
-            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-            for s in &f.samples {
-                out.push_str(&s.name);
-                if !s.labels.is_empty() {
-                    out.push('{');
-                    for (i, (name, value)) in s.labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{name}=\"{}\"", escape(value));
-                    }
-                    out.push('}');
-                }
-                let _ = writeln!(out, " {}", s.value);
-            }
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail, and the collector does not
+        // either.
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.exposition)
+        {
+            tracing::error!(error = %e, "encoding the metrics failed");
         }
         out
     }
@@ -397,6 +454,123 @@ impl Registry {
     /// Every metric with its samples, in rendering order: what
     /// [`Registry::render`] prints, as data (the admin API's `stats.get`).
     pub fn families(&self) -> Vec<Family> {
+        self.metrics()
+            .read()
+            .into_iter()
+            .map(|(desc, series)| {
+                let mut family = Family {
+                    name: desc.name,
+                    kind: desc.kind.name(),
+                    help: desc.help,
+                    samples: Vec::new(),
+                };
+                for (labels, reading) in series {
+                    reading.samples(&mut family.samples, desc.name, labels);
+                }
+                family
+            })
+            .collect()
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics {
+            process: self.process.clone(),
+            tenants: self.tenants.clone(),
+        }
+    }
+}
+
+/// The one collector: reads every metric at each scrape.
+#[derive(Debug)]
+struct Metrics {
+    process: Arc<ProcessMetrics>,
+    tenants: Arc<RwLock<Vec<Arc<TenantMetrics>>>>,
+}
+
+/// A metric family's name (as exposed: with `_total` for a counter),
+/// type and help.
+#[derive(Debug, Clone, Copy)]
+struct Desc {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+
+    fn metric_type(self) -> MetricType {
+        match self {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One series' value at a scrape.
+#[derive(Debug, Clone)]
+enum Reading {
+    Count(u64),
+    Histogram(HistogramReading),
+}
+
+impl Reading {
+    /// The samples the series renders as: one, or a histogram's
+    /// `_bucket` (cumulative, label `le`), `_sum` and `_count`.
+    fn samples(self, out: &mut Vec<Sample>, name: &str, labels: Labels) {
+        match self {
+            Reading::Count(n) => out.push(Sample::new(name.to_string(), labels, Value::Int(n))),
+            Reading::Histogram(h) => {
+                let mut cumulative = 0;
+                for (bound, n) in &h.buckets {
+                    cumulative += n;
+                    let le = if bound.is_finite() {
+                        format!("{bound}")
+                    } else {
+                        "+Inf".to_string()
+                    };
+                    let mut l = labels.clone();
+                    l.push(("le", le));
+                    out.push(Sample::new(
+                        format!("{name}_bucket"),
+                        l,
+                        Value::Int(cumulative),
+                    ));
+                }
+                out.push(Sample::new(
+                    format!("{name}_sum"),
+                    labels.clone(),
+                    Value::Float(h.sum),
+                ));
+                out.push(Sample::new(
+                    format!("{name}_count"),
+                    labels,
+                    Value::Int(cumulative),
+                ));
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// Every family and its series, in exposition order.
+    fn read(&self) -> Vec<(Desc, Vec<(Labels, Reading)>)> {
         let tenants = self
             .tenants
             .read()
@@ -405,89 +579,102 @@ impl Registry {
         let p = &self.process;
         let tenant = |t: &TenantMetrics| vec![("tenant", t.tenant.clone())];
         let mut families = Vec::new();
+        let desc = |name, kind, help| Desc { name, kind, help };
 
-        let mut f = Family::new(
-            "kemibox_invocations_total",
-            "counter",
-            "Route invocations by tenant, route (script function) and outcome.",
-        );
+        let mut series = Vec::new();
         for t in &tenants {
-            for (route, r) in routes_of(t) {
+            t.routes_read(|route, r| {
                 for o in InvocationOutcome::ALL {
                     let mut labels = tenant(t);
-                    labels.push(("route", route.clone()));
+                    labels.push(("route", route.to_string()));
                     labels.push(("outcome", o.name().to_string()));
-                    f.push(labels, r.invocations(o));
+                    series.push((labels, Reading::Count(r.invocations(o))));
                 }
-            }
+            });
         }
-        families.push(f);
+        families.push((
+            desc(
+                "kemibox_invocations_total",
+                Kind::Counter,
+                "Route invocations by tenant, route (script function) and outcome.",
+            ),
+            series,
+        ));
 
-        let mut f = Family::new(
-            "kemibox_invocation_seconds",
-            "histogram",
-            "Wall-clock time of route invocations that ran in an instance.",
-        );
+        let mut series = Vec::new();
         for t in &tenants {
-            for (route, r) in routes_of(t) {
+            t.routes_read(|route, r| {
                 let mut labels = tenant(t);
-                labels.push(("route", route.clone()));
-                r.seconds
-                    .samples(&mut f.samples, "kemibox_invocation_seconds", &labels);
-            }
+                labels.push(("route", route.to_string()));
+                series.push((labels, Reading::Histogram(r.seconds.read())));
+            });
         }
-        families.push(f);
+        families.push((
+            desc(
+                "kemibox_invocation_seconds",
+                Kind::Histogram,
+                "Wall-clock time of route invocations that ran in an instance.",
+            ),
+            series,
+        ));
 
-        let mut f = Family::new(
-            "kemibox_fuel_used",
-            "histogram",
-            "Wasm fuel used per route invocation.",
-        );
-        for t in &tenants {
-            t.fuel
-                .samples(&mut f.samples, "kemibox_fuel_used", &tenant(t));
-        }
-        families.push(f);
+        families.push((
+            desc(
+                "kemibox_fuel_used",
+                Kind::Histogram,
+                "Wasm fuel used per route invocation.",
+            ),
+            tenants
+                .iter()
+                .map(|t| (tenant(t), Reading::Histogram(t.fuel.read())))
+                .collect(),
+        ));
 
-        let per_tenant: [(&'static str, &'static str, &'static str, TenantValue); 4] = [
+        let per_tenant: [(Desc, TenantValue); 4] = [
             (
-                "kemibox_script_version",
-                "gauge",
-                "The tenant's script version serving: 1 at start, one more per reload.",
+                desc(
+                    "kemibox_script_version",
+                    Kind::Gauge,
+                    "The tenant's script version serving: 1 at start, one more per reload.",
+                ),
                 |t| t.script_version.get(),
             ),
             (
-                "kemibox_instances_created_total",
-                "counter",
-                "Sandbox instances created (script loaded) for the tenant.",
+                desc(
+                    "kemibox_instances_created_total",
+                    Kind::Counter,
+                    "Sandbox instances created (script loaded) for the tenant.",
+                ),
                 |t| t.instances_created.get(),
             ),
             (
-                "kemibox_transactions_total",
-                "counter",
-                "Server transactions created for the tenant's requests.",
+                desc(
+                    "kemibox_transactions_total",
+                    Kind::Counter,
+                    "Server transactions created for the tenant's requests.",
+                ),
                 |t| t.transactions.get(),
             ),
             (
-                "kemibox_rate_limited_total",
-                "counter",
-                "Requests refused by the tenant's invocations_per_second.",
+                desc(
+                    "kemibox_rate_limited_total",
+                    Kind::Counter,
+                    "Requests refused by the tenant's invocations_per_second.",
+                ),
                 |t| t.rate_limited.get(),
             ),
         ];
-        for (name, kind, help, value) in per_tenant {
-            let mut f = Family::new(name, kind, help);
-            for t in &tenants {
-                f.push(tenant(t), value(t));
-            }
-            families.push(f);
+        for (d, value) in per_tenant {
+            families.push((
+                d,
+                tenants
+                    .iter()
+                    .map(|t| (tenant(t), Reading::Count(value(t))))
+                    .collect(),
+            ));
         }
 
-        let mut f = Family::new(
-            "kemibox_reloads_total",
-            "counter",
-            "Script reloads by result: ok (the new version serves) or refused (the old one still does).",
-        );
+        let mut series = Vec::new();
         for t in &tenants {
             for (result, n) in [
                 ("ok", t.reloads.get()),
@@ -495,57 +682,100 @@ impl Registry {
             ] {
                 let mut labels = tenant(t);
                 labels.push(("result", result.to_string()));
-                f.push(labels, n);
+                series.push((labels, Reading::Count(n)));
             }
         }
-        families.push(f);
+        families.push((
+            desc(
+                "kemibox_reloads_total",
+                Kind::Counter,
+                "Script reloads by result: ok (the new version serves) or refused (the old one still does).",
+            ),
+            series,
+        ));
 
-        let mut f = Family::new(
-            "kemibox_replies_total",
-            "counter",
-            "Replies the proxy sent or forwarded for the tenant, by status class.",
-        );
+        let mut series = Vec::new();
         for t in &tenants {
             for class in 1..=6 {
                 let mut labels = tenant(t);
                 labels.push(("class", format!("{class}xx")));
-                f.push(labels, t.replies(class));
+                series.push((labels, Reading::Count(t.replies(class))));
             }
         }
-        families.push(f);
+        families.push((
+            desc(
+                "kemibox_replies_total",
+                Kind::Counter,
+                "Replies the proxy sent or forwarded for the tenant, by status class.",
+            ),
+            series,
+        ));
 
-        let mut f = Family::new(
-            "kemibox_sip_messages_received_total",
-            "counter",
-            "SIP messages received and parsed, by transport and kind.",
-        );
+        let mut series = Vec::new();
         for (tcp, transport) in [(false, "udp"), (true, "tcp")] {
             for (request, kind) in [(true, "request"), (false, "reply")] {
-                f.push(
+                series.push((
                     vec![
                         ("transport", transport.to_string()),
                         ("kind", kind.to_string()),
                     ],
-                    p.received_count(tcp, request),
-                );
+                    Reading::Count(p.received_count(tcp, request)),
+                ));
             }
         }
-        families.push(f);
-        let mut f = Family::new(
-            "kemibox_sip_malformed_total",
-            "counter",
-            "Received messages that could not be parsed or lacked a mandatory header.",
-        );
-        f.push(Vec::new(), p.malformed.get());
-        families.push(f);
-        let mut f = Family::new(
-            "kemibox_unmatched_requests_total",
-            "counter",
-            "Requests no tenant took (answered with unmatched_reply, or dropped if ACK).",
-        );
-        f.push(Vec::new(), p.unmatched.get());
-        families.push(f);
+        families.push((
+            desc(
+                "kemibox_sip_messages_received_total",
+                Kind::Counter,
+                "SIP messages received and parsed, by transport and kind.",
+            ),
+            series,
+        ));
+        families.push((
+            desc(
+                "kemibox_sip_malformed_total",
+                Kind::Counter,
+                "Received messages that could not be parsed or lacked a mandatory header.",
+            ),
+            vec![(Vec::new(), Reading::Count(p.malformed.get()))],
+        ));
+        families.push((
+            desc(
+                "kemibox_unmatched_requests_total",
+                Kind::Counter,
+                "Requests no tenant took (answered with unmatched_reply, or dropped if ACK).",
+            ),
+            vec![(Vec::new(), Reading::Count(p.unmatched.get()))],
+        ));
         families
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (desc, series) in self.read() {
+            // The encoder adds `_total` to a counter's name itself.
+            let name = match desc.kind {
+                Kind::Counter => desc.name.strip_suffix("_total").unwrap_or(desc.name),
+                Kind::Gauge | Kind::Histogram => desc.name,
+            };
+            let mut family =
+                encoder.encode_descriptor(name, desc.help, None, desc.kind.metric_type())?;
+            for (labels, reading) in &series {
+                let mut metric = family.encode_family(labels)?;
+                match (desc.kind, reading) {
+                    (Kind::Counter, Reading::Count(n)) => {
+                        metric.encode_counter::<NoLabelSet, u64, u64>(n, None)?
+                    }
+                    (Kind::Gauge, Reading::Count(n)) => metric.encode_gauge(n)?,
+                    (_, Reading::Histogram(h)) => {
+                        metric.encode_histogram::<NoLabelSet>(h.sum, h.count(), &h.buckets, None)?
+                    }
+                    (Kind::Histogram, Reading::Count(_)) => return Err(std::fmt::Error),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -557,26 +787,6 @@ pub struct Family {
     pub kind: &'static str,
     pub help: &'static str,
     pub samples: Vec<Sample>,
-}
-
-impl Family {
-    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
-        Family {
-            name,
-            kind,
-            help,
-            samples: Vec::new(),
-        }
-    }
-
-    /// A sample named like the family.
-    fn push(&mut self, labels: Vec<(&'static str, String)>, value: u64) {
-        self.samples.push(Sample::new(
-            self.name.to_string(),
-            labels,
-            Value::Int(value),
-        ));
-    }
 }
 
 /// One time series' value: `name{labels} value`. A histogram's samples
@@ -606,54 +816,8 @@ pub enum Value {
     Float(f64),
 }
 
-impl std::fmt::Display for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Value::Int(n) => write!(f, "{n}"),
-            Value::Float(x) => write!(f, "{x}"),
-        }
-    }
-}
-
 /// Reads one counter of a tenant.
 type TenantValue = fn(&TenantMetrics) -> u64;
-/// A tenant's routes, the overflow route `other` last when used.
-fn routes_of(t: &TenantMetrics) -> Vec<(String, Arc<RouteMetrics>)> {
-    let routes = t.routes.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut routes: Vec<(String, Arc<RouteMetrics>)> = routes;
-    let other = &t.other_route;
-    let used = InvocationOutcome::ALL
-        .iter()
-        .any(|o| other.invocations(*o) > 0);
-    if used {
-        let copy = RouteMetrics::new();
-        for o in InvocationOutcome::ALL {
-            copy.outcomes[o as usize].add(other.invocations(o));
-        }
-        for (i, b) in other.seconds.buckets.iter().enumerate() {
-            copy.seconds.buckets[i].store(b.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        copy.seconds
-            .sum
-            .store(other.seconds.sum.load(Ordering::Relaxed), Ordering::Relaxed);
-        routes.push(("other".to_string(), Arc::new(copy)));
-    }
-    routes
-}
-
-/// A label value escaped per the exposition format.
-fn escape(value: &str) -> String {
-    let mut s = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
 
 #[cfg(test)]
 mod tests {
@@ -716,8 +880,10 @@ mod tests {
             r#"kemibox_invocations_total{tenant="acme",route="ksr_reply_route",outcome="load_failure"} 1"#,
         );
         has("# TYPE kemibox_invocation_seconds histogram");
+        // Bucket bounds and sums are written as Go's client writes them
+        // (prometheus-client's encoder): 5e-05, 3e+06, 2020500.0.
         has(
-            r#"kemibox_invocation_seconds_bucket{tenant="acme",route="ksr_request_route",le="0.00005"} 1"#,
+            r#"kemibox_invocation_seconds_bucket{tenant="acme",route="ksr_request_route",le="5e-05"} 1"#,
         );
         has(
             r#"kemibox_invocation_seconds_bucket{tenant="acme",route="ksr_request_route",le="0.0005"} 2"#,
@@ -731,8 +897,8 @@ mod tests {
         has(r#"kemibox_invocation_seconds_count{tenant="acme",route="ksr_reply_route"} 0"#);
         has(r#"kemibox_fuel_used_bucket{tenant="acme",le="1000"} 1"#);
         has(r#"kemibox_fuel_used_bucket{tenant="acme",le="30000"} 2"#);
-        has(r#"kemibox_fuel_used_bucket{tenant="acme",le="3000000"} 3"#);
-        has(r#"kemibox_fuel_used_sum{tenant="acme"} 2020500"#);
+        has(r#"kemibox_fuel_used_bucket{tenant="acme",le="3e+06"} 3"#);
+        has(r#"kemibox_fuel_used_sum{tenant="acme"} 2020500.0"#);
         has(r#"kemibox_fuel_used_count{tenant="acme"} 3"#);
         has(r#"kemibox_instances_created_total{tenant="acme"} 1"#);
         has(r#"kemibox_transactions_total{tenant="acme"} 2"#);
