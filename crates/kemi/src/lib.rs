@@ -18,7 +18,7 @@ mod services;
 pub use ctx::{
     AppendedBranch, Ctx, Event, FrTimers, Level, Message, Myself, PvValue, TmInfo, Transport,
 };
-pub use modules::{MODULES, add_to_linker};
+pub use modules::{ALWAYS_GRANTED, MODULES, add_to_linker};
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};
 pub use services::{RegistrarSettings, Services};
