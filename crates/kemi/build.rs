@@ -1,39 +1,69 @@
-//! Generates the KSR API table (`api_table.rs`) from `wit/`, the same source
-//! the host and guest bindings come from, so `kemibox api`, docs/api and the
-//! bindings cannot drift apart.
+//! Generates from `wit/`, the same source the host and guest bindings come
+//! from, so nothing about the KSR surface is written twice:
+//!
+//! * `api_table.rs`: the KSR API table (`kemibox api`, docs/api.md);
+//! * `modules.rs`: [`MODULES`] and the linker ladder (`link_modules`), one
+//!   arm per interface of the `ksr` world.
+//!
+//! It fails the build, with the fix in the message, when a function or
+//! module has no doc comment, a type is outside what KEMI passes, or a module
+//! of the world has no `mod` line in src/modules/mod.rs (its host file).
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use wit_parser::{Resolve, Type, WorldItem, WorldKey};
+use heck::ToSnakeCase;
+use wit_parser::{Resolve, Type, WorldItem};
 
 fn main() -> Result<()> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let wit = manifest.join("../../wit");
+    let mod_rs_path = manifest.join("src/modules/mod.rs");
     println!("cargo:rerun-if-changed={}", wit.display());
+    println!("cargo:rerun-if-changed={}", mod_rs_path.display());
+    let mod_rs = std::fs::read_to_string(&mod_rs_path)
+        .with_context(|| format!("reading {}", mod_rs_path.display()))?;
     let mut resolve = Resolve::default();
     let (pkg, _) = resolve.push_dir(&wit).context("parsing wit/")?;
     let world = resolve.select_world(&[pkg], Some("ksr"))?;
 
-    let mut out = String::from("&[\n");
-    for (key, item) in &resolve.worlds[world].imports {
+    let mut api = String::from("&[\n");
+    let mut modules = Vec::new();
+    let mut ladder = String::new();
+    for item in resolve.worlds[world].imports.values() {
         let WorldItem::Interface { id, .. } = item else {
             continue;
         };
-        let WorldKey::Interface(_) = key else {
-            continue;
-        };
         let iface = &resolve.interfaces[*id];
-        let module = iface
-            .name
-            .clone()
-            .context("anonymous interface")?
-            .replace('-', "_");
-        if module == "types" {
+        let wit_name = iface.name.as_deref().context("anonymous interface")?;
+        let rust_module = wit_name.to_snake_case();
+        if !mod_rs
+            .lines()
+            .any(|l| l.trim() == format!("mod {rust_module};"))
+        {
+            bail!(
+                "wit/world.wit imports `{wit_name}`, but crates/kemi/src/modules/mod.rs has no \
+                 `mod {rust_module};`: implement the interface's `Host` trait on `Ctx` in \
+                 crates/kemi/src/modules/{rust_module}.rs and add that line"
+            );
+        }
+        let add = format!("ksr::{rust_module}::add_to_linker::<T, HasSelf<Ctx>>(linker, get)?;");
+        // An interface without functions (`types`) only shares types: it is
+        // linked for everyone and is no module of its own.
+        if iface.functions.is_empty() {
+            writeln!(ladder, "    {add}")?;
             continue;
         }
-        let mut module_doc = iface.docs.contents.clone().unwrap_or_default();
-        module_doc = module_doc.trim().to_string();
+        let module = wit_name.replace('-', "_");
+        writeln!(ladder, "    if has({module:?}) {{\n        {add}\n    }}")?;
+        modules.push(module.clone());
+
+        let module_doc = iface.docs.contents.as_deref().unwrap_or_default().trim();
+        if module_doc.is_empty() {
+            bail!(
+                "wit/{wit_name}.wit: interface `{wit_name}` has no doc comment; document it with `///`"
+            );
+        }
         for (name, func) in &iface.functions {
             let mut params = String::from("&[");
             for (pname, ty) in &func.params {
@@ -49,23 +79,37 @@ fn main() -> Result<()> {
                 None => "void".to_string(),
                 Some(t) => kemi_type(&resolve, t)?.to_string(),
             };
-            let doc = func.docs.contents.clone().unwrap_or_default();
-            if doc.trim().is_empty() {
+            let doc = func.docs.contents.as_deref().unwrap_or_default().trim();
+            if doc.is_empty() {
                 bail!(
-                    "wit/{module}.wit: function `{name}` has no doc comment; document it with `///`"
+                    "wit/{wit_name}.wit: function `{name}` has no doc comment; document it with `///`"
                 );
             }
             writeln!(
-                out,
-                "    Export {{ module: {module:?}, module_doc: {module_doc:?}, name: {:?}, params: {params}, result: {result:?}, doc: {:?} }},",
+                api,
+                "    Export {{ module: {module:?}, module_doc: {module_doc:?}, name: {:?}, params: {params}, result: {result:?}, doc: {doc:?} }},",
                 name.replace('-', "_"),
-                doc.trim()
             )?;
         }
     }
-    out.push(']');
-    let dest = PathBuf::from(std::env::var("OUT_DIR")?).join("api_table.rs");
-    std::fs::write(&dest, out)?;
+    api.push(']');
+
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("api_table.rs"), api)?;
+    let modules_rs = format!(
+        "// Generated by crates/kemi/build.rs from wit/: do not edit.\n\
+         /// Modules a tenant can be granted, in wit/world.wit order (the\n\
+         /// interfaces with functions). [`ALWAYS_GRANTED`] are linked for all.\n\
+         pub const MODULES: &[&str] = &{modules:?};\n\n\
+         /// Link the host side of the shared types and of every module `has`\n\
+         /// accepts: one arm per interface of the `ksr` world.\n\
+         fn link_modules<T: Send + 'static>(\n    \
+             linker: &mut Linker<T>,\n    \
+             has: &dyn Fn(&str) -> bool,\n    \
+             get: fn(&mut T) -> &mut Ctx,\n\
+         ) -> wasmtime::Result<()> {{\n{ladder}    Ok(())\n}}\n"
+    );
+    std::fs::write(out.join("modules.rs"), modules_rs)?;
     Ok(())
 }
 

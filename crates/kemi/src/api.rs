@@ -82,14 +82,3 @@ pub fn markdown() -> String {
     }
     out
 }
-
-/// Module names in WIT order, without duplicates.
-pub fn modules() -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
-    for e in EXPORTS {
-        if out.last() != Some(&e.module) {
-            out.push(e.module);
-        }
-    }
-    out
-}

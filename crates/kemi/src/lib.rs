@@ -20,7 +20,7 @@ pub use ctx::{
     AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,
     TmFunction, TmInfo, Transport,
 };
-pub use modules::{MODULES, add_to_linker};
+pub use modules::{ALWAYS_GRANTED, MODULES, add_to_linker};
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};
 pub use services::{RegistrarSettings, Services};

@@ -38,6 +38,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use kemibox_kemi::api::EXPORTS;
 use kemibox_kemi::bindings::kemibox::ksr::{core, maxfwd, pv, rr, sl, tm, x};
 use kemibox_kemi::{Ctx, Event, Message, Myself, Transport};
 use kemibox_sandbox::{Instance, Invocation, Limits, Outcome, Runtime, Tenant, TenantSpec};
@@ -189,80 +190,68 @@ fn ctx(lua: &Lua) -> mlua::AppDataRefMut<'_, Ctx> {
     lua.app_data_mut::<Ctx>().expect("the Ctx is installed")
 }
 
+/// Put `f` where the guest's generated table puts the KSR export `key`
+/// (`"tm.t_relay"`, `"core.info"`): on `KSR` itself for `core`, else in
+/// `KSR.<module>`. The place and the Lua name come from the API table
+/// generated from wit/, like the guest's, so the native table cannot drift
+/// from it; a key wit/ does not declare panics.
+fn install(lua: &Lua, ksr: &Table, key: &str, f: Function) -> mlua::Result<()> {
+    let export = EXPORTS
+        .iter()
+        .find(|e| e.key() == key)
+        .unwrap_or_else(|| panic!("wit/ declares no KSR function {key}"));
+    if export.module == "core" {
+        return ksr.raw_set(export.name, f);
+    }
+    let module = match ksr.raw_get::<Option<Table>>(export.module)? {
+        Some(module) => module,
+        None => {
+            let module = lua.create_table()?;
+            ksr.raw_set(export.module, &module)?;
+            module
+        }
+    };
+    module.raw_set(export.name, f)
+}
+
 /// The `KSR` functions the two scripts use (plus what the prelude needs),
 /// each calling the host implementation the sandbox links in.
 fn native_ksr(lua: &Lua) -> mlua::Result<Table> {
     let ksr = lua.create_table()?;
-    ksr.raw_set(
-        "info",
-        lua.create_function(|lua, msg: String| {
-            ready(core::Host::info(&mut *ctx(lua), msg));
-            Ok(())
-        })?,
-    )?;
-    ksr.raw_set(
-        "is_INVITE",
-        lua.create_function(|lua, ()| Ok(ready(core::Host::is_invite(&mut *ctx(lua)))))?,
-    )?;
-
-    let t = lua.create_table()?;
-    t.raw_set(
-        "exit",
-        lua.create_function(|lua, ()| {
-            ready(x::Host::exit(&mut *ctx(lua)));
-            Ok(())
-        })?,
-    )?;
-    t.raw_set(
-        "drop",
-        lua.create_function(|lua, ()| {
-            ready(x::Host::drop(&mut *ctx(lua)));
-            Ok(())
-        })?,
-    )?;
-    ksr.raw_set("x", t)?;
-
-    let t = lua.create_table()?;
-    t.raw_set(
-        "process_maxfwd",
-        lua.create_function(|lua, limit: i32| {
-            Ok(ready(maxfwd::Host::process_maxfwd(&mut *ctx(lua), limit)))
-        })?,
-    )?;
-    ksr.raw_set("maxfwd", t)?;
-
-    let t = lua.create_table()?;
-    t.raw_set(
-        "send_reply",
-        lua.create_function(|lua, (code, reason): (i32, String)| {
-            Ok(ready(sl::Host::send_reply(&mut *ctx(lua), code, reason)))
-        })?,
-    )?;
-    ksr.raw_set("sl", t)?;
-
-    let t = lua.create_table()?;
-    t.raw_set(
-        "record_route",
-        lua.create_function(|lua, ()| Ok(ready(rr::Host::record_route(&mut *ctx(lua)))))?,
-    )?;
-    ksr.raw_set("rr", t)?;
-
-    let t = lua.create_table()?;
-    t.raw_set(
-        "sets",
-        lua.create_function(|lua, (name, value): (String, String)| {
-            ready(pv::Host::sets(&mut *ctx(lua), name, value));
-            Ok(())
-        })?,
-    )?;
-    ksr.raw_set("pv", t)?;
-
-    let t = lua.create_table()?;
-    t.raw_set(
-        "t_relay",
-        lua.create_function(|lua, ()| Ok(ready(tm::Host::t_relay(&mut *ctx(lua)))))?,
-    )?;
-    ksr.raw_set("tm", t)?;
+    let f = lua.create_function(|lua, msg: String| {
+        ready(core::Host::info(&mut *ctx(lua), msg));
+        Ok(())
+    })?;
+    install(lua, &ksr, "core.info", f)?;
+    let f = lua.create_function(|lua, ()| Ok(ready(core::Host::is_invite(&mut *ctx(lua)))))?;
+    install(lua, &ksr, "core.is_INVITE", f)?;
+    let f = lua.create_function(|lua, ()| {
+        ready(x::Host::exit(&mut *ctx(lua)));
+        Ok(())
+    })?;
+    install(lua, &ksr, "x.exit", f)?;
+    let f = lua.create_function(|lua, ()| {
+        ready(x::Host::drop(&mut *ctx(lua)));
+        Ok(())
+    })?;
+    install(lua, &ksr, "x.drop", f)?;
+    let f = lua.create_function(|lua, limit: i32| {
+        Ok(ready(maxfwd::Host::process_maxfwd(&mut *ctx(lua), limit)))
+    })?;
+    install(lua, &ksr, "maxfwd.process_maxfwd", f)?;
+    let f = lua.create_function(|lua, (code, reason): (i32, String)| {
+        Ok(ready(sl::Host::send_reply(&mut *ctx(lua), code, reason)))
+    })?;
+    install(lua, &ksr, "sl.send_reply", f)?;
+    let f = lua.create_function(|lua, ()| Ok(ready(rr::Host::record_route(&mut *ctx(lua)))))?;
+    install(lua, &ksr, "rr.record_route", f)?;
+    let f = lua.create_function(|lua, (name, value): (String, String)| {
+        ready(pv::Host::sets(&mut *ctx(lua), name, value));
+        Ok(())
+    })?;
+    install(lua, &ksr, "pv.sets", f)?;
+    let f = lua.create_function(|lua, ()| Ok(ready(tm::Host::t_relay(&mut *ctx(lua)))))?;
+    install(lua, &ksr, "tm.t_relay", f)?;
     Ok(ksr)
 }
 

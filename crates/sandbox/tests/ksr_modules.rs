@@ -133,6 +133,46 @@ end"#,
     );
 }
 
+/// `is_KDMQ` is true for a KDMQ request and a reply to one (by its CSeq
+/// method), false for any other method, and agrees with `is_method_in("K")`.
+#[tokio::test]
+async fn core_is_kdmq() {
+    let mut i = instance(
+        r#"function ksr_request_route()
+    say("kdmq", KSR.is_KDMQ())
+    say("K", KSR.is_method_in("K"))
+end"#,
+    )
+    .await;
+    let kdmq_reply = sip(
+        &[
+            "SIP/2.0 200 OK",
+            "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-proxy-1",
+            "From: <sip:node1@127.0.0.1>;tag=a1",
+            "To: <sip:node2@127.0.0.1>;tag=b2",
+            "Call-ID: dmq-1@127.0.0.1",
+            "CSeq: 3 KDMQ",
+        ],
+        "",
+    );
+    for (text, want) in [
+        (request("KDMQ"), "true"),
+        (kdmq_reply, "true"),
+        (request("INVITE"), "false"),
+        (request("OPTIONS"), "false"),
+    ] {
+        let inv = i.invoke("ksr_request_route", Some(message(&text))).await;
+        assert_eq!(
+            logs(&inv),
+            strings(&[
+                &format!("kdmq boolean {want}"),
+                &format!("K boolean {want}")
+            ]),
+            "{text}"
+        );
+    }
+}
+
 /// The script of [`core_flags`]: `first` and `second` run on two messages.
 const FLAGS: &str = r#"
 function first()

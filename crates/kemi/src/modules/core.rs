@@ -248,6 +248,9 @@ impl Host for Ctx {
     async fn is_prack(&mut self) -> bool {
         self.method_is("PRACK")
     }
+    async fn is_kdmq(&mut self) -> bool {
+        self.method_is("KDMQ")
+    }
 
     async fn is_myself(&mut self, uri: String) -> bool {
         self.uri_is_myself(&uri)
