@@ -39,6 +39,7 @@ fn start(dir: &Path) -> (Runtime, String) {
     let logs = Logs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
+        .with_ansi(false)
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let runtime = tracing::subscriber::with_default(subscriber, || {

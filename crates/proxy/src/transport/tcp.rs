@@ -87,6 +87,15 @@ impl Connections {
             .map_err(|e| io::Error::other(format!("connection to {to}: {e}")))
     }
 
+    /// Forget the connection to `peer` when it is still `connection`
+    /// (closing its writer once the last sender is gone).
+    fn forget(&self, peer: SocketAddr, connection: &mpsc::Sender<Frame>) {
+        let mut map = self.lock();
+        if map.get(&peer).is_some_and(|s| s.same_channel(connection)) {
+            map.remove(&peer);
+        }
+    }
+
     /// Track a new connection and start its reader and writer.
     fn register(
         &self,
@@ -108,7 +117,14 @@ impl Connections {
         map.insert(peer, tx.clone());
         drop(map);
         tokio::spawn(writer(write, rx, peer));
-        tokio::spawn(reader(transports.clone(), read, local, peer));
+        let connection = tx.clone();
+        let transports = transports.clone();
+        tokio::spawn(async move {
+            reader(transports.clone(), read, local, peer).await;
+            // The connection is done: later sends to the peer open a new
+            // one (RFC 3261 18.2.2), or fail when the script asked not to.
+            transports.connections().forget(peer, &connection);
+        });
         Ok(tx)
     }
 }

@@ -12,7 +12,7 @@ fn buffer() -> &'static Arc<Mutex<Vec<u8>>> {
         let sink = buf.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "kemibox_proxy=debug,kemibox_kemi=warn",
+                "kemibox_proxy=debug,kemibox_kemi=warn,kemibox::script=info",
             ))
             .with_ansi(false)
             .with_writer(move || Sink(sink.clone()))
