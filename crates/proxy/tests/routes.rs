@@ -222,3 +222,66 @@ end
         .collect();
     assert_eq!(order, ["branch 486", "branch 480", "failure"], "{lines:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_is_forwarded_when_its_script_version_cannot_be_instantiated() {
+    logs::capture();
+    let (uac, uas) = (Ua::new().await, Ua::new().await);
+    // The script loads until `deadline` and fails to load after it, so
+    // once its only instance is gone no instance of this version can be
+    // made again.
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        // Room for a start-up that compiles the guest first.
+        + 6;
+    let script = format!(
+        r#"
+if os.time() >= {deadline} then error("this version cannot be loaded any more") end
+function ksr_request_route()
+    KSR.pv.sets("$du", "sip:{}")
+    KSR.tm.t_on_reply("spin")
+    KSR.tm.t_relay()
+end
+function spin()
+    while true do end
+end
+"#,
+        uas.addr
+    );
+    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
+    let invite = request(
+        "INVITE",
+        "sip:bob@example.com",
+        uac.addr,
+        "vg1",
+        "versiongone",
+        1,
+    );
+    uac.send(&invite, proxy).await;
+    let (got, from) = uas.expect("INVITE ").await;
+    // The reply route runs out of fuel: its instance is dropped, and the
+    // 180 goes on.
+    uas.send(&respond(&got, 180, "Ringing", "v1"), from).await;
+    uac.expect("SIP/2.0 180 ").await;
+    let wait = deadline.saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    );
+    tokio::time::sleep(Duration::from_secs(wait + 1)).await;
+    uas.send(&respond(&got, 200, "OK", "v1"), from).await;
+    let (ok, _) = uac.expect("SIP/2.0 200 ").await;
+    assert!(ok.contains("Call-ID: versiongone@test"), "{ok}");
+    assert!(
+        !logs::logged(&[
+            "route=\"onreply_route\"",
+            "cannot run the route",
+            "this version cannot be loaded any more"
+        ])
+        .is_empty(),
+        "the version's failure is logged"
+    );
+}
