@@ -227,8 +227,10 @@ pub struct Routed {
     pub actions: Vec<Action>,
 }
 
-/// How a route invocation went.
+/// How a route invocation went. Returned by value and taken apart at
+/// once: boxing the large variant would cost an allocation per route.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Ran {
     /// The route ran to its end.
     Done(Routed),

@@ -4,21 +4,27 @@
 //! with a log line; a branch-failure route runs for each failed branch,
 //! before the failure route, and may start a new branch.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Ua, logs, request, respond};
-use kemibox_proxy::ProxyConfig;
+use common::{Ua, fast, logs, request, respond};
 
 mod common;
 
-/// RFC 3261 timers scaled down (T1 = 20 ms).
-fn fast() -> ProxyConfig {
-    let mut config = ProxyConfig::default();
-    config.transactions.timers.t1 = Duration::from_millis(20);
-    config.transactions.timers.t2 = Duration::from_millis(160);
-    config.transactions.timers.t4 = Duration::from_millis(200);
-    config.transactions.timers.d_unreliable = Duration::from_millis(1280);
-    config
+/// Start a proxy running `script`, send an INVITE of call `call` from
+/// `uac`, and return the proxy and the INVITE as `callee` got it, with
+/// where it came from.
+async fn invite(
+    script: &str,
+    uac: &Ua,
+    callee: &Ua,
+    call: &str,
+) -> (SocketAddr, String, SocketAddr) {
+    let proxy = common::start_with(script, &["udp:127.0.0.1:0"], fast()).await[0].1;
+    let invite = request("INVITE", "sip:bob@example.com", uac.addr, call, call, 1);
+    uac.send(&invite, proxy).await;
+    let (got, from) = callee.expect("INVITE ").await;
+    (proxy, got, from)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,17 +48,7 @@ end
 "#,
         uas.addr
     );
-    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
-    let invite = request(
-        "INVITE",
-        "sip:bob@example.com",
-        uac.addr,
-        "rf1",
-        "replyfail",
-        1,
-    );
-    uac.send(&invite, proxy).await;
-    let (got, from) = uas.expect("INVITE ").await;
+    let (_proxy, got, from) = invite(&script, &uac, &uas, "replyfail").await;
     uas.send(&respond(&got, 180, "Ringing", "b1"), from).await;
     uac.expect("SIP/2.0 180 ").await;
     uas.send(&respond(&got, 200, "OK", "b1"), from).await;
@@ -103,17 +99,7 @@ end
         busy = busy.addr,
         uas = uas.addr
     );
-    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
-    let invite = request(
-        "INVITE",
-        "sip:bob@example.com",
-        uac.addr,
-        "fr1",
-        "failroute",
-        1,
-    );
-    uac.send(&invite, proxy).await;
-    let (got, from) = busy.expect("INVITE ").await;
+    let (proxy, got, from) = invite(&script, &uac, &busy, "failroute").await;
     busy.send(&respond(&got, 486, "Busy Here", "x1"), from)
         .await;
     // The refused stateless forward sends nothing, and is logged.
@@ -183,17 +169,7 @@ end
         first = first.addr,
         second = second.addr
     );
-    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
-    let invite = request(
-        "INVITE",
-        "sip:bob@example.com",
-        uac.addr,
-        "bf1",
-        "branchfail",
-        1,
-    );
-    uac.send(&invite, proxy).await;
-    let (got, from) = first.expect("INVITE ").await;
+    let (_proxy, got, from) = invite(&script, &uac, &first, "branchfail").await;
     first
         .send(&respond(&got, 486, "Busy Here", "f1"), from)
         .await;
@@ -250,17 +226,7 @@ end
 "#,
         uas.addr
     );
-    let proxy = common::start_with(&script, &["udp:127.0.0.1:0"], fast()).await[0].1;
-    let invite = request(
-        "INVITE",
-        "sip:bob@example.com",
-        uac.addr,
-        "vg1",
-        "versiongone",
-        1,
-    );
-    uac.send(&invite, proxy).await;
-    let (got, from) = uas.expect("INVITE ").await;
+    let (_proxy, got, from) = invite(&script, &uac, &uas, "versiongone").await;
     // The reply route runs out of fuel: its instance is dropped, and the
     // 180 goes on.
     uas.send(&respond(&got, 180, "Ringing", "v1"), from).await;

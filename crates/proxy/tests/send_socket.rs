@@ -5,22 +5,10 @@
 //! and ACKs included.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use common::{Ua, request, respond};
-use kemibox_proxy::ProxyConfig;
+use common::{Ua, fast, request, respond};
 
 mod common;
-
-/// RFC 3261 timers scaled down (T1 = 20 ms) so retransmissions come soon.
-fn fast() -> ProxyConfig {
-    let mut config = ProxyConfig::default();
-    config.transactions.timers.t1 = Duration::from_millis(20);
-    config.transactions.timers.t2 = Duration::from_millis(160);
-    config.transactions.timers.t4 = Duration::from_millis(200);
-    config.transactions.timers.d_unreliable = Duration::from_millis(1280);
-    config
-}
 
 /// Relays to `callee` statefully; R-URI user `treply` is answered with
 /// `KSR.tm.t_reply`, `slreply` with `KSR.sl.send_reply` after `t_newtran`.

@@ -5,20 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Ua, request, respond};
-use kemibox_proxy::ProxyConfig;
+use common::{Ua, fast, request, respond};
 
 mod common;
-
-/// A proxy with RFC 3261 timers scaled down (T1 = 20 ms: Timer B 1.28 s).
-fn fast() -> ProxyConfig {
-    let mut config = ProxyConfig::default();
-    config.transactions.timers.t1 = Duration::from_millis(20);
-    config.transactions.timers.t2 = Duration::from_millis(160);
-    config.transactions.timers.t4 = Duration::from_millis(200);
-    config.transactions.timers.d_unreliable = Duration::from_millis(1280);
-    config
-}
 
 fn script(uas1: SocketAddr, uas2: SocketAddr) -> String {
     format!(

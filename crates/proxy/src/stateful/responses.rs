@@ -170,19 +170,18 @@ impl Stateful {
                 _ => None,
             }
         };
-        if let Some((script, function, request)) = branch_failure {
-            if let Ran::Done(routed) =
+        if let Some((script, function, request)) = branch_failure
+            && let Ran::Done(routed) =
                 route::run(&script, RouteKind::BranchFailure, &function, request).await
-            {
-                self.act(
-                    &script,
-                    RouteKind::BranchFailure,
-                    routed.message,
-                    routed.actions,
-                    Some(server),
-                )
-                .await;
-            }
+        {
+            self.act(
+                &script,
+                RouteKind::BranchFailure,
+                routed.message,
+                routed.actions,
+                Some(server),
+            )
+            .await;
         }
         match self.decide(server, status) {
             Decision::Wait => {}

@@ -13,6 +13,17 @@ use kemibox_proxy::{Hosted, Listen, Proxy, ProxyConfig, RateLimit};
 use kemibox_sandbox::{Limits, Pool, Runtime, TenantSpec};
 use tokio::net::UdpSocket;
 
+/// A proxy configuration with RFC 3261 timers scaled down (T1 = 20 ms:
+/// Timer B 1.28 s), so retransmissions and timeouts come soon.
+pub fn fast() -> ProxyConfig {
+    let mut config = ProxyConfig::default();
+    config.transactions.timers.t1 = Duration::from_millis(20);
+    config.transactions.timers.t2 = Duration::from_millis(160);
+    config.transactions.timers.t4 = Duration::from_millis(200);
+    config.transactions.timers.d_unreliable = Duration::from_millis(1280);
+    config
+}
+
 /// Start a proxy running `script` on `listen` (e.g. `udp:127.0.0.1:0`);
 /// returns the bound addresses, in the order given.
 pub async fn start(script: &str, listen: &[&str]) -> Vec<(Transport, SocketAddr)> {
