@@ -121,18 +121,7 @@ end
         .and_then(|l| l.split("parked ").nth(1))
         .map(|rest| rest.split(" for").next().unwrap_or("").to_string())
         .expect("the failure route logged its ids");
-    let resume = request(
-        "MESSAGE",
-        "sip:push@example.com",
-        uac.addr,
-        "fr2",
-        "failresume",
-        1,
-    )
-    .replace(
-        "Content-Length: 0",
-        &format!("X-Resume: {ids}\r\nContent-Length: 0"),
-    );
+    let resume = common::resume_request(uac.addr, &ids, "failresume");
     uac.send(&resume, proxy).await;
     uac.expect("SIP/2.0 202 ").await;
     let (relayed, from) = uas.expect("INVITE ").await;

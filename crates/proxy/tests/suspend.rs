@@ -75,18 +75,7 @@ async fn a_suspended_invite_is_resumed_by_a_later_request_and_relayed() {
     uac.send(&invite, proxy).await;
     assert!(uas.recv_within(0.3).await.is_none());
 
-    let wake = request(
-        "MESSAGE",
-        "sip:proxy@example.com",
-        uac.addr,
-        "w1",
-        "wake",
-        1,
-    )
-    .replace(
-        "Max-Forwards: 70\r\n",
-        &format!("Max-Forwards: 70\r\nX-Resume: {ids}\r\n"),
-    );
+    let wake = common::resume_request(uac.addr, &ids, "wake");
     uac.send(&wake, proxy).await;
     uac.expect("SIP/2.0 202 Resuming").await;
 
@@ -171,18 +160,7 @@ async fn cancel_ends_a_suspended_invite_with_487() {
     uac.expect("SIP/2.0 200 ").await;
     uac.expect("SIP/2.0 487 ").await;
     // Too late to resume.
-    let wake = request(
-        "MESSAGE",
-        "sip:proxy@example.com",
-        uac.addr,
-        "w3",
-        "wake3",
-        1,
-    )
-    .replace(
-        "Max-Forwards: 70\r\n",
-        &format!("Max-Forwards: 70\r\nX-Resume: {ids}\r\n"),
-    );
+    let wake = common::resume_request(uac.addr, &ids, "wake3");
     uac.send(&wake, proxy).await;
     uac.expect("SIP/2.0 202 ").await;
     assert!(

@@ -252,6 +252,15 @@ pub fn request(
     )
 }
 
+/// A MESSAGE from `ua` asking the test scripts' request route to resume
+/// the transaction suspended under `ids` (`X-Resume: INDEX LABEL`).
+pub fn resume_request(ua: SocketAddr, ids: &str, call: &str) -> String {
+    request("MESSAGE", "sip:proxy@example.com", ua, call, call, 1).replace(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\nX-Resume: {ids}\r\n"),
+    )
+}
+
 /// A response to `req` as a UAS makes it: its Vias, From, To with `tag`,
 /// Call-ID and CSeq.
 pub fn respond(req: &str, status: u16, reason: &str, tag: &str) -> String {
