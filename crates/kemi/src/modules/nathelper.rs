@@ -75,7 +75,7 @@ fn transport_number(transport: Transport) -> usize {
 
 /// The transport a Contact URI asks for: its `transport` parameter, else
 /// TLS for `sips:` and UDP otherwise (as a missing parameter means).
-fn uri_proto(uri: &Uri) -> Option<usize> {
+fn uri_proto(uri: &Uri<'_>) -> Option<usize> {
     match uri.param("transport").flatten() {
         Some(t) => proto_number(t),
         None if uri.scheme.eq_ignore_ascii_case("sips") => Some(3),
@@ -84,7 +84,7 @@ fn uri_proto(uri: &Uri) -> Option<usize> {
 }
 
 /// `uri` with the parameter `;name=value` added after its others.
-fn with_param(uri: &Uri, name: &str, value: &str) -> String {
+fn with_param(uri: &Uri<'_>, name: &str, value: &str) -> String {
     let mut base = uri.clone();
     base.headers = Params::default();
     let mut text = format!("{base};{name}={value}");

@@ -55,7 +55,7 @@ fn sip_version(sip: &kemibox_sip::SipMessage) -> String {
     version.unwrap_or_default().to_string()
 }
 
-fn uri_part(uri: Option<String>, part: fn(&Uri) -> Option<PvValue>) -> Option<PvValue> {
+fn uri_part(uri: Option<String>, part: fn(&Uri<'_>) -> Option<PvValue>) -> Option<PvValue> {
     uri.and_then(|u| Uri::parse(&u).ok().as_ref().and_then(part))
 }
 

@@ -143,7 +143,7 @@ fn ruri_sip_version(sip: &SipMessage) -> Check {
 }
 
 /// Schemes Kamailio routes: sip, sips, tel, tels.
-fn supported_scheme(uri: &Uri) -> bool {
+fn supported_scheme(uri: &Uri<'_>) -> bool {
     ["sip", "sips", "tel", "tels"]
         .iter()
         .any(|s| uri.scheme.eq_ignore_ascii_case(s))

@@ -42,12 +42,12 @@ fn kamailio_uri(text: &str) -> Option<Uri<'_>> {
 }
 
 /// The port as written (`""` when absent), as Kamailio compares it.
-fn port_text(uri: &Uri) -> String {
+fn port_text(uri: &Uri<'_>) -> String {
     uri.port.map(|p| p.to_string()).unwrap_or_default()
 }
 
 /// Kamailio's `cmp_uri` (RFC 3261 19.1.4 as far as Kamailio goes).
-fn same_uri(a: &Uri, b: &Uri) -> bool {
+fn same_uri(a: &Uri<'_>, b: &Uri<'_>) -> bool {
     if !a.scheme.eq_ignore_ascii_case(b.scheme)
         || a.user != b.user
         || a.password != b.password
@@ -57,7 +57,7 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
         return false;
     }
     // Parameters that must match when only one URI has parameters.
-    let special = |p: &Params| {
+    let special = |p: &Params<'_>| {
         ["user", "ttl", "method", "maddr"]
             .iter()
             .any(|n| p.contains(n))
@@ -81,14 +81,14 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
 }
 
 /// Kamailio's `cmp_aor`: user, host and port (missing means 5060).
-fn same_aor(a: &Uri, b: &Uri) -> bool {
+fn same_aor(a: &Uri<'_>, b: &Uri<'_>) -> bool {
     a.user == b.user
         && a.host.eq_ignore_ascii_case(b.host)
         && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
 }
 
 /// 1 equal, -1 different, -2 a value is not a URI (Kamailio's codes).
-fn compare_uris(a: &str, b: &str, same: fn(&Uri, &Uri) -> bool) -> i32 {
+fn compare_uris(a: &str, b: &str, same: fn(&Uri<'_>, &Uri<'_>) -> bool) -> i32 {
     match (kamailio_uri(a), kamailio_uri(b)) {
         (Some(a), Some(b)) => kemi(same(&a, &b)),
         _ => -2,
@@ -97,7 +97,7 @@ fn compare_uris(a: &str, b: &str, same: fn(&Uri, &Uri) -> bool) -> i32 {
 
 /// `uri` without its first parameter named `name` (case-insensitive);
 /// `None` when it has no such parameter.
-pub(super) fn without_param(uri: &Uri, name: &str) -> Option<String> {
+pub(super) fn without_param(uri: &Uri<'_>, name: &str) -> Option<String> {
     let position = uri
         .params
         .iter()
@@ -153,7 +153,7 @@ const OPTIONS_HEADERS: [&str; 4] = [
 impl Ctx {
     /// The current R-URI, parsed by `read`; `None` (logged) when it does
     /// not parse.
-    fn with_ruri<T>(&mut self, function: &str, read: impl FnOnce(&Uri) -> T) -> Option<T> {
+    fn with_ruri<T>(&mut self, function: &str, read: impl FnOnce(&Uri<'_>) -> T) -> Option<T> {
         let ruri = self
             .message
             .as_ref()
