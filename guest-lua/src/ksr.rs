@@ -57,9 +57,14 @@ macro_rules! result_type {
 macro_rules! export {
     ($lua:ident, $table:ident, $module:literal, $name:literal,
      $m:ident :: $f:ident ( $($arg:ident : $kind:ident),* ) -> $ret:ident) => {{
-        #[allow(dead_code)]
+        #[allow(dead_code, reason = "read only by functions with arguments")]
         const FULL: &str = concat!($module, ".", $name);
-        #[allow(unused_variables, unused_mut, unused_assignments)]
+        #[allow(
+            unused_variables,
+            unused_mut,
+            unused_assignments,
+            reason = "`position` is read only by functions with arguments"
+        )]
         let f = $lua.create_function(move |lua, ($($arg,)*): ($(export!(@value $arg),)*)| {
             let mut position = 0usize;
             $(

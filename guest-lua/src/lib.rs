@@ -38,4 +38,11 @@ impl Guest for Component {
     }
 }
 
-export!(Component);
+/// The component's exports: wit-bindgen's generated ABI glue, which must be
+/// unsafe (raw canonical-ABI pointers and `export_name` symbols).
+#[allow(unsafe_code, reason = "wit-bindgen's export glue")]
+mod abi {
+    use super::{Component, export};
+
+    export!(Component with_types_in crate);
+}

@@ -27,6 +27,7 @@ pub fn new(granted: &[String], memory_limit: u64) -> Result<Sandbox> {
         | StdLib::DEBUG;
     // SAFETY: the debug library is only used to take `debug.traceback`; the
     // prelude removes every other debug function before any script runs.
+    #[allow(unsafe_code, reason = "mlua's only way to load the debug library")]
     let lua = unsafe { Lua::unsafe_new_with(libs, LuaOptions::default()) };
     let globals = lua.globals();
     let debug: Table = globals.get("debug")?;

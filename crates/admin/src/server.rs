@@ -399,7 +399,7 @@ mod tests {
         let results = (ok, denied, big);
         assert_eq!(results.0.unwrap(), json!({"tenant": "a"}));
         match results.1 {
-            Err(CallError::Rpc(e)) => assert_eq!(e.code, crate::rpc::UNAUTHORIZED),
+            Err(CallError::Rpc(e)) => assert_eq!(e.code, rpc::UNAUTHORIZED),
             other => panic!("{other:?}"),
         }
         match results.2 {

@@ -15,6 +15,8 @@ pub mod pv_name;
 mod relay_to;
 mod services;
 mod tenant_id;
+#[cfg(test)]
+mod testing;
 
 pub use ctx::{
     AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,

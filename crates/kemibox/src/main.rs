@@ -8,6 +8,11 @@
 //! - `kemibox user add|rm|list`: subscribers for digest authentication.
 //! - `kemibox ul show`: registrations.
 //! - `kemibox ctl METHOD [ARGS...]`: call the admin API of a running proxy.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool: what it prints is its output"
+)]
 
 /// The proxy allocates for every message (parsed message, edits, events,
 /// rendered bytes); mimalloc's per-thread free lists serve that pattern
@@ -127,7 +132,7 @@ fn init_logging(default: &str, format: LogFormat) {
 }
 
 /// A single-threaded runtime for the offline commands.
-fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -8,7 +8,7 @@
 mod common;
 // The store tests' private servers (this test uses only some of it).
 #[path = "../../store/tests/common/mod.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, reason = "this test uses only some of the store servers")]
 mod db;
 
 use std::path::Path;

@@ -241,6 +241,7 @@ fn calls_to_b(dir: &Path) -> std::thread::JoinHandle<std::process::ExitStatus> {
 
 /// Every INVITE sent to a (`sent`) was answered `500 Server Error`, and
 /// nothing else.
+#[allow(clippy::print_stderr, reason = "the test reports what it measured")]
 fn assert_all_errors(answers: &HashMap<String, Vec<String>>, sent: usize) {
     let errors = answers
         .values()
@@ -475,13 +476,14 @@ fn a_looping_tenant_does_not_reorder_another_tenants_responses() {
     // there while this process waits for a core.
     let room: libc::c_int = 4 << 20;
     // SAFETY: a valid socket and an int option of the right size.
+    #[allow(unsafe_code, reason = "std has no setsockopt for SO_RCVBUF")]
     unsafe {
         libc::setsockopt(
             std::os::fd::AsRawFd::as_raw_fd(&caller),
             libc::SOL_SOCKET,
             libc::SO_RCVBUF,
             (&room as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
     let caller_addr = caller.local_addr().unwrap().to_string();

@@ -752,7 +752,7 @@ impl Metrics {
 }
 
 impl Collector for Metrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (desc, series) in self.read() {
             // The encoder adds `_total` to a counter's name itself.
             let name = match desc.kind {

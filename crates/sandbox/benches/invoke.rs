@@ -273,6 +273,7 @@ impl Native {
             | StdLib::DEBUG;
         // SAFETY: as in the guest, the debug library is only loaded for
         // `debug.traceback`; the prelude removes the rest before the script.
+        #[allow(unsafe_code, reason = "mlua's only way to load the debug library")]
         let lua = unsafe { Lua::unsafe_new_with(libs, LuaOptions::default()) };
         let traceback: Function = lua.globals().get::<Table>("debug")?.get("traceback")?;
         let ksr = native_ksr(&lua)?;
@@ -339,6 +340,7 @@ fn time_native(native: &Native, iters: u64) -> Duration {
 
 // ---------------------------------------------------------------- benches
 
+#[allow(clippy::print_stderr, reason = "a benchmark reports what it measured")]
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -91,7 +91,9 @@ pub fn load_component(
         // this user can read, bound to this component and engine: this code
         // serialized them (`Cache::store`). They sit in memory, so the file
         // can no longer change under us.
-        match unsafe { Component::deserialize(engine, &artifact) } {
+        #[allow(unsafe_code, reason = "loading a cached compiled component")]
+        let loaded = unsafe { Component::deserialize(engine, &artifact) };
+        match loaded {
             Ok(c) => {
                 tracing::debug!(path = %path.display(), "guest component loaded from cache");
                 return Ok(c);
@@ -250,6 +252,7 @@ impl Cache {
     }
 }
 
+#[allow(unsafe_code, reason = "std has no safe geteuid")]
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

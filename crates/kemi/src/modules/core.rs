@@ -100,7 +100,7 @@ impl Ctx {
     }
 
     /// Rewrite the R-URI with `change` applied to its parsed form.
-    fn rewrite_ruri(&mut self, function: &str, change: impl FnOnce(&Uri) -> String) -> bool {
+    fn rewrite_ruri(&mut self, function: &str, change: impl FnOnce(&Uri<'_>) -> String) -> bool {
         let Some(current) = self.message.as_ref().and_then(Message::ruri) else {
             return false;
         };

@@ -206,7 +206,8 @@ impl Host for Ctx {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_socket;
+    use super::*;
+    use crate::testing::{INVITE, ctx, ctx_on, invite_with, logs, message, ready};
 
     #[test]
     fn socket_specifications() {
@@ -224,5 +225,142 @@ mod tests {
         assert_eq!(p("udp:1.2.3.4:x"), None);
         assert_eq!(p("udp:"), None);
         assert_eq!(p("[::1"), None);
+    }
+
+    /// Extended flags 0..=63: set, test, reset; others are refused.
+    #[test]
+    fn extended_flags() {
+        let mut c = ctx(INVITE);
+        for flag in [0, 17, 63] {
+            assert_eq!(ready(c.isxflagset(flag)), -1, "{flag}");
+            assert_eq!(ready(c.setxflag(flag)), 1, "{flag}");
+            assert_eq!(ready(c.isxflagset(flag)), 1, "{flag}");
+        }
+        assert_eq!(message(&mut c).xflags, 1 | 1 << 17 | 1 << 63);
+        assert_eq!(ready(c.resetxflag(17)), 1);
+        assert_eq!(ready(c.isxflagset(17)), -1);
+        assert_eq!(ready(c.isxflagset(63)), 1);
+        assert_eq!(ready(c.setxflag(64)), -1);
+        assert_eq!(ready(c.isxflagset(-1)), -1);
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.corex.setxflag: flag 64 out of range 0..63",
+                "KSR.corex.isxflagset: flag -1 out of range 0..63",
+            ]
+        );
+    }
+
+    /// `set_send_socket` picks one of the proxy's sockets, with the
+    /// protocol asked for (the message's own when none is given) and any
+    /// port when none is given; an empty value goes back to the proxy's
+    /// choice.
+    #[test]
+    fn send_socket_choice() {
+        let mut c = ctx_on(INVITE, Transport::Tcp);
+        let mut pick = |spec: &str| {
+            let r = ready(c.set_send_socket(spec.into()));
+            (r, c.message.as_ref().and_then(|m| m.send_socket))
+        };
+        let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            pick("udp:192.0.2.1:5080"),
+            (1, Some((Transport::Udp, addr("192.0.2.1:5080"))))
+        );
+        assert_eq!(
+            pick("192.0.2.1"),
+            (1, Some((Transport::Tcp, addr("192.0.2.1:5060"))))
+        );
+        assert_eq!(pick(""), (1, None));
+        assert_eq!(
+            pick("TCP:[192.0.2.1]:5080"),
+            (1, Some((Transport::Tcp, addr("192.0.2.1:5080"))))
+        );
+    }
+
+    /// A socket the proxy does not have, or a protocol it does not
+    /// serve, is warned about (1, the proxy's choice is kept, as in
+    /// Kamailio); an unreadable value is an error.
+    #[test]
+    fn send_socket_not_found_or_invalid() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.set_send_socket("udp:192.0.2.1:5080".into())), 1);
+        assert_eq!(ready(c.set_send_socket("udp:198.51.100.1:5060".into())), 1);
+        assert_eq!(ready(c.set_send_socket("tls:192.0.2.1:5061".into())), 1);
+        assert_eq!(ready(c.set_send_socket("udp:192.0.2.1:x".into())), -1);
+        let kept = "192.0.2.1:5080".parse().unwrap();
+        assert_eq!(message(&mut c).send_socket, Some((Transport::Udp, kept)));
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.corex.set_send_socket: no socket found to match \"udp:198.51.100.1:5060\"",
+                "KSR.corex.set_send_socket: no socket found to match \"tls:192.0.2.1:5061\"",
+                "KSR.corex.set_send_socket: invalid socket \"udp:192.0.2.1:x\"",
+            ]
+        );
+        assert!(matches!(
+            c.events[0],
+            crate::Event::Log {
+                level: Level::Warn,
+                ..
+            }
+        ));
+    }
+
+    /// Branches for `t_relay`: the R-URI (with `$du`), or a given URI;
+    /// at most 11 besides the R-URI's.
+    #[test]
+    fn appended_branches() {
+        let mut c = ctx(INVITE);
+        message(&mut c).dst_uri = Some("sip:192.0.2.50".into());
+        assert_eq!(ready(c.append_branch()), 1);
+        assert_eq!(
+            ready(c.append_branch_uri("sip:carol@example.com".into())),
+            1
+        );
+        assert_eq!(
+            ready(c.append_branch_uri_q("sip:dave@example.com".into(), "0.5".into())),
+            1
+        );
+        assert_eq!(ready(c.append_branch_uri("carol".into())), -1);
+        assert_eq!(
+            ready(c.append_branch_uri_q("sip:eve@example.com".into(), "2".into())),
+            -1
+        );
+        let branches = &message(&mut c).branches;
+        assert_eq!(
+            branches
+                .iter()
+                .map(|b| (b.uri.as_str(), b.dst_uri.as_deref(), b.q.as_deref()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("sip:bob@example.com", Some("sip:192.0.2.50"), None),
+                ("sip:carol@example.com", None, None),
+                ("sip:dave@example.com", None, Some("0.5")),
+            ]
+        );
+        for _ in 3..MAX_BRANCHES - 1 {
+            assert_eq!(ready(c.append_branch()), 1);
+        }
+        assert_eq!(ready(c.append_branch()), -1);
+        assert_eq!(message(&mut c).branches.len(), MAX_BRANCHES - 1);
+    }
+
+    /// The R-URI user and User-Agent tests.
+    #[test]
+    fn ruri_user_and_user_agent() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.has_ruri_user()), 1);
+        assert_eq!(ready(c.has_user_agent()), 1);
+        let raw = invite_with(
+            &[
+                ("INVITE ", "INVITE sip:example.com SIP/2.0"),
+                ("User-Agent:", ""),
+            ],
+            &[],
+        );
+        let mut c = ctx(&raw);
+        assert_eq!(ready(c.has_ruri_user()), -1);
+        assert_eq!(ready(c.has_user_agent()), -1);
     }
 }

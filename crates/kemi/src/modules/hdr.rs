@@ -216,3 +216,166 @@ impl Host for Ctx {
         if matched { 1 } else { -1 }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::kemibox::ksr::sl;
+    use crate::testing::{INVITE, actions, ctx, invite_with, logs, ready, rendered, s, value};
+
+    // `Host::append` is named in full: `Ctx::append` (corex's branches)
+    // would be found first.
+
+    /// Added lines land where asked in the forwarded message, each
+    /// recorded with its position.
+    #[test]
+    fn added_headers_land_where_asked() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(Host::append(&mut c, "X-End: 1".into())), 1);
+        assert_eq!(ready(c.insert("X-Start: 2".into())), 1);
+        assert_eq!(
+            ready(c.append_after("X-After: 3".into(), "Call-ID".into())),
+            1
+        );
+        assert_eq!(
+            ready(c.insert_before("X-Before: 4".into(), "cseq".into())),
+            1
+        );
+        let out = rendered(&c);
+        assert!(
+            out.starts_with("INVITE sip:bob@example.com SIP/2.0\r\nX-Start: 2\r\nVia: "),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "Call-ID: call-1@192.0.2.7\r\nX-After: 3\r\nX-Before: 4\r\nCSeq: 1 INVITE\r\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("X-End: 1\r\n"), "{out}");
+        let positions: Vec<(String, String)> = actions(&c)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::HeaderAdded { header, position } => Some((header, position)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            positions,
+            [
+                ("X-End: 1", "end"),
+                ("X-Start: 2", "start"),
+                ("X-After: 3", "after Call-ID"),
+                ("X-Before: 4", "before cseq"),
+            ]
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+        );
+        // Anchored on a header the message lacks: nothing is added.
+        assert_eq!(ready(c.append_after("X-No: 5".into(), "Route".into())), -1);
+        assert!(!rendered(&c).contains("X-No"));
+    }
+
+    /// A value that is not exactly one `Name: value` line is refused, so a
+    /// script cannot inject headers.
+    #[test]
+    fn injection_is_refused() {
+        let mut c = ctx(INVITE);
+        assert_eq!(
+            ready(Host::append(&mut c, "X-A: 1\r\nX-Injected: 2".into())),
+            -1
+        );
+        assert_eq!(ready(c.insert("no colon".into())), -1);
+        assert_eq!(rendered(&c), INVITE);
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.hdr.append: not a single header line: \"X-A: 1\\r\\nX-Injected: 2\"",
+                "KSR.hdr.insert: not a single header line: \"no colon\"",
+            ]
+        );
+        // A trailing CRLF is tolerated and dropped.
+        assert_eq!(header_line("X-A: 1\r\n"), Some("X-A: 1"));
+    }
+
+    /// `remove` drops every line of the name; `rmappend` swaps them for
+    /// one new line.
+    #[test]
+    fn remove_and_replace() {
+        let mut c = ctx(&invite_with(&[], &["X-Old: 1", "x-old: 2"]));
+        assert_eq!(ready(c.is_present("X-OLD".into())), 1);
+        assert_eq!(ready(c.rmappend("X-Old".into(), "X-New: 3".into())), 1);
+        let out = rendered(&c);
+        assert!(!out.to_ascii_lowercase().contains("x-old"), "{out}");
+        assert!(out.contains("X-New: 3\r\n"), "{out}");
+        assert_eq!(ready(c.remove("Contact".into())), 1);
+        assert!(!rendered(&c).contains("Contact:"));
+        assert_eq!(ready(c.remove("Route".into())), -1);
+        assert_eq!(
+            actions(&c)[0],
+            Event::HeaderRemoved {
+                name: "X-Old".into(),
+                count: 2,
+            }
+        );
+    }
+
+    /// Reads see the message as received: by index from either end, with
+    /// `$null`, an empty string or `<<null>>` for a missing header.
+    #[test]
+    fn header_reads() {
+        let mut c = ctx(&invite_with(&[], &["X-N: first", "X-N: last"]));
+        assert_eq!(value(ready(c.get("x-n".into()))), s("first"));
+        assert_eq!(value(ready(c.get_idx("X-N".into(), -1))), s("last"));
+        assert_eq!(value(ready(c.get_idx("X-N".into(), 2))), None);
+        assert_eq!(value(ready(c.get("X-None".into()))), None);
+        assert_eq!(value(ready(c.gete("X-None".into()))), s(""));
+        assert_eq!(value(ready(c.getw_idx("X-N".into(), 5))), s("<<null>>"));
+        // Edits do not change what is read.
+        assert_eq!(ready(c.remove("X-N".into())), 1);
+        assert_eq!(value(ready(c.gete_idx("X-N".into(), 1))), s("last"));
+    }
+
+    /// `match_content` with each operator and index expression.
+    #[test]
+    fn match_content_operators_and_indexes() {
+        let mut c = ctx(&invite_with(&[], &["X-M: alpha", "X-M: beta"]));
+        let mut m = |op: &str, v: &str, idx: &str| {
+            ready(c.match_content("X-M".into(), op.into(), v.into(), idx.into()))
+        };
+        assert_eq!(m("eq", "alpha", "f"), 1);
+        assert_eq!(m("eq", "alpha", "l"), -1);
+        assert_eq!(m("sw", "be", "l"), 1);
+        assert_eq!(m("in", "ph", "o"), 1);
+        assert_eq!(m("in", "a", "a"), 1);
+        assert_eq!(m("ne", "alpha", "a"), -1);
+        assert_eq!(m("eq", "beta", "-1"), 1);
+        assert_eq!(m("eq", "beta", "7"), -1);
+        assert_eq!(m("like", "beta", "f"), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.hdr.match_content: unknown operator \"like\" (eq, ne, in, sw)"]
+        );
+    }
+
+    /// Lines for the proxy's own reply go out with the next reply.
+    #[test]
+    fn headers_for_the_reply() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.append_to_reply("Retry-After: 30".into())), 1);
+        assert_eq!(ready(c.append_to_reply("bad".into())), -1);
+        assert_eq!(
+            ready(sl::Host::sl_send_reply(&mut c, 503, "Busy".into())),
+            1
+        );
+        assert_eq!(
+            actions(&c),
+            vec![Event::Reply {
+                code: 503,
+                reason: "Busy".into(),
+                stateful: false,
+                headers: vec!["Retry-After: 30".into()],
+            }]
+        );
+        assert_eq!(rendered(&c), INVITE);
+    }
+}

@@ -75,7 +75,7 @@ fn transport_number(transport: Transport) -> usize {
 
 /// The transport a Contact URI asks for: its `transport` parameter, else
 /// TLS for `sips:` and UDP otherwise (as a missing parameter means).
-fn uri_proto(uri: &Uri) -> Option<usize> {
+fn uri_proto(uri: &Uri<'_>) -> Option<usize> {
     match uri.param("transport").flatten() {
         Some(t) => proto_number(t),
         None if uri.scheme.eq_ignore_ascii_case("sips") => Some(3),
@@ -84,7 +84,7 @@ fn uri_proto(uri: &Uri) -> Option<usize> {
 }
 
 /// `uri` with the parameter `;name=value` added after its others.
-fn with_param(uri: &Uri, name: &str, value: &str) -> String {
+fn with_param(uri: &Uri<'_>, name: &str, value: &str) -> String {
     let mut base = uri.clone();
     base.headers = Params::default();
     let mut text = format!("{base};{name}={value}");
@@ -364,5 +364,100 @@ impl Host for Ctx {
             return -1;
         };
         kemi(self.set_ruri(FUNCTION, rest) && self.set_dst_uri(FUNCTION, Some(destination)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{INVITE, ctx, invite_with, message, ready, rendered};
+
+    /// An INVITE from a phone behind NAT: private Contact and Via, from
+    /// 192.0.2.7:5070 as the proxy sees it.
+    fn natted() -> String {
+        invite_with(
+            &[
+                ("Via:", "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK-1"),
+                ("Contact:", "Contact: <sip:alice@10.0.0.5:5062>;expires=60"),
+            ],
+            &[],
+        )
+    }
+
+    /// Each `nat_uac_test` bit by itself, on a natted and a direct phone.
+    #[test]
+    fn nat_tests_by_bit() {
+        let mut c = ctx(&natted());
+        for (bit, expected) in [
+            (1, 1),
+            (2, 1),
+            (4, 1),
+            (16, 1),
+            (32, -1),
+            (64, -1),
+            (128, 1),
+        ] {
+            assert_eq!(ready(c.nat_uac_test(bit)), expected, "bit {bit}");
+        }
+        let mut direct = ctx(INVITE);
+        assert_eq!(ready(direct.nat_uac_test(1 | 2 | 4 | 16 | 32 | 128)), -1);
+    }
+
+    /// `fix_nated_contact` puts the source address in the first Contact,
+    /// keeping the rest of the header.
+    #[test]
+    fn fix_nated_contact_uses_the_source() {
+        let mut c = ctx(&natted());
+        assert_eq!(ready(c.fix_nated_contact()), 1);
+        let out = rendered(&c);
+        assert!(
+            out.contains("Contact: <sip:alice@192.0.2.7:5070>;expires=60\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("10.0.0.5:5062>"), "{out}");
+        assert_eq!(ready(c.fix_nated_register()), 1);
+        assert!(message(&mut c).force_received);
+    }
+
+    /// The alias names the source (`IP~PORT~PROTO`); a Contact that
+    /// already names it is left alone (2, or 1 for `set_contact_alias`).
+    #[test]
+    fn contact_alias() {
+        let mut c = ctx(&natted());
+        assert_eq!(ready(c.add_contact_alias()), 1);
+        let out = rendered(&c);
+        assert!(
+            out.contains("<sip:alice@10.0.0.5:5062;alias=192.0.2.7~5070~1>"),
+            "{out}"
+        );
+        let mut direct = ctx(INVITE);
+        assert_eq!(ready(direct.add_contact_alias()), 2);
+        assert_eq!(ready(direct.set_contact_alias()), 1);
+        assert_eq!(rendered(&direct), INVITE);
+        assert_eq!(
+            ready(direct.add_contact_alias_addr("192.0.2.9".into(), "0".into(), "udp".into())),
+            -1
+        );
+    }
+
+    /// An R-URI alias becomes `$du`, and leaves the R-URI; none: 2.
+    #[test]
+    fn ruri_alias_becomes_the_destination() {
+        let raw = invite_with(
+            &[(
+                "INVITE ",
+                "INVITE sip:alice@10.0.0.5:5062;alias=192.0.2.7~5070~2 SIP/2.0",
+            )],
+            &[],
+        );
+        let mut c = ctx(&raw);
+        assert_eq!(ready(c.handle_ruri_alias()), 1);
+        assert_eq!(
+            message(&mut c).dst_uri.as_deref(),
+            Some("sip:192.0.2.7:5070;transport=tcp")
+        );
+        assert!(rendered(&c).starts_with("INVITE sip:alice@10.0.0.5:5062 SIP/2.0\r\n"));
+        let mut plain = ctx(INVITE);
+        assert_eq!(ready(plain.handle_ruri_alias()), 2);
     }
 }

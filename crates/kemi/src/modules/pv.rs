@@ -55,7 +55,7 @@ fn sip_version(sip: &kemibox_sip::SipMessage) -> String {
     version.unwrap_or_default().to_string()
 }
 
-fn uri_part(uri: Option<String>, part: fn(&Uri) -> Option<PvValue>) -> Option<PvValue> {
+fn uri_part(uri: Option<String>, part: fn(&Uri<'_>) -> Option<PvValue>) -> Option<PvValue> {
     uri.and_then(|u| Uri::parse(&u).ok().as_ref().and_then(part))
 }
 
@@ -323,5 +323,174 @@ impl Host for Ctx {
     }
     async fn is_null(&mut self, pvname: String) -> bool {
         self.pv_get("KSR.pv.is_null", &pvname).is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{INVITE, ctx, invite_with, logs, message, ready, rendered, s, value};
+
+    fn i(n: i32) -> Option<PvValue> {
+        Some(PvValue::Int(n))
+    }
+
+    /// Message pseudo-variables read the message as received and where it
+    /// came from.
+    #[test]
+    fn message_pseudo_variables() {
+        let mut c = ctx(INVITE);
+        let mut get = |name: &str| value(ready(c.get(name.into())));
+        assert_eq!(get("$ru"), s("sip:bob@example.com"));
+        assert_eq!(get("$rU"), s("bob"));
+        assert_eq!(get("$rd"), s("example.com"));
+        assert_eq!(get("$rp"), i(5060));
+        assert_eq!(get("$rm"), s("INVITE"));
+        assert_eq!(get("$rv"), s("SIP/2.0"));
+        assert_eq!(get("$fU"), s("alice"));
+        assert_eq!(get("$fn"), s("Alice"));
+        assert_eq!(get("$ft"), s("a1"));
+        assert_eq!(get("$tt"), None);
+        assert_eq!(get("$tu"), s("sip:bob@example.com"));
+        assert_eq!(get("$ci"), s("call-1@192.0.2.7"));
+        assert_eq!(get("$cs"), i(1));
+        assert_eq!(get("$ua"), s("phone/1.0"));
+        assert_eq!(get("$si"), s("192.0.2.7"));
+        assert_eq!(get("$sp"), i(5070));
+        assert_eq!(get("$Ri"), s("192.0.2.1"));
+        assert_eq!(get("$Rp"), i(5060));
+        assert_eq!(get("$pr"), s("udp"));
+        assert_eq!(get("$hdr(Max-Forwards)"), s("70"));
+        assert_eq!(get("$hdrc(Via)"), i(1));
+        assert_eq!(get("$du"), None);
+    }
+
+    /// `$var` is per instance and starts at 0; `$avp` is a stack: a
+    /// write pushes, reads see the newest, `$null` pops one.
+    #[test]
+    fn script_variables() {
+        let mut c = ctx(INVITE);
+        assert_eq!(value(ready(c.get("$var(x)".into()))), i(0));
+        ready(c.sets("$var(x)".into(), "v".into()));
+        assert_eq!(value(ready(c.get("$var(x)".into()))), s("v"));
+        ready(c.seti("$avp(a)".into(), 1));
+        ready(c.seti("$avp(a)".into(), 2));
+        assert_eq!(value(ready(c.get("$avp(a)".into()))), i(2));
+        ready(c.unset("$avp(a)".into()));
+        assert_eq!(value(ready(c.get("$avp(a)".into()))), i(1));
+        ready(c.unset("$avp(a)".into()));
+        assert!(ready(c.is_null("$avp(a)".into())));
+        assert_eq!(
+            c.events,
+            vec![
+                Event::PvSet {
+                    name: "$var(x)".into(),
+                    value: Some("v".into())
+                },
+                Event::PvSet {
+                    name: "$avp(a)".into(),
+                    value: Some("1".into())
+                },
+                Event::PvSet {
+                    name: "$avp(a)".into(),
+                    value: Some("2".into())
+                },
+                Event::PvSet {
+                    name: "$avp(a)".into(),
+                    value: None
+                },
+                Event::PvSet {
+                    name: "$avp(a)".into(),
+                    value: None
+                },
+            ]
+        );
+        // A new message keeps $var (per instance) but not $avp.
+        ready(c.seti("$avp(b)".into(), 9));
+        c.begin(Some(message(&mut ctx(INVITE)).clone()));
+        assert_eq!(value(ready(c.get("$var(x)".into()))), s("v"));
+        assert!(ready(c.is_null("$avp(b)".into())));
+    }
+
+    /// Writing the R-URI parts rewrites the R-URI the request is forwarded
+    /// with; `$du` is checked and read back by parts.
+    #[test]
+    fn ruri_and_destination_writes() {
+        let mut c = ctx(INVITE);
+        ready(c.sets("$rU".into(), "carol".into()));
+        ready(c.sets("$rd".into(), "example.net".into()));
+        ready(c.seti("$rp".into(), 5080));
+        assert_eq!(
+            value(ready(c.get("$ru".into()))),
+            s("sip:carol@example.net:5080")
+        );
+        assert!(rendered(&c).starts_with("INVITE sip:carol@example.net:5080 SIP/2.0\r\n"));
+        // The R-URI as received stays readable through the header reads.
+        assert_eq!(
+            value(ready(c.get("$hdr(To)".into()))),
+            s("<sip:bob@example.com>")
+        );
+
+        ready(c.sets("$du".into(), "sip:192.0.2.50:5090;transport=tcp".into()));
+        assert_eq!(value(ready(c.get("$dd".into()))), s("192.0.2.50"));
+        assert_eq!(value(ready(c.get("$dp".into()))), i(5090));
+        assert_eq!(value(ready(c.get("$dP".into()))), s("tcp"));
+        ready(c.sets("$du".into(), "not a uri".into()));
+        assert_eq!(
+            message(&mut c).dst_uri.as_deref(),
+            Some("sip:192.0.2.50:5090;transport=tcp")
+        );
+        ready(c.unset("$du".into()));
+        assert_eq!(message(&mut c).dst_uri, None);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.pv: invalid URI \"not a uri\": invalid URI"]
+        );
+    }
+
+    /// Unknown, malformed and read-only names are the script's mistakes:
+    /// logged, `$null` on reads, nothing written.
+    #[test]
+    fn bad_names_are_logged() {
+        let mut c = ctx(&invite_with(&[], &[]));
+        assert_eq!(value(ready(c.get("$nope".into()))), None);
+        assert_eq!(value(ready(c.getw("$nope".into()))), s("<<null>>"));
+        assert_eq!(value(ready(c.getvn("$nope".into(), 7))), i(7));
+        assert_eq!(
+            value(ready(c.getvs("$du".into(), "none".into()))),
+            s("none")
+        );
+        ready(c.sets("$ci".into(), "x".into()));
+        ready(c.sets("$hdr(X-A)".into(), "x".into()));
+        ready(c.sets("var(x)".into(), "x".into()));
+        assert_eq!(value(ready(c.get("$ci".into()))), s("call-1@192.0.2.7"));
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.pv.get: unknown pseudo-variable: $nope",
+                "KSR.pv.getw: unknown pseudo-variable: $nope",
+                "KSR.pv.getvn: unknown pseudo-variable: $nope",
+                "KSR.pv.sets: pseudo-variable is read-only: $ci",
+                "KSR.pv.sets: pseudo-variable is read-only: $hdr(X-A)",
+                "KSR.pv.sets: malformed pseudo-variable name: var(x)",
+            ]
+        );
+    }
+
+    /// `$T(id_index)`/`$T(id_label)` once the transaction is suspended,
+    /// `$snd(...)` while the onsend route runs.
+    #[test]
+    fn transaction_ids_and_send_target() {
+        let mut c = ctx(INVITE);
+        assert_eq!(value(ready(c.get("$T(id_index)".into()))), None);
+        message(&mut c).tm.suspended = Some((7, 123_456));
+        assert_eq!(value(ready(c.get("$T(id_index)".into()))), i(7));
+        assert_eq!(value(ready(c.get("$T(id_label)".into()))), i(123_456));
+        message(&mut c).sending_to =
+            Some((crate::Transport::Tcp, "[2001:db8::1]:5061".parse().unwrap()));
+        assert_eq!(value(ready(c.get("$snd(ip)".into()))), s("2001:db8::1"));
+        assert_eq!(value(ready(c.get("$snd(port)".into()))), i(5061));
+        assert_eq!(value(ready(c.get("$snd(proto)".into()))), s("tcp"));
+        assert_eq!(value(ready(c.get("$snd(af)".into()))), s("ipv6"));
     }
 }

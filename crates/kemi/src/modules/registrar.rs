@@ -117,24 +117,14 @@ impl Host for Ctx {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::sync::Arc;
-    use std::task::{Context, Poll, Waker};
 
     use kemibox_sip::SipMessage;
 
     use super::*;
     use crate::services::unreachable::Unreachable;
+    use crate::testing::ready;
     use crate::{Event, Level, Message, Myself, Nonces, Services, Transport};
-
-    /// Run a future that never waits (the test store answers at once).
-    fn ready<F: Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("the future waited"),
-        }
-    }
 
     /// A store that cannot be reached: save answers 500, logs the AOR and
     /// returns -1; lookup returns -3 (an internal error, not "not found").

@@ -368,3 +368,177 @@ impl Host for Ctx {
         if upstream == upstream_wanted { 1 } else { -1 }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{
+        INVITE, actions, ctx, ctx_on, invite_with, logs, message, ready, rendered,
+    };
+
+    /// The Record-Route names the socket the request came in on, with
+    /// `;lr`, and `;transport=tcp` over TCP; once per message.
+    #[test]
+    fn record_route_names_the_receiving_socket_once() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.record_route()), 1);
+        assert!(rendered(&c).contains("\r\nRecord-Route: <sip:192.0.2.1:5060;lr>\r\n"));
+        assert_eq!(ready(c.record_route()), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.rr.record_route: double attempt to record-route"]
+        );
+        assert_eq!(
+            rendered(&c).matches("Record-Route:").count(),
+            1,
+            "{}",
+            rendered(&c)
+        );
+
+        let mut c = ctx_on(INVITE, Transport::Tcp);
+        assert_eq!(ready(c.record_route()), 1);
+        assert!(rendered(&c).contains("Record-Route: <sip:192.0.2.1:5060;transport=tcp;lr>\r\n"));
+    }
+
+    /// `add_rr_param` before the Record-Route is kept for it; after, the
+    /// Record-Route is redone with the parameter. Parameters that would
+    /// break the header are refused.
+    #[test]
+    fn rr_parameters_before_and_after() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.add_rr_param(";ftag=a1".into())), 1);
+        assert_eq!(ready(c.record_route()), 1);
+        assert_eq!(ready(c.add_rr_param(";nat=yes".into())), 1);
+        let out = rendered(&c);
+        assert!(
+            out.contains("Record-Route: <sip:192.0.2.1:5060;lr;ftag=a1;nat=yes>\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("Record-Route:").count(), 1, "{out}");
+        assert_eq!(ready(c.add_rr_param("ftag=a1".into())), -1);
+        assert_eq!(ready(c.add_rr_param(";a=b>, <sip:evil".into())), -1);
+        assert_eq!(ready(c.record_route_params(";x=1\r\n".into())), -1);
+        assert_eq!(logs(&c).len(), 3, "{:?}", logs(&c));
+    }
+
+    /// Preset Record-Routes take given addresses (both, or one).
+    #[test]
+    fn preset_record_routes() {
+        let mut c = ctx(INVITE);
+        assert_eq!(
+            ready(c.record_route_preset("192.0.2.1:5060".into(), "sip:[2001:db8::1]:5060".into())),
+            1
+        );
+        let out = rendered(&c);
+        assert!(
+            out.contains("Record-Route: <sip:192.0.2.1:5060;lr>"),
+            "{out}"
+        );
+        assert!(out.contains("<sip:[2001:db8::1]:5060;lr>"), "{out}");
+        // Undone while nothing else changed: the message is as received.
+        assert_eq!(ready(c.remove_record_route()), 1);
+        assert_eq!(rendered(&c), INVITE);
+        assert_eq!(
+            actions(&c).last(),
+            Some(&Event::HeaderRemoved {
+                name: "Record-Route".into(),
+                count: 2,
+            })
+        );
+    }
+
+    /// Record-Route is for requests only.
+    #[test]
+    fn replies_are_not_record_routed() {
+        let mut c = ctx(
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-2\r\n\
+            From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+            Call-ID: c2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(ready(c.record_route()), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.rr.record_route: only requests are record-routed"]
+        );
+    }
+
+    /// An in-dialog request: our Route entry is consumed, the next hop
+    /// becomes `$du`, and the entry's parameters answer
+    /// `check_route_param` and `is_direction`.
+    #[test]
+    fn loose_route_consumes_our_entry() {
+        let raw = invite_with(
+            &[
+                ("INVITE ", "BYE sip:bob@192.0.2.20 SIP/2.0"),
+                ("To:", "To: <sip:bob@example.com>;tag=b1"),
+                ("CSeq:", "CSeq: 2 BYE"),
+            ],
+            &["Route: <sip:192.0.2.1:5060;lr;ftag=a1>, <sip:192.0.2.99;lr>"],
+        );
+        let mut c = ctx(&raw);
+        assert_eq!(ready(c.loose_route()), 1);
+        assert_eq!(
+            message(&mut c).dst_uri.as_deref(),
+            Some("sip:192.0.2.99;lr")
+        );
+        let out = rendered(&c);
+        assert!(out.contains("\r\nRoute: <sip:192.0.2.99;lr>\r\n"), "{out}");
+        assert!(!out.contains("ftag"), "{out}");
+        assert_eq!(
+            actions(&c),
+            vec![
+                Event::HeaderRemoved {
+                    name: "Route".into(),
+                    count: 1,
+                },
+                Event::PvSet {
+                    name: "$du".into(),
+                    value: Some("sip:192.0.2.99;lr".into()),
+                },
+            ]
+        );
+        assert_eq!(ready(c.check_route_param("ftag=a1".into())), 1);
+        assert_eq!(ready(c.check_route_param("nat=yes".into())), -1);
+        // The From tag is the one in our entry: the request goes downstream.
+        assert_eq!(ready(c.is_direction("downstream".into())), 1);
+        assert_eq!(ready(c.is_direction("upstream".into())), -1);
+        assert_eq!(ready(c.is_direction("sideways".into())), E_CFG);
+    }
+
+    /// Our entry as the last Route: within a dialog the request goes to
+    /// its R-URI (1); a preloaded route of an initial request is not
+    /// routed by Route (-1). Without Route, -1.
+    #[test]
+    fn loose_route_last_entry_and_none() {
+        let route = "Route: <sip:proxy.example.com;lr>";
+        let in_dialog = invite_with(&[("To:", "To: <sip:bob@example.com>;tag=b1")], &[route]);
+        let mut c = ctx(&in_dialog);
+        assert_eq!(ready(c.loose_route()), 1);
+        assert_eq!(message(&mut c).dst_uri, None);
+        assert!(!rendered(&c).contains("Route:"));
+
+        let mut c = ctx(&invite_with(&[], &[route]));
+        assert_eq!(ready(c.loose_route()), -1);
+
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.loose_route()), -1);
+        assert!(c.events.is_empty());
+        assert_eq!(rendered(&c), INVITE);
+    }
+
+    /// A Route entry that is not ours stays, and becomes `$du`.
+    #[test]
+    fn loose_route_to_a_foreign_entry() {
+        let raw = invite_with(
+            &[("To:", "To: <sip:bob@example.com>;tag=b1")],
+            &["Route: <sip:198.51.100.3;lr>"],
+        );
+        let mut c = ctx(&raw);
+        assert_eq!(ready(c.loose_route()), 1);
+        assert_eq!(
+            message(&mut c).dst_uri.as_deref(),
+            Some("sip:198.51.100.3;lr")
+        );
+        assert!(rendered(&c).contains("Route: <sip:198.51.100.3;lr>\r\n"));
+    }
+}

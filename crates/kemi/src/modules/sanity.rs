@@ -143,7 +143,7 @@ fn ruri_sip_version(sip: &SipMessage) -> Check {
 }
 
 /// Schemes Kamailio routes: sip, sips, tel, tels.
-fn supported_scheme(uri: &Uri) -> bool {
+fn supported_scheme(uri: &Uri<'_>) -> bool {
     ["sip", "sips", "tel", "tels"]
         .iter()
         .any(|s| uri.scheme.eq_ignore_ascii_case(s))
@@ -464,5 +464,151 @@ impl Host for Ctx {
         // With Kamailio's default `noreply=0` the failed check has already
         // answered; there is nothing left to send.
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+    use crate::testing::{INVITE, actions, ctx, invite_with, logs, ready, reply};
+
+    /// A well-formed request passes the defaults and every check: 1, and
+    /// nothing is sent.
+    #[test]
+    fn a_well_formed_request_passes() {
+        let mut c = ctx(&invite_with(&[], &["Expires: 300"]));
+        assert_eq!(ready(c.sanity_check_defaults()), 1);
+        assert_eq!(ready(c.sanity_check(MAX_CHECKS - 1, URI_MAX_CHECKS - 1)), 1);
+        assert!(c.events.is_empty(), "{:?}", c.events);
+    }
+
+    /// Each failing check returns -1 and answers with Kamailio's reply.
+    #[test]
+    fn a_failing_check_answers_with_its_reply() {
+        let cases = [
+            (
+                invite_with(&[("CSeq:", "CSeq: 1 BYE")], &[]),
+                CSEQ_METHOD,
+                reply(400, "CSeq method does not match request method"),
+            ),
+            (
+                invite_with(&[("CSeq:", "CSeq: 1x INVITE")], &[]),
+                CSEQ_VALUE,
+                reply(400, "CSeq number is illegal"),
+            ),
+            (
+                invite_with(&[("Call-ID:", "")], &[]),
+                REQUIRED_HEADERS,
+                reply(400, "Missing Required Header in Request"),
+            ),
+            (
+                invite_with(&[], &["Expires: soon"]),
+                EXPIRES_VALUE,
+                reply(400, "Expires value is illegal"),
+            ),
+            (
+                invite_with(&[("INVITE ", "INVITE http://example.com/bob SIP/2.0")], &[]),
+                RURI_SCHEME,
+                reply(416, "Unsupported URI Scheme in Request URI"),
+            ),
+            (
+                invite_with(
+                    &[("From:", "From: <sip:alice@example.com>;tag=1;tag=2")],
+                    &[],
+                ),
+                DUPTAGS,
+                reply(400, "Many From Tag Params"),
+            ),
+            (
+                invite_with(
+                    &[],
+                    &["Authorization: Digest username=\"alice\", realm=\"example.com\""],
+                ),
+                DIGEST,
+                reply(400, "Bad Auth Credentials"),
+            ),
+            (
+                INVITE.replace("Content-Length: 0\r\n\r\n", "Content-Length: 2\r\n\r\nabcd"),
+                CONTENT_LENGTH,
+                reply(400, "Content-Length mis-match"),
+            ),
+        ];
+        for (raw, check, expected) in cases {
+            let mut c = ctx(&raw);
+            assert_eq!(ready(c.sanity_check(check, 0)), -1, "check {check}");
+            assert_eq!(actions(&c), vec![expected], "check {check}");
+        }
+    }
+
+    /// An unsupported Proxy-Require extension is refused with 420 and an
+    /// Unsupported header naming it.
+    #[test]
+    fn proxy_require_is_refused_with_unsupported() {
+        let mut c = ctx(&invite_with(&[], &["Proxy-Require: foo, bar"]));
+        assert_eq!(ready(c.sanity_check(PROXY_REQUIRE, 0)), -1);
+        assert_eq!(
+            actions(&c),
+            vec![Event::Reply {
+                code: 420,
+                reason: "Bad Extension".into(),
+                stateful: false,
+                headers: vec!["Unsupported: foo".into()],
+            }]
+        );
+    }
+
+    /// The URI checks (1024) cover the R-URI, From, To and Contact as the
+    /// URI flags ask.
+    #[test]
+    fn uri_checks_follow_the_uri_flags() {
+        let bad_contact = invite_with(&[("Contact:", "Contact: <sip:@>")], &[]);
+        let mut c = ctx(&bad_contact);
+        assert_eq!(
+            ready(c.sanity_check(PARSE_URIS, URI_RURI | URI_FROM | URI_TO)),
+            1
+        );
+        assert_eq!(ready(c.sanity_check(PARSE_URIS, URI_CONTACT)), -1);
+        assert_eq!(actions(&c), vec![reply(400, "Bad Contact URI")]);
+    }
+
+    /// An ACK that fails a check is not answered; -1 all the same.
+    #[test]
+    fn a_failing_ack_is_not_answered() {
+        let ack = invite_with(
+            &[
+                ("INVITE ", "ACK sip:bob@example.com SIP/2.0"),
+                ("CSeq:", "CSeq: 1 INVITE"),
+            ],
+            &[],
+        );
+        let mut c = ctx(&ack);
+        assert_eq!(ready(c.sanity_check(CSEQ_METHOD, 0)), -1);
+        assert!(c.events.is_empty(), "{:?}", c.events);
+    }
+
+    /// Flags out of range are the script's mistake: -1, logged, no reply.
+    #[test]
+    fn flags_out_of_range_are_refused() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.sanity_check(0, 7)), -1);
+        assert_eq!(ready(c.sanity_check(1, 16)), -1);
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.sanity.sanity_check: check flags 0 out of range 1..32767",
+                "KSR.sanity.sanity_check: URI flags 16 out of range 0..15",
+            ]
+        );
+        assert!(actions(&c).is_empty());
+    }
+
+    /// With the default `noreply=0` the check already answered:
+    /// `sanity_reply` has nothing to send.
+    #[test]
+    fn sanity_reply_sends_nothing_more() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.sanity_reply()), 1);
+        assert!(c.events.is_empty());
     }
 }

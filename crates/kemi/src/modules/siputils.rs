@@ -42,12 +42,12 @@ fn kamailio_uri(text: &str) -> Option<Uri<'_>> {
 }
 
 /// The port as written (`""` when absent), as Kamailio compares it.
-fn port_text(uri: &Uri) -> String {
+fn port_text(uri: &Uri<'_>) -> String {
     uri.port.map(|p| p.to_string()).unwrap_or_default()
 }
 
 /// Kamailio's `cmp_uri` (RFC 3261 19.1.4 as far as Kamailio goes).
-fn same_uri(a: &Uri, b: &Uri) -> bool {
+fn same_uri(a: &Uri<'_>, b: &Uri<'_>) -> bool {
     if !a.scheme.eq_ignore_ascii_case(b.scheme)
         || a.user != b.user
         || a.password != b.password
@@ -57,7 +57,7 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
         return false;
     }
     // Parameters that must match when only one URI has parameters.
-    let special = |p: &Params| {
+    let special = |p: &Params<'_>| {
         ["user", "ttl", "method", "maddr"]
             .iter()
             .any(|n| p.contains(n))
@@ -81,14 +81,14 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
 }
 
 /// Kamailio's `cmp_aor`: user, host and port (missing means 5060).
-fn same_aor(a: &Uri, b: &Uri) -> bool {
+fn same_aor(a: &Uri<'_>, b: &Uri<'_>) -> bool {
     a.user == b.user
         && a.host.eq_ignore_ascii_case(b.host)
         && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
 }
 
 /// 1 equal, -1 different, -2 a value is not a URI (Kamailio's codes).
-fn compare_uris(a: &str, b: &str, same: fn(&Uri, &Uri) -> bool) -> i32 {
+fn compare_uris(a: &str, b: &str, same: fn(&Uri<'_>, &Uri<'_>) -> bool) -> i32 {
     match (kamailio_uri(a), kamailio_uri(b)) {
         (Some(a), Some(b)) => kemi(same(&a, &b)),
         _ => -2,
@@ -97,7 +97,7 @@ fn compare_uris(a: &str, b: &str, same: fn(&Uri, &Uri) -> bool) -> i32 {
 
 /// `uri` without its first parameter named `name` (case-insensitive);
 /// `None` when it has no such parameter.
-pub(super) fn without_param(uri: &Uri, name: &str) -> Option<String> {
+pub(super) fn without_param(uri: &Uri<'_>, name: &str) -> Option<String> {
     let position = uri
         .params
         .iter()
@@ -153,7 +153,7 @@ const OPTIONS_HEADERS: [&str; 4] = [
 impl Ctx {
     /// The current R-URI, parsed by `read`; `None` (logged) when it does
     /// not parse.
-    fn with_ruri<T>(&mut self, function: &str, read: impl FnOnce(&Uri) -> T) -> Option<T> {
+    fn with_ruri<T>(&mut self, function: &str, read: impl FnOnce(&Uri<'_>) -> T) -> Option<T> {
         let ruri = self
             .message
             .as_ref()
@@ -319,5 +319,183 @@ impl Host for Ctx {
             Some(false) => 2,
             None => -1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+    use crate::testing::{INVITE, actions, ctx, invite_with, logs, ready};
+
+    /// The request/reply tests and the To tag.
+    #[test]
+    fn message_kind_and_to_tag() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.is_request()), 1);
+        assert_eq!(ready(c.is_reply()), -1);
+        assert_eq!(ready(c.has_totag()), -1);
+        let mut c = ctx(&invite_with(
+            &[("To:", "To: <sip:bob@example.com>;tag=b1")],
+            &[],
+        ));
+        assert_eq!(ready(c.has_totag()), 1);
+        let mut c = ctx(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-2\r\n\
+            From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+            Call-ID: c2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(ready(c.is_request()), -1);
+        assert_eq!(ready(c.is_reply()), 1);
+    }
+
+    /// A request is a first hop when it has one Via.
+    #[test]
+    fn first_hop_counts_vias() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.is_first_hop()), 1);
+        let two = invite_with(&[], &["Via: SIP/2.0/UDP 198.51.100.9;branch=z9hG4bK-0"]);
+        let mut c = ctx(&two);
+        assert_eq!(ready(c.is_first_hop()), -1);
+    }
+
+    /// `cmp_uri` (1 equal, -1 different, -2 not a URI) compares host and
+    /// parameter values without case; `cmp_aor` takes a missing port as
+    /// 5060.
+    #[test]
+    fn uri_and_aor_comparison() {
+        let mut c = ctx(INVITE);
+        let mut cmp = |a: &str, b: &str| ready(c.cmp_uri(a.into(), b.into()));
+        assert_eq!(
+            cmp("sip:a@x.com;transport=udp", "sip:a@X.COM;transport=UDP"),
+            1
+        );
+        assert_eq!(cmp("sip:a@x.com", "sip:A@x.com"), -1);
+        assert_eq!(cmp("sip:a@x.com", "sip:a@x.com;user=phone"), -1);
+        assert_eq!(cmp("sip:a@x.com", "sip:a@x.com;foo=1"), 1);
+        assert_eq!(cmp("sip:a@x.com", "sip:a@x.com:5060"), -1);
+        assert_eq!(cmp("http://x.com", "sip:x.com"), -2);
+        let mut aor = |a: &str, b: &str| ready(c.cmp_aor(a.into(), b.into()));
+        assert_eq!(aor("sip:a@x.com", "sip:a@X.com:5060;transport=tcp"), 1);
+        assert_eq!(aor("sip:a@x.com", "sip:a@x.com:5080"), -1);
+        assert_eq!(aor("sip:a@x.com", "nonsense"), -2);
+    }
+
+    /// R-URI parameters: presence, value, any case, removal (the R-URI is
+    /// rewritten without it).
+    #[test]
+    fn ruri_parameters() {
+        let raw = invite_with(
+            &[(
+                "INVITE ",
+                "INVITE sip:bob@example.com;lr;transport=tcp SIP/2.0",
+            )],
+            &[],
+        );
+        let mut c = ctx(&raw);
+        assert_eq!(ready(c.uri_param("lr".into())), 1);
+        assert_eq!(ready(c.uri_param("transport".into())), -1);
+        assert_eq!(
+            ready(c.uri_param_value("transport".into(), "tcp".into())),
+            1
+        );
+        assert_eq!(
+            ready(c.uri_param_value("transport".into(), "udp".into())),
+            -1
+        );
+        assert_eq!(ready(c.uri_param_any("TRANSPORT".into())), 1);
+        assert_eq!(ready(c.uri_param_rm("transport".into())), 1);
+        assert_eq!(
+            crate::testing::rendered(&c).lines().next(),
+            Some("INVITE sip:bob@example.com;lr SIP/2.0")
+        );
+        assert_eq!(ready(c.uri_param_any("transport".into())), -1);
+        // Removing what is not there succeeds without a change.
+        assert_eq!(ready(c.uri_param_rm("maddr".into())), 1);
+        assert_eq!(
+            actions(&c),
+            vec![Event::PvSet {
+                name: "$ru".into(),
+                value: Some("sip:bob@example.com;lr".into()),
+            }]
+        );
+    }
+
+    /// Kamailio's character-class tests and their codes.
+    #[test]
+    fn character_classes() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.is_tel_number("+15551234".into())), 1);
+        assert_eq!(ready(c.is_tel_number("5551234".into())), 1);
+        assert_eq!(ready(c.is_tel_number("+0123".into())), -2);
+        assert_eq!(ready(c.is_tel_number("+1-555".into())), -2);
+        assert_eq!(ready(c.is_numeric("0042".into())), 1);
+        assert_eq!(ready(c.is_numeric("".into())), -2);
+        assert_eq!(ready(c.is_alphanum("abc123".into())), 1);
+        assert_eq!(ready(c.is_alphanum("a-b".into())), -3);
+        assert_eq!(ready(c.is_alphanum("".into())), -2);
+        assert_eq!(ready(c.is_alphanumex("a-b_c".into(), "-_".into())), 1);
+        assert_eq!(ready(c.is_alphanumex("a.b".into(), "-_".into())), -3);
+    }
+
+    /// Header names compare without case: 1 equal, -1 after, -2 before.
+    #[test]
+    fn header_name_comparison() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.cmp_hdr_name("Via".into(), "VIA".into())), 1);
+        assert_eq!(ready(c.cmp_hdr_name("To".into(), "From".into())), -1);
+        assert_eq!(ready(c.cmp_hdr_name("From".into(), "To".into())), -2);
+    }
+
+    /// `options_reply` answers an OPTIONS to the proxy itself with 200 and
+    /// the capability headers (0, as Kamailio), and refuses anything else.
+    #[test]
+    fn options_reply_answers_only_options_to_the_proxy() {
+        let options = invite_with(
+            &[
+                ("INVITE ", "OPTIONS sip:proxy.example.com SIP/2.0"),
+                ("CSeq:", "CSeq: 1 OPTIONS"),
+            ],
+            &[],
+        );
+        let mut c = ctx(&options);
+        assert_eq!(ready(c.options_reply()), 0);
+        assert_eq!(
+            actions(&c),
+            vec![Event::Reply {
+                code: 200,
+                reason: "OK".into(),
+                stateful: false,
+                headers: OPTIONS_HEADERS.iter().map(|h| h.to_string()).collect(),
+            }]
+        );
+
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.options_reply()), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.siputils.options_reply: called for a non-OPTIONS request"]
+        );
+        let to_user = options.replace("OPTIONS sip:proxy", "OPTIONS sip:bob@proxy");
+        let mut c = ctx(&to_user);
+        assert_eq!(ready(c.options_reply()), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.siputils.options_reply: the R-URI contains a user"]
+        );
+        assert!(actions(&c).is_empty());
+    }
+
+    /// A GRUU R-URI: 1 with a `gr` value, 2 with a bare `gr`, -1 without.
+    #[test]
+    fn gruu() {
+        let with = |ruri: &str| {
+            let raw = invite_with(&[("INVITE ", &format!("INVITE {ruri} SIP/2.0"))], &[]);
+            let mut c = ctx(&raw);
+            ready(c.is_gruu())
+        };
+        assert_eq!(with("sip:bob@example.com;gr=urn:uuid:f81d"), 1);
+        assert_eq!(with("sip:bob@example.com;gr"), 2);
+        assert_eq!(with("sip:bob@example.com"), -1);
     }
 }

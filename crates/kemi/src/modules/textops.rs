@@ -319,6 +319,7 @@ impl Host for Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{INVITE, actions, ctx, invite_with, logs, ready, rendered};
 
     #[test]
     fn regexes_compile_like_kamailio() {
@@ -356,5 +357,134 @@ mod tests {
             media_type(" Application/SDP ; charset=x"),
             "application/sdp"
         );
+    }
+
+    /// Searches run on the message as received, without case, `^` at each
+    /// line; an empty pattern matches, a bad one is logged.
+    #[test]
+    fn search_the_received_message() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.search("^to:.*BOB".into())), 1);
+        assert_eq!(ready(c.search("^X-Missing:".into())), -1);
+        assert_eq!(ready(c.search("".into())), 1);
+        assert_eq!(ready(c.search("(".into())), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.textops.search: invalid regular expression \"(\": unclosed group"]
+        );
+        assert_eq!(ready(c.search_body("v=0".into())), -1);
+    }
+
+    /// `search_hf` looks at the first, the last or any value of a header.
+    #[test]
+    fn search_header_values() {
+        let mut c = ctx(&invite_with(&[], &["X-Tag: one", "X-Tag: two"]));
+        assert_eq!(
+            ready(c.search_hf("X-Tag".into(), "two".into(), "".into())),
+            1
+        );
+        assert_eq!(
+            ready(c.search_hf("X-Tag".into(), "two".into(), "f".into())),
+            -1
+        );
+        assert_eq!(
+            ready(c.search_hf("X-Tag".into(), "two".into(), "l".into())),
+            1
+        );
+        assert_eq!(ready(c.search_hf("".into(), "two".into(), "".into())), -1);
+        assert_eq!(ready(c.is_present_hf("user-agent".into())), 1);
+        assert_eq!(ready(c.is_present_hf("Route".into())), -1);
+        assert_eq!(ready(c.is_present_hf_re("^x-t".into())), 1);
+    }
+
+    /// Headers removed by name pattern leave the forwarded message, each
+    /// name reported once with its count; `remove_hf_exp` spares those
+    /// matching the skip pattern.
+    #[test]
+    fn remove_headers_by_pattern() {
+        let raw = invite_with(&[], &["X-Debug: 1", "X-Keep: 2", "X-Debug: 3"]);
+        let mut c = ctx(&raw);
+        assert_eq!(ready(c.remove_hf_exp("^x-".into(), "^x-keep$".into())), 1);
+        let out = rendered(&c);
+        assert!(!out.contains("X-Debug"), "{out}");
+        assert!(out.contains("\r\nX-Keep: 2\r\n"), "{out}");
+        assert_eq!(
+            actions(&c),
+            vec![Event::HeaderRemoved {
+                name: "X-Debug".into(),
+                count: 2,
+            }]
+        );
+        assert_eq!(ready(c.remove_hf_re("^x-nothing".into())), -1);
+        assert_eq!(ready(c.remove_hf_re("^x-keep$".into())), 1);
+        assert!(!rendered(&c).contains("X-Keep"));
+    }
+
+    /// A new body replaces the old one with its type and length.
+    #[test]
+    fn set_body_and_body_tests() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.has_body()), -1);
+        let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\n";
+        assert_eq!(ready(c.set_body(sdp.into(), "application/sdp".into())), 1);
+        let out = rendered(&c);
+        assert!(out.ends_with(&format!("\r\n\r\n{sdp}")), "{out}");
+        assert!(out.contains("Content-Type: application/sdp\r\n"), "{out}");
+        assert!(
+            out.contains(&format!("Content-Length: {}\r\n", sdp.len())),
+            "{out}"
+        );
+        assert_eq!(ready(c.set_body("".into(), "text/plain".into())), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.textops.set_body: empty body or content type"]
+        );
+
+        let with_body = INVITE.replace(
+            "Content-Length: 0\r\n\r\n",
+            "Content-Type: Application/SDP; charset=x\r\nContent-Length: 4\r\n\r\nv=0\n",
+        );
+        let mut c = ctx(&with_body);
+        assert_eq!(ready(c.has_body()), 1);
+        assert_eq!(ready(c.has_body_type("application/sdp".into())), 1);
+        assert_eq!(ready(c.has_body_type("text/plain".into())), -1);
+        assert_eq!(ready(c.has_body_type("sdp".into())), -1);
+        assert_eq!(ready(c.search_body("^v=0$".into())), 1);
+    }
+
+    /// Privacy values are matched in any Privacy header; an unknown value
+    /// is the script's mistake.
+    #[test]
+    fn privacy() {
+        let mut c = ctx(&invite_with(&[], &["Privacy: header;ID"]));
+        assert_eq!(ready(c.is_privacy("id".into())), 1);
+        assert_eq!(ready(c.is_privacy("user".into())), -1);
+        assert_eq!(ready(c.is_privacy("secret".into())), -1);
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.textops.is_privacy: unknown privacy value \"secret\""]
+        );
+    }
+
+    /// The string helpers and their three-way results (1 equal, -1 after,
+    /// -2 before).
+    #[test]
+    fn string_helpers() {
+        let mut c = ctx(INVITE);
+        let list = |s: &str| s.to_string();
+        assert_eq!(
+            ready(c.in_list("fi".into(), list(" dk, fi ,no"), ",".into())),
+            1
+        );
+        assert_eq!(ready(c.in_list("f".into(), list("dk,fi"), ",".into())), -1);
+        assert_eq!(
+            ready(c.in_list_prefix("+358401".into(), list("+46;+358"), ";".into())),
+            1
+        );
+        assert_eq!(ready(c.cmp_str("a".into(), "b".into())), -2);
+        assert_eq!(ready(c.cmp_str("b".into(), "a".into())), -1);
+        assert_eq!(ready(c.cmp_istr("ABC".into(), "abc".into())), 1);
+        assert_eq!(ready(c.starts_with("sip:alice".into(), "sip:".into())), 1);
+        assert_eq!(ready(c.starts_with("a".into(), "abc".into())), -1);
     }
 }

@@ -172,3 +172,139 @@ impl Host for Ctx {
         self.next_contacts()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{INVITE, actions, ctx, logs, message, ready};
+
+    /// `t_check_status` matches the whole status against the pattern: the
+    /// routed reply's, or the transaction's (a failure route's winning
+    /// reply); nothing to match in a request outside a transaction.
+    #[test]
+    fn check_status_matches_the_whole_code() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_check_status("[0-9]+".into())), -1);
+        message(&mut c).tm.status = Some(486);
+        let mut check = |re: &str| ready(c.t_check_status(re.into()));
+        assert_eq!(check("486"), 1);
+        assert_eq!(check("4[0-9][0-9]"), 1);
+        assert_eq!(check("48"), -1);
+        assert_eq!(check("408|486"), 1);
+        assert_eq!(check("5.."), -1);
+        assert_eq!(check("("), -1);
+        assert!(
+            logs(&c)[0].starts_with("KSR.tm.t_check_status: bad regular expression \"(\""),
+            "{:?}",
+            logs(&c)
+        );
+
+        let mut reply = ctx("SIP/2.0 183 Session Progress\r\n\
+            Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-2\r\n\
+            From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+            Call-ID: c2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(ready(reply.t_check_status("1[0-9][0-9]".into())), 1);
+    }
+
+    /// `t_is_set` sees routes armed in this route and before it.
+    #[test]
+    fn is_set_sees_armed_routes() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_is_set("failure_route".into())), -1);
+        assert_eq!(ready(c.t_on_failure("missed".into())), 1);
+        assert_eq!(ready(c.t_is_set("failure_route".into())), 1);
+        assert_eq!(ready(c.t_is_set("branch_route".into())), -1);
+        message(&mut c).tm.armed = vec![CallbackKind::Branch];
+        assert_eq!(ready(c.t_is_set("branch_route".into())), 1);
+        assert_eq!(ready(c.t_is_set("onreply_route".into())), -1);
+        assert_eq!(ready(c.t_is_set("bogus".into())), -1);
+        assert_eq!(ready(c.t_on_reply("".into())), -1);
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.tm.t_is_set: unknown route type \"bogus\"",
+                "KSR.tm.t_on_reply: empty function name",
+            ]
+        );
+        assert_eq!(
+            actions(&c),
+            vec![Event::Callback {
+                kind: CallbackKind::Failure,
+                function: "missed".into(),
+            }]
+        );
+    }
+
+    /// `t_set_fr` sets the branches' final-response timers in
+    /// milliseconds; 0 keeps the proxy's default; negative is an error.
+    #[test]
+    fn set_fr_timers() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_set_fr(30_000, 2_000)), 1);
+        assert_eq!(
+            message(&mut c).fr_timers,
+            FrTimers {
+                fr_inv: Some(Duration::from_secs(30)),
+                fr: Some(Duration::from_secs(2)),
+            }
+        );
+        assert_eq!(ready(c.t_set_fr(0, 1_500)), 1);
+        assert_eq!(
+            message(&mut c).fr_timers,
+            FrTimers {
+                fr_inv: None,
+                fr: Some(Duration::from_millis(1_500)),
+            }
+        );
+        assert_eq!(ready(c.t_set_fr(-1, 0)), -1);
+        assert_eq!(
+            message(&mut c).fr_timers.fr,
+            Some(Duration::from_millis(1_500))
+        );
+        assert_eq!(
+            logs(&c),
+            vec!["KSR.tm.t_set_fr: timeouts must not be negative (-1, 0)"]
+        );
+    }
+
+    /// `t_relay` asks for the transaction towards `$du`, else the R-URI
+    /// as rewritten; without a `relay_to` list nothing is refused.
+    #[test]
+    fn relay_names_its_destination() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_relay()), 1);
+        message(&mut c).dst_uri = Some("sip:192.0.2.50:5080".into());
+        assert_eq!(ready(c.t_relay()), 1);
+        assert_eq!(ready(c.t_newtran()), 1);
+        let tm = |function, destination: &str| Event::Tm {
+            function,
+            destination: Some(destination.into()),
+        };
+        assert_eq!(
+            actions(&c),
+            vec![
+                tm(TmFunction::Relay, "sip:bob@example.com"),
+                tm(TmFunction::Relay, "sip:192.0.2.50:5080"),
+                tm(TmFunction::NewTran, "sip:192.0.2.50:5080"),
+            ]
+        );
+    }
+
+    /// The transaction facts the proxy passes in answer the tests.
+    #[test]
+    fn transaction_facts() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_is_canceled()), -1);
+        assert_eq!(ready(c.t_branch_timeout()), -1);
+        let tm = &mut message(&mut c).tm;
+        tm.canceled = true;
+        tm.branch_timeout = true;
+        tm.any_timeout = true;
+        tm.expired = true;
+        assert_eq!(ready(c.t_is_canceled()), 1);
+        assert_eq!(ready(c.t_branch_timeout()), 1);
+        assert_eq!(ready(c.t_any_timeout()), 1);
+        assert_eq!(ready(c.t_is_expired()), 1);
+        assert_eq!(ready(c.t_check_trans()), -1);
+    }
+}

@@ -70,3 +70,90 @@ impl Host for Ctx {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{INVITE, actions, ctx, invite_with, logs, message, ready};
+
+    /// `t_suspend` gives the transaction ids once, recorded for the proxy
+    /// and for `$T(id_index)`/`$T(id_label)`: positive (they go back
+    /// through `t_continue`'s s32), and another transaction's differ.
+    #[test]
+    fn suspend_gives_ids_once() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_suspend()), 1);
+        let Some((index, label)) = message(&mut c).tm.suspended else {
+            panic!("not suspended");
+        };
+        assert!(i32::try_from(index).is_ok() && i32::try_from(label).is_ok());
+        assert_eq!(actions(&c), vec![Event::Suspend { index, label }]);
+        assert_eq!(ready(c.t_suspend()), -1);
+        assert_eq!(message(&mut c).tm.suspended, Some((index, label)));
+
+        let mut other = ctx(INVITE);
+        assert_eq!(ready(other.t_suspend()), 1);
+        let (other_index, other_label) = message(&mut other).tm.suspended.unwrap();
+        assert_ne!(other_index, index);
+        assert_ne!(other_label, label);
+    }
+
+    /// Nothing to suspend for an ACK or a reply.
+    #[test]
+    fn ack_and_replies_cannot_be_suspended() {
+        let ack = invite_with(
+            &[
+                ("INVITE ", "ACK sip:bob@example.com SIP/2.0"),
+                ("CSeq:", "CSeq: 1 ACK"),
+            ],
+            &[],
+        );
+        let mut c = ctx(&ack);
+        assert_eq!(ready(c.t_suspend()), -1);
+        let mut reply = ctx(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-2\r\n\
+            From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
+            Call-ID: c2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(ready(reply.t_suspend()), -1);
+        assert!(c.events.is_empty() && reply.events.is_empty());
+    }
+
+    /// `t_continue` records the resume for the proxy; invalid ids or an
+    /// empty route name are the script's mistakes.
+    #[test]
+    fn continue_records_the_resume() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_continue(3, 77, "resume".into())), 1);
+        assert_eq!(ready(c.t_continue(-1, 77, "resume".into())), -1);
+        assert_eq!(ready(c.t_continue(3, 77, "".into())), -1);
+        assert_eq!(
+            actions(&c),
+            vec![Event::Continue {
+                index: 3,
+                label: 77,
+                route: "resume".into(),
+            }]
+        );
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.tmx.t_continue: invalid transaction id -1:77",
+                "KSR.tmx.t_continue: empty function name",
+            ]
+        );
+    }
+
+    /// The route-kind tests read what the proxy says is running.
+    #[test]
+    fn route_kind_tests() {
+        let mut c = ctx(INVITE);
+        assert_eq!(ready(c.t_is_failure_route()), -1);
+        assert_eq!(ready(c.t_is_branch_route()), -1);
+        assert_eq!(ready(c.t_is_reply_route()), -1);
+        message(&mut c).tm.in_failure_route = true;
+        assert_eq!(ready(c.t_is_failure_route()), 1);
+        assert_eq!(ready(c.t_is_branch_route()), -1);
+        assert_eq!(ready(c.t_precheck_trans()), -1);
+    }
+}

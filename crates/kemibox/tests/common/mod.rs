@@ -1,7 +1,10 @@
 //! Shared helpers for the `kemibox` command-line tests: run the binary from
 //! the workspace root (so file names in its output are stable relative
 //! paths), and compare output with golden files.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

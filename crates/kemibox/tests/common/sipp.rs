@@ -163,6 +163,10 @@ pub fn finished(mut sipp: Running) -> bool {
 }
 
 /// `kemibox ARGS...` to completion: (success, stdout).
+#[allow(
+    clippy::print_stderr,
+    reason = "a failed command's stderr explains the test's failure"
+)]
 pub fn kemibox_cli(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kemibox"))
         .args(args)

@@ -1,5 +1,8 @@
 //! Starting a proxy for a test.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 
 pub mod logs;
 

@@ -1,6 +1,9 @@
 //! Shared set-up for the sandbox tests: one runtime per test binary, and a
 //! sample INVITE to route.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 
 pub mod ksr;
 

@@ -1,5 +1,8 @@
 //! Realistic SIP messages shared by the integration tests.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 
 pub const SDP: &str = "v=0\r\n\
 o=alice 2890844526 2890844526 IN IP4 pc33.atlanta.example.com\r\n\

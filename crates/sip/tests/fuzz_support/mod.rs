@@ -10,7 +10,10 @@
 //!   fuzz-driven sequence of edits; every edit the API accepted must lead
 //!   to a render that parses again.
 //! - [`check_frame`]: stream framing agrees with the parser.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;

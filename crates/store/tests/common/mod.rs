@@ -135,6 +135,7 @@ impl Server {
         // SAFETY: prctl is async-signal-safe and touches no memory of the
         // parent. It kills the server if the test process dies without
         // dropping it (a test harness timeout), so none is left running.
+        #[allow(unsafe_code, reason = "pre_exec and prctl have no safe form")]
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
@@ -183,7 +184,10 @@ impl Server {
         self.resume();
         let mut child = self.child.take().unwrap();
         // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, self.stop_signal) };
+        #[allow(unsafe_code, reason = "std can only send SIGKILL")]
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, self.stop_signal)
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
@@ -220,7 +224,10 @@ impl Server {
         }
         for pid in pids {
             // SAFETY: kill(2) on our child and its descendants.
-            unsafe { libc::kill(pid as libc::pid_t, signal) };
+            #[allow(unsafe_code, reason = "std cannot signal a descendant")]
+            unsafe {
+                libc::kill(pid as libc::pid_t, signal)
+            };
         }
     }
 }

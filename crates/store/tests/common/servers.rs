@@ -2,7 +2,10 @@
 //! and Redis (locations), each private to a test.
 //!
 //! Each test binary uses only some of these.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -31,7 +34,9 @@ fn pg_bin_dirs() -> Vec<PathBuf> {
 /// PostgreSQL refuses: `nobody`'s, made owner of `dir`. `None` otherwise.
 fn unprivileged(dir: &Path) -> Option<(u32, u32)> {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    #[allow(unsafe_code, reason = "std has no safe geteuid")]
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
         return None;
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();

@@ -1,7 +1,10 @@
 //! A virtual-clock harness: carries out effects the way the proxy will,
 //! recording every send and TU event with the time it happened.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses only some of the shared helpers"
+)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
