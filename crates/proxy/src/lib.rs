@@ -169,10 +169,7 @@ impl Proxy {
     }
 
     /// Serve until `shutdown` completes.
-    pub async fn serve(
-        self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         dispatch::Dispatch::start(&self.shared);
         let handler = self.shared.clone();
