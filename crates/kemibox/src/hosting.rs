@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use kemibox_kemi::TenantId;
 use kemibox_sandbox::{LoadFailure, Pool, TenantSpec};
 
-use crate::config::Tenant;
+use crate::config;
 
 /// Instances left idle this long are dropped; a tenant's next request
 /// makes a new one (a fraction of a millisecond; docs/density.md).
@@ -18,7 +18,7 @@ pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One hosted tenant: what it was configured with (its id, script file,
 /// sockets, domains, `auto_reload`) and the pool running its script.
 pub struct HostedTenant {
-    pub config: Tenant,
+    pub config: config::Tenant,
     pub pool: Arc<Pool>,
 }
 
@@ -91,7 +91,7 @@ impl Hosting {
     }
 
     pub fn find(&self, id: &str) -> Option<&HostedTenant> {
-        self.tenants.iter().find(|t| t.config.id == *id)
+        self.tenants.iter().find(|t| *t.id() == *id)
     }
 
     /// Time since start.
@@ -162,7 +162,7 @@ impl Hosting {
                         continue;
                     }
                     seen[k] = now;
-                    let _ = hosting.reload(tenant.config.id.as_str()).await;
+                    let _ = hosting.reload(tenant.id().as_str()).await;
                 }
             }
         });
@@ -176,7 +176,7 @@ fn stamp(tenant: &HostedTenant) -> Option<(SystemTime, u64)> {
 }
 
 async fn reload(tenant: &HostedTenant) -> Result<Reloaded, ReloadError> {
-    let id = tenant.config.id.clone();
+    let id = tenant.id().clone();
     let Some(path) = &tenant.config.script else {
         return Err(ReloadError::Embedded(id));
     };
