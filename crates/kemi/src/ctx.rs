@@ -381,8 +381,9 @@ impl Message {
 
 /// Store data for one sandbox instance.
 pub struct Ctx {
-    /// Tenant id, on every log line.
-    pub tenant: Arc<str>,
+    /// The tenant the instance runs for: on every log line, and the key
+    /// of its stored registrations and subscribers.
+    pub tenant: crate::TenantId,
     pub myself: Arc<Myself>,
     /// `$var(name)`: per instance, kept across messages (as Kamailio keeps
     /// them per worker process).
@@ -404,7 +405,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(tenant: Arc<str>, myself: Arc<Myself>, services: Arc<crate::Services>) -> Ctx {
+    pub fn new(
+        tenant: crate::TenantId,
+        myself: Arc<Myself>,
+        services: Arc<crate::Services>,
+    ) -> Ctx {
         Ctx {
             services,
             tenant,
@@ -429,7 +434,7 @@ impl Ctx {
     /// Write a script log line through `tracing`, naming the tenant.
     pub fn log(&mut self, level: Level, msg: &str) {
         let text = msg.trim_end_matches(['\r', '\n']);
-        let tenant = &*self.tenant;
+        let tenant = self.tenant.as_str();
         match level {
             Level::Dbg => tracing::debug!(target: "kemibox::script", tenant, "{text}"),
             Level::Info | Level::Notice => {

@@ -8,14 +8,16 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A tenant id: one or more ASCII letters, digits, `_` or `-`.
 ///
 /// Made only by [`FromStr`] (which checks the characters) or
 /// [`TenantId::default_tenant`], so every value is one a config file could
-/// have named.
+/// have named. Shared, not copied: every instance, invocation and log
+/// line of the tenant carries it, so a clone is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 /// Why a string is not a tenant id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +41,10 @@ impl TenantId {
 
     /// The tenant of a run without `[[tenant]]`: "default".
     pub fn default_tenant() -> TenantId {
-        TenantId(TenantId::DEFAULT.to_string())
+        TenantId(TenantId::DEFAULT.into())
     }
 
+    /// The id as written in the config file.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -55,7 +58,7 @@ impl FromStr for TenantId {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if valid {
-            Ok(TenantId(s.to_string()))
+            Ok(TenantId(s.into()))
         } else {
             Err(InvalidTenantId(s.to_string()))
         }
@@ -74,15 +77,15 @@ impl AsRef<str> for TenantId {
     }
 }
 
-impl From<TenantId> for String {
-    fn from(id: TenantId) -> String {
-        id.0
+impl PartialEq<str> for TenantId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
     }
 }
 
-impl PartialEq<str> for TenantId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
+impl PartialEq<&str> for TenantId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
     }
 }
 

@@ -59,7 +59,7 @@ impl Admin {
             (Some(id), _) => id,
             (None, Caller::Tenant(own)) => own.clone(),
             (None, Caller::Admin) => match self.hosting.tenants() {
-                [only] => only.pool.metrics().tenant().to_string(),
+                [only] => only.id().to_string(),
                 _ => {
                     return Err(RpcError::invalid_params(format!(
                         "{method}: give the tenant, one of {}",
@@ -81,7 +81,7 @@ impl Admin {
         self.hosting
             .tenants()
             .iter()
-            .map(|t| t.pool.metrics().tenant().to_string())
+            .map(|t| t.id().to_string())
             .collect()
     }
 }
@@ -96,14 +96,9 @@ impl Methods for Admin {
         let params = Params::new(method, params, names)?;
         match method {
             "app_lua.reload" => {
-                let id = self
-                    .tenant(caller, method, &params)?
-                    .pool
-                    .metrics()
-                    .tenant()
-                    .to_string();
-                match self.hosting.reload(&id).await {
-                    Ok(r) => Ok(json!({"tenant": r.tenant, "version": r.version})),
+                let id = self.tenant(caller, method, &params)?.id();
+                match self.hosting.reload(id.as_str()).await {
+                    Ok(r) => Ok(json!({"tenant": r.tenant.as_str(), "version": r.version})),
                     Err(e @ ReloadError::UnknownTenant(_)) => {
                         Err(RpcError::invalid_params(e.to_string()))
                     }
@@ -120,7 +115,7 @@ impl Methods for Admin {
             }
             "ul.lookup" => {
                 let t = self.tenant(caller, method, &params)?;
-                let id = t.pool.metrics().tenant();
+                let id = t.id().as_str();
                 let aor = params.required("aor")?;
                 let aor = aor.strip_prefix("sip:").unwrap_or(&aor).to_string();
                 let table = params.string("table")?.unwrap_or_else(|| "location".into());
@@ -139,19 +134,13 @@ impl Methods for Admin {
             }
             "ul.dump" => {
                 let only = match params.string("tenant")? {
-                    Some(_) => Some(
-                        self.tenant(caller, method, &params)?
-                            .pool
-                            .metrics()
-                            .tenant()
-                            .to_string(),
-                    ),
+                    Some(_) => Some(self.tenant(caller, method, &params)?.id().as_str()),
                     None => {
                         caller.check_process(method)?;
                         None
                     }
                 };
-                ul_dump(&self.ids(), only.as_deref(), &*self.location).await
+                ul_dump(&self.ids(), only, &*self.location).await
             }
             _ => {
                 caller.check_process(method)?;
@@ -178,11 +167,11 @@ impl Admin {
                     .map(|t| {
                         let current = t.pool.tenant();
                         json!({
-                            "tenant": current.spec.id,
+                            "tenant": t.id().as_str(),
                             "script": current.spec.script_name,
                             "version": current.version,
-                            "auto_reload": t.auto_reload,
-                            "reloadable": t.script.is_some(),
+                            "auto_reload": t.config.auto_reload,
+                            "reloadable": t.config.script.is_some(),
                         })
                     })
                     .collect(),
@@ -193,10 +182,12 @@ impl Admin {
                     .iter()
                     .map(|t| {
                         let current = t.pool.tenant();
+                        let listen: Vec<String> =
+                            t.config.listen.iter().map(ToString::to_string).collect();
                         json!({
-                            "id": current.spec.id,
-                            "listen": t.listen,
-                            "domains": t.domains,
+                            "id": t.id().as_str(),
+                            "listen": listen,
+                            "domains": t.config.domains,
                             "modules": current.spec.modules,
                             "version": current.version,
                         })
@@ -259,12 +250,13 @@ fn api_list(t: &HostedTenant) -> Value {
             })
         })
         .collect();
-    json!({"tenant": current.spec.id, "modules": granted, "functions": functions})
+    json!({"tenant": t.id().as_str(), "modules": granted, "functions": functions})
 }
 
 /// A tenant's counters: invocations by outcome (all routes, and per
 /// route), transactions, replies by class, and the rest of its metrics.
 fn tenant_stats(t: &HostedTenant, registry: &Registry) -> Value {
+    let id = t.id().as_str();
     let m = t.pool.metrics();
     let mut by_outcome: Map<String, Value> = kemibox_metrics::InvocationOutcome::ALL
         .iter()
@@ -282,7 +274,7 @@ fn tenant_stats(t: &HostedTenant, registry: &Registry) -> Value {
                     .find(|(n, _)| *n == k)
                     .map(|(_, v)| v.as_str())
             };
-            if label("tenant") != Some(m.tenant()) {
+            if label("tenant") != Some(id) {
                 continue;
             }
             let (Some(route), Some(outcome), kemibox_metrics::Value::Int(n)) =
@@ -302,7 +294,7 @@ fn tenant_stats(t: &HostedTenant, registry: &Registry) -> Value {
         .map(|c| (format!("{c}xx"), Value::from(m.replies(c))))
         .collect();
     json!({
-        "tenant": m.tenant(),
+        "tenant": id,
         "script_version": m.script_version.get(),
         "invocations": by_outcome,
         "routes": routes,

@@ -9,7 +9,7 @@ pub fn run(path: &Path, entry: &str) -> anyhow::Result<ExitCode> {
     crate::init_logging("warn", crate::LogFormat::Plain);
     let source = crate::read_script(path)?;
     let runtime = Runtime::new(None)?;
-    let mut spec = TenantSpec::new("check", crate::script_name(path), source);
+    let mut spec = TenantSpec::new("check".parse()?, crate::script_name(path), source);
     spec.entry = Some(entry.to_string());
     match crate::block_on(Tenant::load(&runtime, spec))? {
         Ok(_) => Ok(ExitCode::SUCCESS),

@@ -9,24 +9,24 @@ use std::time::{Duration, Instant, SystemTime};
 use kemibox_kemi::TenantId;
 use kemibox_sandbox::{LoadFailure, Pool, TenantSpec};
 
+use crate::config;
+
 /// Instances left idle this long are dropped; a tenant's next request
 /// makes a new one (a fraction of a millisecond; docs/density.md).
 pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One hosted tenant.
+/// One hosted tenant: what it was configured with (its id, script file,
+/// sockets, domains, `auto_reload`) and the pool running its script.
 pub struct HostedTenant {
-    /// Its id, as configured ("default" for a run without `[[tenant]]`).
-    pub id: TenantId,
+    pub config: config::Tenant,
     pub pool: Arc<Pool>,
-    /// Its script file; `None` for the embedded default script, which
-    /// cannot be reloaded.
-    pub script: Option<PathBuf>,
-    /// Reload when the file changes.
-    pub auto_reload: bool,
-    /// The sockets it owns (`udp:IP:PORT`) and its domains, as
-    /// configured; both empty for a tenant that takes every request.
-    pub listen: Vec<String>,
-    pub domains: Vec<String>,
+}
+
+impl HostedTenant {
+    /// Its id, as configured ("default" for a run without `[[tenant]]`).
+    pub fn id(&self) -> &TenantId {
+        &self.config.id
+    }
 }
 
 /// Every hosted tenant, in configuration order.
@@ -38,7 +38,7 @@ pub struct Hosting {
 /// A reload that took: the tenant's new version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub version: u64,
 }
 
@@ -47,7 +47,7 @@ pub struct Reloaded {
 pub enum ReloadError {
     UnknownTenant(String),
     /// The tenant runs the embedded default script: there is no file.
-    Embedded(String),
+    Embedded(TenantId),
     Read {
         path: PathBuf,
         error: std::io::Error,
@@ -91,7 +91,7 @@ impl Hosting {
     }
 
     pub fn find(&self, id: &str) -> Option<&HostedTenant> {
-        self.tenants.iter().find(|t| t.id == *id)
+        self.tenants.iter().find(|t| *t.id() == *id)
     }
 
     /// Time since start.
@@ -138,7 +138,10 @@ impl Hosting {
     /// fails to load is tried again only when it changes again.
     pub fn spawn_watch(self: &Arc<Self>) {
         let watched: Vec<usize> = (0..self.tenants.len())
-            .filter(|&i| self.tenants[i].auto_reload && self.tenants[i].script.is_some())
+            .filter(|&i| {
+                let config = &self.tenants[i].config;
+                config.auto_reload && config.script.is_some()
+            })
             .collect();
         if watched.is_empty() {
             return;
@@ -159,7 +162,7 @@ impl Hosting {
                         continue;
                     }
                     seen[k] = now;
-                    let _ = hosting.reload(tenant.id.as_str()).await;
+                    let _ = hosting.reload(tenant.id().as_str()).await;
                 }
             }
         });
@@ -168,13 +171,13 @@ impl Hosting {
 
 /// The script file's modification time and size.
 fn stamp(tenant: &HostedTenant) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(tenant.script.as_ref()?).ok()?;
+    let meta = std::fs::metadata(tenant.config.script.as_ref()?).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
 async fn reload(tenant: &HostedTenant) -> Result<Reloaded, ReloadError> {
-    let id = tenant.id.to_string();
-    let Some(path) = &tenant.script else {
+    let id = tenant.id().clone();
+    let Some(path) = &tenant.config.script else {
         return Err(ReloadError::Embedded(id));
     };
     // A script is small: read it in place.

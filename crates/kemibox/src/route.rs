@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{}: not a SIP message: {e}", args.message.display()))?;
 
     let runtime = kemibox_sandbox::Runtime::new(None)?;
-    let mut spec = TenantSpec::new("route", crate::script_name(&args.script), source);
+    let mut spec = TenantSpec::new("route".parse()?, crate::script_name(&args.script), source);
     spec.entry = Some(args.function.clone());
     spec.myself = Arc::new(Myself {
         addresses: vec![args.local],

@@ -140,7 +140,7 @@ async fn serve(
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);
-        let id = tenant.id;
+        let id = &tenant.id;
         let pool = match Pool::new(&runtime, spec, workers * 4).await {
             Ok(pool) => Arc::new(pool),
             Err(failure) if single => {
@@ -160,22 +160,18 @@ async fn serve(
                 "tenant loaded"
             );
         }
-        if let Some(token) = tenant.admin_token {
-            tokens.tenants.push((id.to_string(), token));
+        if let Some(token) = &tenant.admin_token {
+            tokens.tenants.push((id.to_string(), token.clone()));
         }
-        tenants.push(HostedTenant {
-            id,
-            pool: pool.clone(),
-            script: tenant.script,
-            auto_reload: tenant.auto_reload,
-            listen: tenant.listen.iter().map(ToString::to_string).collect(),
-            domains: tenant.domains.clone(),
-        });
         hosted.push(Hosted {
+            pool: pool.clone(),
+            listen: tenant.listen.clone(),
+            domains: tenant.domains.clone(),
+            rate: tenant.rate.clone(),
+        });
+        tenants.push(HostedTenant {
+            config: tenant,
             pool,
-            listen: tenant.listen,
-            domains: tenant.domains,
-            rate: tenant.rate,
         });
     }
     let hosting = Arc::new(Hosting::new(tenants));

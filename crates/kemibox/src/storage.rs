@@ -136,8 +136,8 @@ pub struct Target {
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// The tenant whose data this is.
-    #[arg(long, global = true, default_value = "default")]
-    pub tenant: String,
+    #[arg(long, global = true, default_value = kemibox_kemi::TenantId::DEFAULT)]
+    pub tenant: kemibox_kemi::TenantId,
 }
 
 impl Target {

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn manage(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.target.open().await?.subscribers;
-    let tenant = &args.target.tenant;
+    let tenant = args.target.tenant.as_str();
     match args.action {
         Action::Add { aor, password } => {
             let (user, domain) = split_aor(&aor)?;

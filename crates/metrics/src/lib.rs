@@ -249,6 +249,9 @@ pub const MAX_ROUTES: usize = 32;
 /// through the pool, so nothing is looked up per message.
 #[derive(Debug)]
 pub struct TenantMetrics {
+    /// The `tenant` label of its series: the id its pool was given by the
+    /// tenant's spec. A label, written out as is, not a source of the
+    /// tenant's identity: the spec (`TenantSpec::id`) is that.
     tenant: String,
     routes: RwLock<Vec<(String, Arc<RouteMetrics>)>>,
     other_route: RouteMetrics,
@@ -268,6 +271,8 @@ pub struct TenantMetrics {
 }
 
 impl TenantMetrics {
+    /// The metrics of the tenant whose series carry the label `tenant`
+    /// (its id).
     pub fn new(tenant: impl Into<String>) -> TenantMetrics {
         TenantMetrics {
             tenant: tenant.into(),
@@ -284,6 +289,7 @@ impl TenantMetrics {
         }
     }
 
+    /// The `tenant` label its series carry.
     pub fn tenant(&self) -> &str {
         &self.tenant
     }

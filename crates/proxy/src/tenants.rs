@@ -18,7 +18,8 @@ use kemibox_sip::Uri;
 use crate::quota::{Limiter, RateLimit};
 use crate::{Listen, Transports};
 
-/// One hosted tenant: its pool and how its messages are recognised.
+/// One hosted tenant as the proxy sees it: the pool running its script,
+/// and how its messages are recognised and admitted.
 pub struct Hosted {
     pub pool: Arc<Pool>,
     /// Listen addresses the tenant owns (each must be in the proxy's
@@ -32,26 +33,30 @@ pub struct Hosted {
     pub rate: Option<RateLimit>,
 }
 
-struct Entry {
-    pool: Arc<Pool>,
-    sockets: Vec<(Transport, SocketAddr)>,
-    domains: Vec<String>,
+/// A hosted tenant being served: as given, its listen addresses resolved
+/// to the sockets bound, and the limiter counting its requests against
+/// its `rate`.
+struct Served {
+    tenant: Hosted,
     limiter: Limiter,
 }
 
 /// The hosted tenants.
 pub(crate) struct Tenants {
-    entries: Vec<Entry>,
+    served: Vec<Served>,
 }
 
 impl Tenants {
     /// One tenant that gets every message.
     pub fn single(pool: Arc<Pool>) -> Tenants {
         Tenants {
-            entries: vec![Entry {
-                pool,
-                sockets: Vec::new(),
-                domains: Vec::new(),
+            served: vec![Served {
+                tenant: Hosted {
+                    pool,
+                    listen: Vec::new(),
+                    domains: Vec::new(),
+                    rate: None,
+                },
                 limiter: Limiter::new(None),
             }],
         }
@@ -74,39 +79,36 @@ impl Tenants {
             };
             let socket = bound.iter().filter(|(t, _)| *t == l.transport).nth(*k);
             *k += 1;
-            if let Some(socket) = socket {
-                resolved.push((*l, *socket));
+            if let Some(&(transport, addr)) = socket {
+                resolved.push((*l, Listen { transport, addr }));
             }
         }
-        let mut entries = Vec::new();
-        for h in hosted {
+        let mut served = Vec::new();
+        for mut tenant in hosted {
             let mut sockets = Vec::new();
-            for l in &h.listen {
+            for l in &tenant.listen {
                 let before = sockets.len();
                 sockets.extend(resolved.iter().filter(|(c, _)| c == l).map(|(_, s)| *s));
                 if sockets.len() == before {
                     anyhow::bail!(
                         "tenant {}: listen {l} is not one of the proxy's listen addresses",
-                        h.pool.tenant().spec.id
+                        tenant.pool.tenant().spec.id
                     );
                 }
             }
-            entries.push(Entry {
-                pool: h.pool,
-                sockets,
-                domains: h.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
-                limiter: Limiter::new(h.rate),
-            });
+            tenant.listen = sockets;
+            let limiter = Limiter::new(tenant.rate.clone());
+            served.push(Served { tenant, limiter });
         }
-        if entries.is_empty() {
+        if served.is_empty() {
             anyhow::bail!("no tenant to serve");
         }
-        Ok(Tenants { entries })
+        Ok(Tenants { served })
     }
 
     /// Every hosted tenant's pool.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.entries.iter().map(|e| &e.pool)
+        self.served.iter().map(|s| &s.tenant.pool)
     }
 
     /// The tenant of a request (`ruri_host`: its R-URI host) or a reply
@@ -117,39 +119,45 @@ impl Tenants {
         local: SocketAddr,
         ruri_host: Option<&str>,
     ) -> Option<&Arc<Pool>> {
-        if let [only] = self.entries.as_slice() {
-            return Some(&only.pool);
+        if let [only] = self.served.as_slice() {
+            return Some(&only.tenant.pool);
         }
-        let owners: Vec<&Entry> = self
-            .entries
+        let arrived = Listen {
+            transport,
+            addr: local,
+        };
+        let owners: Vec<&Hosted> = self
+            .served
             .iter()
-            .filter(|e| e.sockets.contains(&(transport, local)))
+            .map(|s| &s.tenant)
+            .filter(|t| t.listen.contains(&arrived))
             .collect();
         if let [owner] = owners.as_slice() {
             return Some(&owner.pool);
         }
         if let Some(host) = ruri_host {
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let by_domain = |e: &&Entry| e.domains.iter().any(|d| domain_matches(d, host));
+            let by_domain = |t: &&Hosted| t.domains.iter().any(|d| domain_matches(d, host));
             let found = if owners.is_empty() {
-                self.entries.iter().find(by_domain)
+                self.served.iter().map(|s| &s.tenant).find(by_domain)
             } else {
                 owners.into_iter().find(by_domain)
             };
-            if let Some(e) = found {
-                return Some(&e.pool);
+            if let Some(t) = found {
+                return Some(&t.pool);
             }
         }
-        self.entries
+        self.served
             .iter()
-            .find(|e| e.sockets.is_empty() && e.domains.is_empty())
-            .map(|e| &e.pool)
+            .map(|s| &s.tenant)
+            .find(|t| t.listen.is_empty() && t.domains.is_empty())
+            .map(|t| &t.pool)
     }
 
     /// The tenant of the request in `m`.
     pub fn for_request(&self, m: &Message) -> Option<&Arc<Pool>> {
-        if let [only] = self.entries.as_slice() {
-            return Some(&only.pool);
+        if let [only] = self.served.as_slice() {
+            return Some(&only.tenant.pool);
         }
         let host = m
             .sip
@@ -161,14 +169,14 @@ impl Tenants {
 
     /// The rate limiter of the tenant running `pool`.
     pub fn limiter(&self, pool: &Arc<Pool>) -> Option<&Limiter> {
-        self.entries
+        self.served
             .iter()
-            .find(|e| Arc::ptr_eq(&e.pool, pool))
-            .map(|e| &e.limiter)
+            .find(|s| Arc::ptr_eq(&s.tenant.pool, pool))
+            .map(|s| &s.limiter)
     }
 }
 
-/// `domain` (lower case; `*.x` for any subdomain of x) against `host`.
+/// `domain` (`*.x` for any subdomain of x) against `host`, without case.
 fn domain_matches(domain: &str, host: &str) -> bool {
     match domain.strip_prefix("*.") {
         Some(parent) => {

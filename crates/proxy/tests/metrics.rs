@@ -53,7 +53,11 @@ async fn start(uas: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
     let transports = Proxy::bind(&config).await.unwrap();
     let mut hosted = Vec::new();
     for (id, script, l) in [("a", A.to_string(), listen[0]), ("b", b(uas), listen[1])] {
-        let mut spec = TenantSpec::new(id, format!("{id}.lua"), script);
+        let mut spec = TenantSpec::new(
+            id.parse().expect("a valid tenant id"),
+            format!("{id}.lua"),
+            script,
+        );
         spec.myself = Arc::new(Proxy::myself(&transports));
         hosted.push(Hosted {
             pool: Arc::new(Pool::new(&runtime, spec, 4).await.unwrap()),

@@ -123,7 +123,8 @@ impl Effect {
 // ---------------------------------------------------------------- sandbox
 
 fn spec(id: &str, source: &str) -> TenantSpec {
-    let mut spec = TenantSpec::new(id, format!("{id}.lua"), source);
+    let name = format!("{id}.lua");
+    let mut spec = TenantSpec::new(id.parse().expect("a valid tenant id"), name, source);
     spec.myself = myself();
     spec
 }
@@ -284,7 +285,7 @@ impl Native {
         let (_exit, run): (Value, Function) = prelude.call((ksr, traceback))?;
         lua.set_memory_limit(Limits::default().lua_memory() as usize)?;
         lua.set_app_data(Ctx::new(
-            "bench".into(),
+            "bench".parse().expect("a valid tenant id"),
             myself(),
             kemibox_kemi::Services::in_memory(),
         ));

@@ -35,11 +35,7 @@ impl Instance {
     /// tenant's limits.
     pub async fn new(tenant: Arc<Tenant>) -> Result<Instance, LoadFailure> {
         let spec = &tenant.spec;
-        let mut ctx = Ctx::new(
-            spec.id.as_str().into(),
-            spec.myself.clone(),
-            spec.services.clone(),
-        );
+        let mut ctx = Ctx::new(spec.id.clone(), spec.myself.clone(), spec.services.clone());
         ctx.relay_to = spec.relay_to.clone();
         let mut store = Store::new(
             tenant.runtime.engine(),
@@ -164,7 +160,7 @@ impl Instance {
             .saturating_sub(self.store.get_fuel().unwrap_or(0));
         let ctx = self.ctx();
         Invocation {
-            tenant: ctx.tenant.to_string(),
+            tenant: ctx.tenant.clone(),
             function: function.to_string(),
             outcome,
             fuel_used,

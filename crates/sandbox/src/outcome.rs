@@ -72,7 +72,7 @@ impl Outcome {
 /// what it asked for, and the message with its pending edits.
 #[derive(Debug)]
 pub struct Invocation {
-    pub tenant: String,
+    pub tenant: kemibox_kemi::TenantId,
     pub function: String,
     pub outcome: Outcome,
     pub fuel_used: u64,

@@ -33,7 +33,6 @@ use crate::tenant::{LoadFailure, Tenant, TenantSpec};
 /// on it; idle instances of an old version are kept only while something
 /// still pins it.
 pub struct Pool {
-    runtime: Runtime,
     current: RwLock<Arc<Tenant>>,
     idle: Mutex<Vec<Idle>>,
     /// The most invocations running at once, and instances kept idle.
@@ -79,7 +78,6 @@ impl Pool {
         metrics.instances_created.inc();
         metrics.script_version.set(tenant.version);
         Ok(Pool {
-            runtime: runtime.clone(),
             current: RwLock::new(tenant),
             idle: Mutex::new(Vec::new()),
             max_instances,
@@ -119,8 +117,13 @@ impl Pool {
     /// failure the current version keeps serving. Returns the new version.
     pub async fn reload(&self, spec: TenantSpec) -> Result<u64, LoadFailure> {
         let _one_at_a_time = self.reloading.lock().await;
-        let version = self.tenant().version + 1;
-        let (tenant, _validated) = match Tenant::load_version(&self.runtime, spec, version).await {
+        // Not the current version itself: held here, it would count as
+        // pinned when the idle instances are pruned below.
+        let (runtime, version) = {
+            let current = self.tenant();
+            (current.runtime.clone(), current.version + 1)
+        };
+        let (tenant, _validated) = match Tenant::load_version(&runtime, spec, version).await {
             Ok(loaded) => loaded,
             Err(failure) => {
                 self.metrics.reloads_refused.inc();
@@ -184,7 +187,7 @@ impl Pool {
                 self.trapped.fetch_add(1, Ordering::Relaxed);
                 if warn {
                     tracing::warn!(
-                        tenant = %self.metrics.tenant(),
+                        tenant = %self.tenant().spec.id,
                         trapped = owed,
                         budget_per_second = self.recreations.per_second(),
                         "the tenant keeps trapping: instance re-creation budget spent, its invocations are refused until it refills"

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use kemibox_kemi::{Myself, Services};
+use kemibox_kemi::{Myself, Services, TenantId};
 use wasmtime::component::InstancePre;
 
 use crate::instance::Instance;
@@ -13,8 +13,9 @@ use crate::{Limits, Outcome, Runtime};
 /// Everything needed to run one tenant's script.
 #[derive(Debug, Clone)]
 pub struct TenantSpec {
-    /// Tenant id, on every log line and metric.
-    pub id: String,
+    /// The tenant: on every log line and metric, and the key of its stored
+    /// data.
+    pub id: TenantId,
     /// The script's name in messages (`route.lua`), usually its file name.
     pub script_name: String,
     pub source: String,
@@ -46,7 +47,7 @@ impl TenantSpec {
     /// A spec with default limits, every module granted, and
     /// `ksr_request_route` required.
     pub fn new(
-        id: impl Into<String>,
+        id: TenantId,
         script_name: impl Into<String>,
         source: impl Into<String>,
     ) -> TenantSpec {
@@ -57,13 +58,13 @@ impl TenantSpec {
     /// share, sparing the in-memory ones `new` makes (a thousand tenants
     /// would otherwise make a thousand in-memory databases at start).
     pub fn with_services(
-        id: impl Into<String>,
+        id: TenantId,
         script_name: impl Into<String>,
         source: impl Into<String>,
         services: Arc<Services>,
     ) -> TenantSpec {
         TenantSpec {
-            id: id.into(),
+            id,
             script_name: script_name.into(),
             source: source.into(),
             limits: Limits::default(),
@@ -95,7 +96,7 @@ pub struct Tenant {
 /// Why a script was refused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadFailure {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub script: String,
     pub line: Option<u32>,
     pub message: String,

@@ -143,7 +143,7 @@ impl Ctx {
             .unwrap_or_default();
         tracing::info!(
             target: "kemibox::auth",
-            tenant = &*self.tenant,
+            tenant = self.tenant.as_str(),
             user,
             source,
             function,
@@ -161,7 +161,7 @@ impl Ctx {
         stale: bool,
         sha256: bool,
     ) -> Vec<String> {
-        let nonce = self.services.nonces.issue(&self.tenant);
+        let nonce = self.services.nonces.issue(self.tenant.as_str());
         let mut lines = Vec::new();
         if sha256 {
             lines.push(kind.challenge(realm, &nonce, qop, stale, "SHA-256"));
@@ -249,7 +249,7 @@ impl Ctx {
         let (index, creds) = match find_credentials(&m.sip, kind, &realm) {
             Ok(Some(found)) => found,
             Ok(None) => {
-                tracing::debug!(target: "kemibox::auth", tenant = &*self.tenant, realm, "no credentials for the realm");
+                tracing::debug!(target: "kemibox::auth", tenant = self.tenant.as_str(), realm, "no credentials for the realm");
                 return Err(-5);
             }
             Err(()) => {
@@ -296,7 +296,7 @@ impl Ctx {
             None => None,
         };
         let nonce = creds.nonce.as_deref().unwrap_or_default();
-        let Some(verified) = self.services.nonces.verify(&self.tenant, nonce) else {
+        let Some(verified) = self.services.nonces.verify(self.tenant.as_str(), nonce) else {
             self.auth_refused(
                 function,
                 &username,
@@ -309,7 +309,7 @@ impl Ctx {
             Secret::Ha1(ha1) => ha1.to_ascii_lowercase(),
             Secret::Subscribers => {
                 let store = self.services.subscribers.clone();
-                match store.get(&self.tenant, &username, &realm).await {
+                match store.get(self.tenant.as_str(), &username, &realm).await {
                     Ok(Some(s)) if algorithm.is_sha256() => s.ha1_sha256,
                     Ok(Some(s)) => s.ha1_md5,
                     Ok(None) => {
@@ -319,7 +319,7 @@ impl Ctx {
                     Err(e) => {
                         tracing::error!(
                             target: "kemibox::auth",
-                            tenant = &*self.tenant,
+                            tenant = self.tenant.as_str(),
                             user = username,
                             realm,
                             function,

@@ -95,13 +95,13 @@ impl Host for Ctx {
         };
         let user = parsed.user.unwrap_or_default();
         let store = self.services.subscribers.clone();
-        match store.get(&self.tenant, user, parsed.host).await {
+        match store.get(self.tenant.as_str(), user, parsed.host).await {
             Ok(Some(_)) => 1,
             Ok(None) => -2,
             Err(e) => {
                 tracing::error!(
                     target: "kemibox::auth",
-                    tenant = &*self.tenant,
+                    tenant = self.tenant.as_str(),
                     user,
                     domain = parsed.host,
                     function = F,
@@ -148,7 +148,7 @@ mod tests {
         );
         let sip = SipMessage::parse(text.into_bytes()).unwrap();
         let addr = "127.0.0.1:5060".parse().unwrap();
-        let mut ctx = Ctx::new("t".into(), Arc::new(Myself::default()), services);
+        let mut ctx = Ctx::new("t".parse().unwrap(), Arc::new(Myself::default()), services);
         ctx.begin(Some(Message::new(sip, addr, addr, Transport::Udp)));
         let table = || "subscriber".to_string();
         let realm = || "example.com".to_string();

@@ -136,7 +136,7 @@ mod tests {
             registrar: Default::default(),
             nonces: Nonces::new(Nonces::random_secret(), Nonces::DEFAULT_EXPIRY),
         });
-        let mut ctx = Ctx::new("t9".into(), Arc::new(Myself::default()), services);
+        let mut ctx = Ctx::new("t9".parse().unwrap(), Arc::new(Myself::default()), services);
         ctx.record_logs = true;
         let register = "REGISTER sip:example.com SIP/2.0\r\n\
              Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bK1\r\n\

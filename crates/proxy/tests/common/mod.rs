@@ -103,7 +103,11 @@ async fn bind(listen: &[&str], config: ProxyConfig) -> (ProxyConfig, kemibox_pro
 
 /// The test tenant's spec for `script` on `transports`.
 pub fn spec(script: &str, transports: &kemibox_proxy::Transports) -> TenantSpec {
-    let mut spec = TenantSpec::new("test", "test.lua", script);
+    let mut spec = TenantSpec::new(
+        "test".parse().expect("a valid tenant id"),
+        "test.lua",
+        script,
+    );
     spec.myself = Arc::new(Proxy::myself(transports));
     spec
 }
@@ -150,7 +154,11 @@ pub async fn start_tenants_quotas(
     let mut hosted = Vec::new();
     let mut metrics = Vec::new();
     for (t, quota) in tenants {
-        let mut spec = TenantSpec::new(t.id, format!("{}.lua", t.id), t.script);
+        let mut spec = TenantSpec::new(
+            t.id.parse().expect("a valid tenant id"),
+            format!("{}.lua", t.id),
+            t.script,
+        );
         spec.relay_to = quota
             .relay_to
             .as_ref()

@@ -50,7 +50,8 @@ pub fn invite() -> Message {
 }
 
 pub fn spec(id: &str, source: &str) -> TenantSpec {
-    let mut spec = TenantSpec::new(id, format!("{id}.lua"), source);
+    let name = format!("{id}.lua");
+    let mut spec = TenantSpec::new(id.parse().expect("a valid tenant id"), name, source);
     spec.myself = Arc::new(Myself {
         addresses: vec![local()],
         domains: vec![],

@@ -62,7 +62,10 @@ impl Ctx {
         };
         let gr = gr.map(|g| g.map(str::to_string));
         let store = self.services.location.clone();
-        let mut bindings = match store.lookup(&self.tenant, table, &aor, unix_now()).await {
+        let mut bindings = match store
+            .lookup(self.tenant.as_str(), table, &aor, unix_now())
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 self.log(
@@ -203,7 +206,7 @@ impl Ctx {
             return -1;
         };
         let store = self.services.location.clone();
-        match store.remove_aor(&self.tenant, &table, &aor).await {
+        match store.remove_aor(self.tenant.as_str(), &table, &aor).await {
             Ok(n) => super::super::kemi(n > 0),
             Err(e) => {
                 self.log(

@@ -395,7 +395,10 @@ impl Ctx {
         };
         let store = self.services.location.clone();
         let tenant = self.tenant.clone();
-        let existing = match store.lookup(&tenant, &table, &register.aor, now).await {
+        let existing = match store
+            .lookup(tenant.as_str(), &table, &register.aor, now)
+            .await
+        {
             Ok(b) => b,
             Err(e) => return self.store_failed(function, &table, &register.aor, e, reply),
         };
@@ -417,13 +420,15 @@ impl Ctx {
         }
         let applied = async {
             for b in &plan.remove {
-                store.remove(&tenant, &table, &b.aor, &b.contact).await?;
+                store
+                    .remove(tenant.as_str(), &table, &b.aor, &b.contact)
+                    .await?;
             }
             for b in &plan.save {
                 if flags & SAVE_MEMORY_ONLY != 0 {
-                    store.save_in_memory(&tenant, &table, b).await?;
+                    store.save_in_memory(tenant.as_str(), &table, b).await?;
                 } else {
-                    store.save(&tenant, &table, b).await?;
+                    store.save(tenant.as_str(), &table, b).await?;
                 }
             }
             Ok::<(), StoreError>(())
