@@ -69,7 +69,11 @@ pub(crate) fn invite_with(replace: &[(&str, &str)], add: &[&str]) -> String {
 /// A context routing `raw` received over `transport`, logging into its
 /// events.
 pub(crate) fn ctx_on(raw: &str, transport: Transport) -> Ctx {
-    let mut ctx = Ctx::new("t1".into(), Arc::new(myself()), Services::in_memory());
+    let mut ctx = Ctx::new(
+        "t1".parse().expect("a valid tenant id"),
+        Arc::new(myself()),
+        Services::in_memory(),
+    );
     ctx.record_logs = true;
     let sip = SipMessage::parse(raw.as_bytes().to_vec()).expect("the test message parses");
     let source: SocketAddr = SOURCE.parse().unwrap();
