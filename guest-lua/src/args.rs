@@ -88,16 +88,28 @@ pub fn type_name(v: &Value) -> &'static str {
     v.type_name()
 }
 
+/// What the host returns from a KSR function the route type does not
+/// allow (`kemibox_kemi::REFUSED`; see wit/types.wit): the script gets -1,
+/// as from Kamailio, and the refusal is logged with the script line.
+pub const REFUSED: i32 = i32::MIN;
+
 /// A KEMI result type: how it is returned to Lua, and what a call with bad
 /// arguments returns instead.
 pub trait KemiResult: Sized {
     fn bad_argument() -> Self;
     fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue>;
+    /// Whether the host refused the call ([`REFUSED`]).
+    fn refused(&self) -> bool {
+        false
+    }
 }
 
 impl KemiResult for i32 {
     fn bad_argument() -> Self {
         -1
+    }
+    fn refused(&self) -> bool {
+        *self == REFUSED
     }
     fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue> {
         self.into_lua_multi(lua)
@@ -131,6 +143,25 @@ impl KemiResult for Xval {
             Xval::Str(s) => lua.create_string(s)?.into_lua_multi(lua),
         }
     }
+}
+
+/// Log a refused call (`script:line: KSR.x.y is not allowed in this route
+/// type`) through the host and return -1.
+pub fn refused<R: KemiResult>(lua: &Lua, function: &str) -> mlua::Result<MultiValue> {
+    // Level 1: the Lua code that called this KSR function.
+    let place = lua
+        .inspect_stack(1, |d| {
+            let file = d.source().short_src.map(|s| s.into_owned());
+            match (file, d.current_line()) {
+                (Some(file), Some(line)) => format!("{file}:{line}: "),
+                _ => String::new(),
+            }
+        })
+        .unwrap_or_default();
+    crate::kemibox::ksr::core::err(&format!(
+        "{place}{function} is not allowed in this route type\n"
+    ));
+    R::bad_argument().into_lua(lua)
 }
 
 /// Log a bad argument through the host and return the fallback result.

@@ -9,7 +9,7 @@
 
 use mlua::{Lua, Result, Table, Value};
 
-use crate::args::{KemiResult, bad_argument, int_arg, str_arg};
+use crate::args::{KemiResult, bad_argument, int_arg, refused, str_arg};
 
 macro_rules! arg_value {
     (str, $v:expr, $function:expr, $position:expr) => {
@@ -57,7 +57,6 @@ macro_rules! result_type {
 macro_rules! export {
     ($lua:ident, $table:ident, $module:literal, $name:literal,
      $m:ident :: $f:ident ( $($arg:ident : $kind:ident),* ) -> $ret:ident) => {{
-        #[allow(dead_code, reason = "read only by functions with arguments")]
         const FULL: &str = concat!($module, ".", $name);
         #[allow(
             unused_variables,
@@ -75,6 +74,9 @@ macro_rules! export {
                 };
             )*
             let result: result_type!($ret) = $m::$f($(arg_pass!($kind, $arg)),*);
+            if result.refused() {
+                return refused::<result_type!($ret)>(lua, FULL);
+            }
             KemiResult::into_lua(result, lua)
         })?;
         $table.raw_set($name, f)?;

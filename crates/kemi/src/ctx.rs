@@ -272,6 +272,8 @@ pub struct Message {
     pub forward_close: bool,
     /// What the transaction layer knows (see [`TmInfo`]).
     pub tm: TmInfo,
+    /// The route type the script runs in: what it may ask the proxy for.
+    pub route: crate::RouteType,
     /// Extended flags 0..63 (`KSR.corex.setxflag`).
     pub xflags: u64,
     /// The local socket the proxy should send this message from
@@ -361,6 +363,7 @@ impl Message {
             forward_no_connect: false,
             forward_close: false,
             tm: TmInfo::default(),
+            route: crate::RouteType::default(),
             xflags: 0,
             send_socket: None,
             rr: RecordRouteState::default(),
@@ -451,6 +454,15 @@ impl Ctx {
                 message: text.to_string(),
             });
         }
+    }
+
+    /// Whether the route type of the message being routed does not allow
+    /// `action` (see [`crate::RouteType::allows`]); a function asking for
+    /// it returns [`crate::REFUSED`].
+    pub fn refuses(&self, action: crate::ActionKind) -> bool {
+        self.message
+            .as_ref()
+            .is_some_and(|m| !m.route.allows(action))
     }
 
     /// A KSR function misused by the script: logged at error level, and the

@@ -13,6 +13,7 @@ mod modules;
 mod nonce;
 pub mod pv_name;
 mod relay_to;
+mod route_type;
 mod services;
 mod tenant_id;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use ctx::{
 pub use modules::{ALWAYS_GRANTED, MODULES, add_to_linker};
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};
+pub use route_type::{ActionKind, REFUSED, RouteType};
 pub use services::{RegistrarSettings, Services};
 pub use tenant_id::{InvalidTenantId, TenantId};
 

@@ -10,7 +10,7 @@ use kemibox_sip::SipMessage;
 
 use crate::Shared;
 use crate::dispatch::{Dispatch, Handler};
-use crate::route::{self, Fallback, REPLY_ROUTE, REQUEST_ROUTE, Ran, RouteKind};
+use crate::route::{self, Fallback, REPLY_ROUTE, REQUEST_ROUTE, Ran, RouteType};
 use crate::stateful::Verdict;
 use crate::transport::Inbound;
 
@@ -119,13 +119,13 @@ async fn request(shared: &Shared, message: Message) {
         message.local,
         message.transport,
     );
-    match route::run(&script, RouteKind::Request, REQUEST_ROUTE, message).await {
+    match route::run(&script, RouteType::Request, REQUEST_ROUTE, message).await {
         Ran::Done(routed) => {
             shared
                 .core
                 .act(
                     &script,
-                    RouteKind::Request,
+                    RouteType::Request,
                     routed.message,
                     routed.actions,
                     None,
@@ -196,14 +196,14 @@ async fn stateless_response(shared: &Shared, message: Message) {
         .map(Pool::pin);
     let mut message = message;
     if let Some(script) = script {
-        match route::run(&script, RouteKind::Reply, REPLY_ROUTE, message.clone()).await {
+        match route::run(&script, RouteType::Reply, REPLY_ROUTE, message.clone()).await {
             Ran::Done(routed) => {
                 if !routed.actions.is_empty() {
                     shared
                         .core
                         .act(
                             &script,
-                            RouteKind::Reply,
+                            RouteType::Reply,
                             routed.message.clone(),
                             routed.actions,
                             None,

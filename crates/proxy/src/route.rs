@@ -5,16 +5,19 @@
 //! timeout, which runs the failure route) goes through [`run`]. It applies
 //! the failure policy of the kind, logs a failure once (tenant,
 //! `script:line`, cause, peer), and turns what the script asked for into
-//! typed [`Action`]s. An action the route kind does not allow is refused
-//! here, with a log line, as Kamailio refuses functions outside the route
-//! types they are allowed in; callers match the rest exhaustively.
+//! typed [`Action`]s, which callers match exhaustively. It names the route
+//! type in the message first: a KSR function asking for what the type does
+//! not allow (a stateless forward in a failure route, a relay in a reply
+//! route) is refused at the call, as Kamailio refuses functions outside
+//! the route types they are allowed in: the script gets -1 and the log
+//! names `script:line` (`kemibox_kemi::RouteType::allows`).
 //!
 //! # Failure policy
 //!
 //! A route fails when it ends in a Lua error, runs out of fuel, passes
 //! its deadline, runs out of memory, traps, is throttled, its function is
 //! missing, or its script version cannot be instantiated. Whatever the
-//! cause, the kind decides what happens instead ([`RouteKind::fallback`]):
+//! cause, the kind decides what happens instead ([`fallback`]):
 //!
 //! | route kind | on failure |
 //! |---|---|
@@ -26,6 +29,7 @@
 
 use std::net::SocketAddr;
 
+pub use kemibox_kemi::RouteType;
 use kemibox_kemi::{CallbackKind, Event, Message, TmFunction};
 use kemibox_sandbox::{Invocation, Outcome, Script};
 
@@ -34,29 +38,6 @@ pub const REQUEST_ROUTE: &str = "ksr_request_route";
 
 /// The route run for every reply, when the script defines it.
 pub const REPLY_ROUTE: &str = "ksr_reply_route";
-
-/// The route kinds, as Kamailio names its route blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
-    /// `ksr_request_route`, for every new request.
-    Request,
-    /// `ksr_reply_route`, for every reply (Kamailio's core `reply_route`).
-    Reply,
-    /// The transaction's `t_on_reply` route.
-    OnReply,
-    /// The transaction's `t_on_branch` route, per branch before it is sent.
-    Branch,
-    /// The transaction's `t_on_failure` route, once every branch failed
-    /// (or a suspended transaction timed out).
-    Failure,
-    /// The transaction's `t_on_branch_failure` route, per branch ending
-    /// with a negative reply.
-    BranchFailure,
-    /// `ksr_onsend_route`, before a request is sent.
-    OnSend,
-    /// The route named by `KSR.tmx.t_continue`, on a suspended transaction.
-    Continue,
-}
 
 /// What the proxy does when a route of a kind fails (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,25 +82,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// The KSR function that asked for it, for log lines.
-    fn function(&self) -> &'static str {
-        match self {
-            Action::Arm(kind, _) => match kind {
-                CallbackKind::Branch => "KSR.tm.t_on_branch",
-                CallbackKind::Reply => "KSR.tm.t_on_reply",
-                CallbackKind::Failure => "KSR.tm.t_on_failure",
-                CallbackKind::BranchFailure => "KSR.tm.t_on_branch_failure",
-            },
-            Action::NewTransaction => "KSR.tm.t_newtran",
-            Action::Relay => "KSR.tm.t_relay",
-            Action::Forward { .. } => "KSR.forward",
-            Action::Reply { stateful: true, .. } => "KSR.tm.t_reply",
-            Action::Reply { .. } => "KSR.sl.sl_send_reply",
-            Action::Suspend { .. } => "KSR.tmx.t_suspend",
-            Action::Continue { .. } => "KSR.tmx.t_continue",
-        }
-    }
-
     /// The action an event stands for; `None` for events that are not
     /// requests to the proxy (logs, header edits, `$var` writes, exit and
     /// drop, which mark the message).
@@ -166,55 +128,16 @@ impl Action {
     }
 }
 
-impl RouteKind {
-    /// Kamailio's name of the route type, for log lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            RouteKind::Request => "request_route",
-            RouteKind::Reply => "reply_route",
-            RouteKind::OnReply => "onreply_route",
-            RouteKind::Branch => "branch_route",
-            RouteKind::Failure => "failure_route",
-            RouteKind::BranchFailure => "branch_failure_route",
-            RouteKind::OnSend => "onsend_route",
-            RouteKind::Continue => "t_continue route",
-        }
-    }
-
-    /// What happens instead when a route of this kind fails.
-    pub fn fallback(self) -> Fallback {
-        match self {
-            RouteKind::Request | RouteKind::Continue => Fallback::ErrorReply,
-            RouteKind::Branch => Fallback::DropBranch,
-            RouteKind::Reply
-            | RouteKind::OnReply
-            | RouteKind::Failure
-            | RouteKind::BranchFailure
-            | RouteKind::OnSend => Fallback::Proceed,
-        }
-    }
-
-    /// Whether a route of this kind may ask for `action`. Request routes
-    /// may ask for anything; failure and `t_continue` routes act on the
-    /// transaction they run for (relay again, reply, arm routes, suspend
-    /// again) but not statelessly; branch-failure routes may start new
-    /// branches (as Kamailio's); reply and branch routes change or drop
-    /// their own message and may resume another suspended transaction;
-    /// onsend routes may only drop the request.
-    pub fn allows(self, action: &Action) -> bool {
-        match self {
-            RouteKind::Request => true,
-            RouteKind::Failure | RouteKind::Continue => !matches!(action, Action::Forward { .. }),
-            // Kamailio: logging, rewriting the URI and new branches.
-            RouteKind::BranchFailure => matches!(
-                action,
-                Action::Arm(..) | Action::NewTransaction | Action::Relay | Action::Continue { .. }
-            ),
-            RouteKind::Reply | RouteKind::OnReply | RouteKind::Branch => {
-                matches!(action, Action::Continue { .. })
-            }
-            RouteKind::OnSend => false,
-        }
+/// What happens instead when a route of type `kind` fails.
+pub fn fallback(kind: RouteType) -> Fallback {
+    match kind {
+        RouteType::Request | RouteType::Continue => Fallback::ErrorReply,
+        RouteType::Branch => Fallback::DropBranch,
+        RouteType::Reply
+        | RouteType::OnReply
+        | RouteType::Failure
+        | RouteType::BranchFailure
+        | RouteType::OnSend => Fallback::Proceed,
     }
 }
 
@@ -223,7 +146,8 @@ impl RouteKind {
 pub struct Routed {
     /// The message as the route left it (edits, flags, `drop`).
     pub message: Message,
-    /// What it asked for, in order, refused actions left out.
+    /// What it asked for, in order (the KSR functions refuse what the
+    /// route type does not allow: `kemibox_kemi::RouteType::allows`).
     pub actions: Vec<Action>,
 }
 
@@ -242,9 +166,10 @@ pub enum Ran {
 }
 
 /// Run `function` of `script` as a route of `kind` on `message`.
-pub async fn run(script: &Script, kind: RouteKind, function: &str, message: Message) -> Ran {
+pub async fn run(script: &Script, kind: RouteType, function: &str, mut message: Message) -> Ran {
+    message.route = kind;
     let peer = match kind {
-        RouteKind::OnSend => message.sending_to.map(|(_, a)| a),
+        RouteType::OnSend => message.sending_to.map(|(_, a)| a),
         _ => Some(message.source),
     };
     let mut invocation = match script.invoke(function, Some(message)).await {
@@ -258,7 +183,7 @@ pub async fn run(script: &Script, kind: RouteKind, function: &str, message: Mess
                 error = %failure,
                 "cannot run the route: its script version cannot be instantiated"
             );
-            return Ran::Failed(kind.fallback());
+            return Ran::Failed(fallback(kind));
         }
     };
     let message = invocation
@@ -267,27 +192,11 @@ pub async fn run(script: &Script, kind: RouteKind, function: &str, message: Mess
         .filter(|_| invocation.outcome.is_ok());
     let Some(message) = message else {
         log_failure(script, kind, &invocation, peer);
-        return Ran::Failed(kind.fallback());
+        return Ran::Failed(fallback(kind));
     };
     let actions = std::mem::take(&mut invocation.events)
         .into_iter()
         .filter_map(Action::of)
-        .filter(|action| {
-            let allowed = kind.allows(action);
-            if !allowed {
-                tracing::warn!(
-                    tenant = %script.tenant().spec.id,
-                    script = %script.tenant().spec.script_name,
-                    function,
-                    peer = ?peer,
-                    "{}: {} is not allowed in {}; ignored",
-                    script.tenant().spec.script_name,
-                    action.function(),
-                    kind.name()
-                );
-            }
-            allowed
-        })
         .collect();
     Ran::Done(Routed { message, actions })
 }
@@ -297,7 +206,7 @@ pub async fn run(script: &Script, kind: RouteKind, function: &str, message: Mess
 /// logged one by one: the pool logs the throttling once a second.
 fn log_failure(
     script: &Script,
-    kind: RouteKind,
+    kind: RouteType,
     invocation: &Invocation,
     peer: Option<SocketAddr>,
 ) {

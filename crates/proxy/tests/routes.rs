@@ -86,7 +86,7 @@ function ksr_request_route()
     KSR.tm.t_relay()
 end
 function busy_elsewhere()
-    KSR.forward_uri("sip:{uas}")
+    KSR.info("forward_uri returned " .. KSR.forward_uri("sip:{uas}"))
     if KSR.tmx.t_suspend() > 0 then
         KSR.info("parked " .. KSR.pv.get("$T(id_index)") .. " " .. KSR.pv.get("$T(id_label)") .. " for failroute@test")
     end
@@ -104,9 +104,20 @@ end
         .await;
     // The refused stateless forward sends nothing, and is logged.
     assert!(uas.recv_within(0.3).await.is_none(), "nothing forwarded");
+    // Refused at the call, as Kamailio refuses it: -1 for the script and a
+    // log line naming the script's line.
+    let line = 1 + script
+        .lines()
+        .position(|l| l.contains("KSR.forward_uri"))
+        .expect("the script calls it");
+    let refusal = format!("test.lua:{line}: KSR.forward_uri is not allowed in this route type");
     assert!(
-        !logs::logged(&["KSR.forward is not allowed in failure_route"]).is_empty(),
-        "the refusal is logged"
+        !logs::logged(&[refusal.as_str()]).is_empty(),
+        "the refusal is logged: {refusal}"
+    );
+    assert!(
+        !logs::logged(&["forward_uri returned -1"]).is_empty(),
+        "the script got -1"
     );
     // The caller waits: no final reply while the transaction is parked.
     assert!(

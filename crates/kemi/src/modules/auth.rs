@@ -194,7 +194,7 @@ impl Ctx {
         let Some(realm) = realm_or_default(m, realm) else {
             self.script_error(function, "empty realm and no From/To host to use instead");
             if flags & NO_ERROR_REPLY == 0 {
-                self.reply(function, 500, "Internal Server Error".into(), false);
+                self.internal_reply(function, 500, "Internal Server Error".into());
             }
             return -1;
         };

@@ -4,7 +4,7 @@
 use kemibox_sip::Uri;
 
 use crate::bindings::kemibox::ksr::core::Host;
-use crate::{Ctx, Event, Level, Message, Transport};
+use crate::{ActionKind, Ctx, Event, Level, Message, REFUSED, Transport};
 
 /// Number of flag bits (message, branch and script flags).
 const FLAG_BITS: i32 = 32;
@@ -414,6 +414,9 @@ impl Host for Ctx {
         self.raise(|m| &mut m.forward_no_connect)
     }
     async fn forward(&mut self) -> i32 {
+        if self.refuses(ActionKind::Forward) {
+            return REFUSED;
+        }
         let Some(m) = self
             .message
             .as_ref()
@@ -426,6 +429,9 @@ impl Host for Ctx {
         1
     }
     async fn forward_uri(&mut self, uri: String) -> i32 {
+        if self.refuses(ActionKind::Forward) {
+            return REFUSED;
+        }
         if let Err(e) = Uri::parse(&uri) {
             self.script_error("KSR.forward_uri", format!("invalid URI {uri:?}: {e}"));
             return -1;

@@ -443,7 +443,7 @@ impl Ctx {
             if let Some(header) = failure.header {
                 m.reply_headers.push(header);
             }
-            self.reply(function, code, reason.into(), false);
+            self.internal_reply(function, code, reason.into());
         }
         -1
     }

@@ -283,8 +283,10 @@ impl Host for Ctx {
             m.reply_headers
                 .extend(OPTIONS_HEADERS.iter().map(|h| h.to_string()));
         }
-        if self.reply(FUNCTION, 200, "OK".into(), false) < 0 {
-            return -1;
+        match self.reply(FUNCTION, 200, "OK".into(), false) {
+            crate::REFUSED => return crate::REFUSED,
+            r if r < 0 => return -1,
+            _ => {}
         }
         // Kamailio returns 0 once the reply is sent.
         0

@@ -1,11 +1,12 @@
 //! `KSR.sl`: replies the proxy sends itself, without a transaction.
 
 use crate::bindings::kemibox::ksr::sl::Host;
-use crate::{Ctx, Event};
+use crate::{ActionKind, Ctx, Event, REFUSED};
 
 impl Ctx {
     /// Queue a reply to the current request. 1 on success, -1 when there is
-    /// no request to answer or the status code is not 100..699.
+    /// no request to answer or the status code is not 100..699,
+    /// [`REFUSED`] when the route type may not answer.
     pub(crate) fn reply(
         &mut self,
         function: &str,
@@ -13,6 +14,9 @@ impl Ctx {
         reason: String,
         stateful: bool,
     ) -> i32 {
+        if self.refuses(ActionKind::Reply) {
+            return REFUSED;
+        }
         if !(100..=699).contains(&code) {
             self.script_error(function, format!("invalid status code {code}"));
             return -1;
@@ -32,6 +36,18 @@ impl Ctx {
             headers,
         });
         1
+    }
+}
+
+impl Ctx {
+    /// A reply a module function sends on its own (`registrar.save`'s 200,
+    /// an auth failure's 500): where the route type may not answer, the
+    /// refusal is logged here, since the script asked for no reply itself.
+    pub(crate) fn internal_reply(&mut self, function: &str, code: i32, reason: String) {
+        if self.reply(function, code, reason, false) == REFUSED {
+            let route = self.message.as_ref().map(|m| m.route.name()).unwrap_or("");
+            self.script_error(function, format!("no reply is sent from {route}"));
+        }
     }
 }
 

@@ -8,10 +8,13 @@ use super::kemi;
 use crate::bindings::kemibox::ksr::tm::Host;
 use std::time::Duration;
 
-use crate::{CallbackKind, Ctx, Event, FrTimers, Message, TmFunction};
+use crate::{ActionKind, CallbackKind, Ctx, Event, FrTimers, Message, REFUSED, TmFunction};
 
 impl Ctx {
     fn arm_callback(&mut self, kind: CallbackKind, function: String) -> i32 {
+        if self.refuses(ActionKind::Arm) {
+            return REFUSED;
+        }
         if function.is_empty() {
             self.script_error(
                 &format!("KSR.tm.{}", kind.arming_function()),
@@ -24,6 +27,13 @@ impl Ctx {
     }
 
     fn tm_call(&mut self, function: TmFunction) -> i32 {
+        let action = match function {
+            TmFunction::Relay => ActionKind::Relay,
+            TmFunction::NewTran => ActionKind::NewTransaction,
+        };
+        if self.refuses(action) {
+            return REFUSED;
+        }
         let Some(m) = self.message.as_ref() else {
             return -1;
         };
@@ -65,6 +75,9 @@ impl Ctx {
 
 impl Host for Ctx {
     async fn t_relay(&mut self) -> i32 {
+        if self.refuses(ActionKind::Relay) {
+            return REFUSED;
+        }
         if self.message.is_some() && !self.relay_allowed().await {
             return -1;
         }
@@ -176,6 +189,7 @@ impl Host for Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RouteType;
     use crate::testing::{INVITE, actions, ctx, logs, message, ready};
 
     /// `t_check_status` matches the whole status against the pattern: the
@@ -204,6 +218,25 @@ mod tests {
             From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b1\r\n\
             Call-ID: c2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(ready(reply.t_check_status("1[0-9][0-9]".into())), 1);
+    }
+
+    /// Outside the route types that allow them, `t_relay`, `t_newtran`,
+    /// `t_reply` and `t_on_*` refuse without acting (the guest makes -1 of
+    /// it and logs the line); the same calls act in a request route.
+    #[test]
+    fn route_types_refuse_what_they_do_not_allow() {
+        let mut c = ctx(INVITE);
+        message(&mut c).route = RouteType::OnReply;
+        assert_eq!(ready(c.t_relay()), REFUSED);
+        assert_eq!(ready(c.t_newtran()), REFUSED);
+        assert_eq!(ready(c.t_reply(404, "Not Found".into())), REFUSED);
+        assert_eq!(ready(c.t_on_failure("f".into())), REFUSED);
+        assert!(actions(&c).is_empty(), "{:?}", actions(&c));
+        message(&mut c).route = RouteType::Failure;
+        assert_eq!(ready(c.t_relay()), 1);
+        message(&mut c).route = RouteType::Request;
+        assert_eq!(ready(c.t_reply(404, "Not Found".into())), 1);
+        assert_eq!(actions(&c).len(), 2);
     }
 
     /// `t_is_set` sees routes armed in this route and before it.

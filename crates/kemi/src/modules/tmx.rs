@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::kemi;
 use crate::bindings::kemibox::ksr::tmx::Host;
-use crate::{Ctx, Event};
+use crate::{ActionKind, Ctx, Event, REFUSED};
 
 /// Suspension ids: the index counts, the label is unguessable, so one
 /// request cannot resume another's transaction by trying numbers.
@@ -39,6 +39,9 @@ impl Host for Ctx {
         kemi(self.message.as_ref().is_some_and(|m| m.tm.in_reply_route))
     }
     async fn t_suspend(&mut self) -> i32 {
+        if self.refuses(ActionKind::Suspend) {
+            return REFUSED;
+        }
         let Some(m) = self.message.as_mut() else {
             return -1;
         };
@@ -51,6 +54,9 @@ impl Host for Ctx {
         1
     }
     async fn t_continue(&mut self, tindex: i32, tlabel: i32, cbname: String) -> i32 {
+        if self.refuses(ActionKind::Continue) {
+            return REFUSED;
+        }
         let (Ok(index), Ok(label)) = (u32::try_from(tindex), u32::try_from(tlabel)) else {
             self.script_error(
                 "KSR.tmx.t_continue",

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use kemibox_kemi::{Message, Transport};
 use kemibox_sandbox::Script;
 
-use crate::route::{self, Fallback, Ran, RouteKind};
+use crate::route::{self, Fallback, Ran, RouteType};
 
 /// The route's name, run only when the script defines it.
 pub const ROUTE: &str = "ksr_onsend_route";
@@ -22,7 +22,7 @@ pub async fn allows(script: &Script, message: &Message, to: (Transport, SocketAd
     }
     let mut m = message.clone();
     m.sending_to = Some(to);
-    match route::run(script, RouteKind::OnSend, ROUTE, m).await {
+    match route::run(script, RouteType::OnSend, ROUTE, m).await {
         // `KSR.x.drop()` and `KSR.set_drop()` both mark the message.
         Ran::Done(routed) if routed.message.drop => {
             tracing::debug!(peer = %to.1, "request dropped by {ROUTE}");

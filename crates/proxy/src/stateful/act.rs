@@ -8,7 +8,7 @@ use kemibox_sandbox::Script;
 use kemibox_tm::ServerId;
 
 use super::{Callbacks, Stateful};
-use crate::route::{Action, RouteKind};
+use crate::route::{Action, RouteType};
 
 impl Stateful {
     /// Carry out `actions` of a route of `kind` on `message`, in order.
@@ -19,7 +19,7 @@ impl Stateful {
     pub async fn act(
         &self,
         script: &Script,
-        kind: RouteKind,
+        kind: RouteType,
         mut message: Message,
         actions: Vec<Action>,
         mut server: Option<ServerId>,
@@ -57,7 +57,7 @@ impl Stateful {
                     };
                     if Box::pin(self.relay(s, message.clone(), &callbacks)).await {
                         handled = true;
-                    } else if kind == RouteKind::Request {
+                    } else if kind == RouteType::Request {
                         self.error_reply(s, &message).await;
                         handled = true;
                     }

@@ -8,7 +8,7 @@ use kemibox_tm::ServerId;
 
 use super::{Branch, Callbacks, Stateful};
 use crate::egress::{self, Hop, allowed, forward_options, resolve};
-use crate::route::{self, Ran, RouteKind};
+use crate::route::{self, Ran, RouteType};
 
 /// `m` with a branch's Path (RFC 3327) as Route headers on top, so it
 /// reaches a contact registered through other proxies; `None` when a Path
@@ -103,13 +103,13 @@ impl Stateful {
         let mut m = m;
         if let Some(function) = callbacks.branch.clone() {
             m.tm.in_branch_route = true;
-            match route::run(script, RouteKind::Branch, &function, m).await {
+            match route::run(script, RouteType::Branch, &function, m).await {
                 Ran::Done(routed) => {
                     if !routed.actions.is_empty() {
                         let message = routed.message.clone();
                         self.act(
                             script,
-                            RouteKind::Branch,
+                            RouteType::Branch,
                             message,
                             routed.actions,
                             Some(server),

@@ -9,7 +9,7 @@ use kemibox_tm::{ClientId, ClientState, ServerId};
 
 use super::{Branch, Stateful, reason_phrase};
 use crate::egress::build_reply;
-use crate::route::{self, Ran, RouteKind};
+use crate::route::{self, Ran, RouteType};
 
 /// What to do once a branch ended.
 enum Decision {
@@ -83,10 +83,10 @@ impl Stateful {
         m.tm.armed = callbacks.armed();
         let routes = std::iter::once(route::REPLY_ROUTE.to_string())
             .filter(|f| script.tenant().defines(f))
-            .map(|f| (RouteKind::Reply, f))
-            .chain(callbacks.reply.clone().map(|f| (RouteKind::OnReply, f)));
+            .map(|f| (RouteType::Reply, f))
+            .chain(callbacks.reply.clone().map(|f| (RouteType::OnReply, f)));
         for (kind, function) in routes {
-            m.tm.in_reply_route = kind == RouteKind::OnReply;
+            m.tm.in_reply_route = kind == RouteType::OnReply;
             match route::run(&script, kind, &function, m.clone()).await {
                 Ran::Done(routed) => {
                     if !routed.actions.is_empty() {
@@ -172,11 +172,11 @@ impl Stateful {
         };
         if let Some((script, function, request)) = branch_failure
             && let Ran::Done(routed) =
-                route::run(&script, RouteKind::BranchFailure, &function, request).await
+                route::run(&script, RouteType::BranchFailure, &function, request).await
         {
             self.act(
                 &script,
-                RouteKind::BranchFailure,
+                RouteType::BranchFailure,
                 routed.message,
                 routed.actions,
                 Some(server),
@@ -269,11 +269,11 @@ impl Stateful {
         let (status, bytes) = best;
         if let Some(function) = failure
             && let Ran::Done(routed) =
-                route::run(script, RouteKind::Failure, &function, request.clone()).await
+                route::run(script, RouteType::Failure, &function, request.clone()).await
             && self
                 .act(
                     script,
-                    RouteKind::Failure,
+                    RouteType::Failure,
                     routed.message,
                     routed.actions,
                     Some(server),

@@ -7,7 +7,7 @@ use kemibox_sandbox::Script;
 use kemibox_tm::ServerId;
 
 use super::{Callbacks, Due, Stateful};
-use crate::route::{self, Ran, RouteKind};
+use crate::route::{self, Ran, RouteType};
 
 /// The ids as one alias of the transaction in the table.
 fn alias((index, label): (u32, u32)) -> u64 {
@@ -113,11 +113,11 @@ impl Stateful {
         };
         // The route runs on the version that suspended the transaction.
         let handled =
-            match route::run(&script, RouteKind::Continue, route_name, request.clone()).await {
+            match route::run(&script, RouteType::Continue, route_name, request.clone()).await {
                 Ran::Done(routed) => {
                     Box::pin(self.act(
                         &script,
-                        RouteKind::Continue,
+                        RouteType::Continue,
                         routed.message,
                         routed.actions,
                         Some(server),

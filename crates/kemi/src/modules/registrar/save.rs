@@ -475,7 +475,7 @@ impl Ctx {
         };
         let saved = m.reply_headers.clone();
         m.reply_headers.extend(headers);
-        self.reply(function, code, reason.to_string(), false);
+        self.internal_reply(function, code, reason.to_string());
         if let Some(m) = self.message.as_mut() {
             m.reply_headers = saved;
         }
