@@ -201,12 +201,6 @@ pub struct TmInfo {
     pub status: Option<u16>,
     /// The transaction was canceled by the caller.
     pub canceled: bool,
-    /// The route runs as a failure route.
-    pub in_failure_route: bool,
-    /// The route runs as a branch route.
-    pub in_branch_route: bool,
-    /// The route runs as a transaction's reply route.
-    pub in_reply_route: bool,
     /// In a failure route: the failed branch timed out.
     pub branch_timeout: bool,
     /// In a failure route: some branch timed out.

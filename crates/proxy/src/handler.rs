@@ -77,11 +77,21 @@ async fn reply(shared: &Shared, m: &Message, code: u16, reason: &str, headers: &
 }
 
 async fn request(shared: &Shared, message: Message) {
-    let pool = shared.tenants.for_request(&message);
-    let script = pool.map(Pool::pin);
-    if let Verdict::Done = shared.core.on_request(&message, script.as_ref()).await {
-        return;
-    }
+    // The tenant is looked up only for what a script or a tenant's counters
+    // see: retransmissions and non-2xx ACKs end in the transaction layer.
+    let verdict = shared.core.on_request(&message).await;
+    let tenant = || shared.tenants.for_request(&message).map(Pool::pin);
+    let script = match verdict {
+        Verdict::Done => return,
+        Verdict::Cancel(invite) => {
+            shared
+                .core
+                .cancel(&message, invite, tenant().as_ref())
+                .await;
+            return;
+        }
+        Verdict::Route => tenant(),
+    };
     let is_ack = message.sip.method_str() == "ACK";
     let initial = message.sip.to().is_some_and(|t| t.tag().is_none());
     if initial && shared.draining.load(std::sync::atomic::Ordering::Relaxed) && !is_ack {

@@ -35,7 +35,7 @@ use kemibox_sandbox::Pool;
 pub use listen::Listen;
 pub use quota::{LimitedReply, RateLimit};
 pub use tenants::Hosted;
-pub use transport::{SendOptions, Transports};
+pub use transport::Transports;
 
 /// What the proxy needs besides its tenant.
 #[derive(Debug, Clone)]

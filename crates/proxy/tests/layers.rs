@@ -23,7 +23,6 @@ const LAYERS: &[&[&str]] = &[
 const REEXPORTS: &[(&str, &str)] = &[
     ("Listen", "listen"),
     ("Transports", "transport"),
-    ("SendOptions", "transport"),
     ("Hosted", "tenants"),
     ("RateLimit", "quota"),
     ("LimitedReply", "quota"),

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use common::ksr::*;
 use common::*;
-use kemibox_kemi::{CallbackKind, Event, Level, Message, TmFunction, Transport};
+use kemibox_kemi::{CallbackKind, Event, Level, Message, RouteType, TmFunction, Transport};
 use kemibox_sandbox::Invocation;
 use kemibox_sip::SipMessage;
 
@@ -1283,7 +1283,7 @@ end"#,
     let mut failing = invite();
     failing.tm.status = Some(408);
     failing.tm.branch_timeout = true;
-    failing.tm.in_failure_route = true;
+    failing.route = RouteType::Failure;
     failing.tm.canceled = true;
     failing.tm.armed = vec![CallbackKind::Branch];
     let inv = route(

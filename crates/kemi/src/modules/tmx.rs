@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::kemi;
 use crate::bindings::kemibox::ksr::tmx::Host;
-use crate::{ActionKind, Ctx, Event, REFUSED};
+use crate::{ActionKind, Ctx, Event, REFUSED, RouteType};
 
 /// Suspension ids: the index counts, the label is unguessable, so one
 /// request cannot resume another's transaction by trying numbers.
@@ -23,6 +23,13 @@ fn suspension_ids() -> (u32, u32) {
     (index & 0x7fff_ffff, label)
 }
 
+impl Ctx {
+    /// 1 when the message is being routed in a route of type `route`.
+    fn runs_in(&self, route: RouteType) -> i32 {
+        kemi(self.message.as_ref().is_some_and(|m| m.route == route))
+    }
+}
+
 impl Host for Ctx {
     async fn t_precheck_trans(&mut self) -> i32 {
         // Retransmissions are absorbed by the transaction layer before any
@@ -30,13 +37,14 @@ impl Host for Ctx {
         -1
     }
     async fn t_is_branch_route(&mut self) -> i32 {
-        kemi(self.message.as_ref().is_some_and(|m| m.tm.in_branch_route))
+        self.runs_in(RouteType::Branch)
     }
     async fn t_is_failure_route(&mut self) -> i32 {
-        kemi(self.message.as_ref().is_some_and(|m| m.tm.in_failure_route))
+        self.runs_in(RouteType::Failure)
     }
     async fn t_is_reply_route(&mut self) -> i32 {
-        kemi(self.message.as_ref().is_some_and(|m| m.tm.in_reply_route))
+        // tm's reply route (`t_on_reply`), not the core's `ksr_reply_route`.
+        self.runs_in(RouteType::OnReply)
     }
     async fn t_suspend(&mut self) -> i32 {
         if self.refuses(ActionKind::Suspend) {
@@ -157,7 +165,7 @@ mod tests {
         assert_eq!(ready(c.t_is_failure_route()), -1);
         assert_eq!(ready(c.t_is_branch_route()), -1);
         assert_eq!(ready(c.t_is_reply_route()), -1);
-        message(&mut c).tm.in_failure_route = true;
+        message(&mut c).route = RouteType::Failure;
         assert_eq!(ready(c.t_is_failure_route()), 1);
         assert_eq!(ready(c.t_is_branch_route()), -1);
         assert_eq!(ready(c.t_precheck_trans()), -1);

@@ -20,7 +20,7 @@ pub struct Hop {
 /// Where the request goes: `$du` if set, else the R-URI (port 5060 when
 /// none is given; `;transport=tcp` for TCP). Host names are resolved
 /// through the system resolver.
-pub async fn resolve(uri: &str) -> Result<Hop, String> {
+async fn resolve(uri: &str) -> Result<Hop, String> {
     let parsed = Uri::parse(uri).map_err(|e| format!("bad destination URI {uri:?}: {e}"))?;
     let transport = match parsed.param("transport") {
         Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
@@ -42,9 +42,24 @@ pub async fn resolve(uri: &str) -> Result<Hop, String> {
     Ok(Hop { transport, addr })
 }
 
+/// Where the request in `m` goes, `$du` else the R-URI, and its resolved
+/// hop; `None` (logged) when it cannot be resolved or the tenant's
+/// `relay_to` refuses it.
+pub async fn next_hop(script: &Script, m: &Message) -> Option<(String, Hop)> {
+    let target = m.dst_uri.clone().or_else(|| m.ruri())?;
+    let hop = match resolve(&target).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(tenant = %script.tenant().spec.id, "cannot relay: {e}");
+            return None;
+        }
+    };
+    allowed(script, &target, hop).then_some((target, hop))
+}
+
 /// Whether the tenant's `relay_to` lets a request for `target` go to
 /// `hop`; a refusal is logged with the tenant and the destination.
-pub fn allowed(script: &Script, target: &str, hop: Hop) -> bool {
+fn allowed(script: &Script, target: &str, hop: Hop) -> bool {
     let spec = &script.tenant().spec;
     let Some(relay_to) = &spec.relay_to else {
         return true;
@@ -113,19 +128,9 @@ impl Egress {
     /// branch is derived from the request so retransmissions get the same
     /// one.
     pub async fn forward_request(&self, script: &Script, message: &mut Message) {
-        let Some(target) = message.dst_uri.clone().or_else(|| message.ruri()) else {
+        let Some((target, hop)) = next_hop(script, message).await else {
             return;
         };
-        let hop = match resolve(&target).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(tenant = %script.tenant().spec.id, "cannot relay: {e}");
-                return;
-            }
-        };
-        if !allowed(script, &target, hop) {
-            return;
-        }
         let top_branch = message
             .sip
             .top_via()

@@ -15,7 +15,7 @@ use kemibox_kemi::{Message, Transport};
 
 use crate::transport::{SendOptions, Transports};
 
-pub use forward::{Hop, allowed, resolve};
+pub use forward::{Hop, next_hop};
 pub use onsend::allows as onsend_allows;
 pub use reply::build as build_reply;
 

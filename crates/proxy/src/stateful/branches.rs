@@ -7,7 +7,7 @@ use kemibox_sip::SipMessage;
 use kemibox_tm::ServerId;
 
 use super::{Branch, Callbacks, Stateful};
-use crate::egress::{self, Hop, allowed, forward_options, resolve};
+use crate::egress::{self, Hop, forward_options};
 use crate::route::{self, Ran, RouteType};
 
 /// `m` with a branch's Path (RFC 3327) as Route headers on top, so it
@@ -86,23 +86,12 @@ impl Stateful {
         m: Message,
         callbacks: &Callbacks,
     ) -> bool {
-        let Some(target) = m.dst_uri.clone().or_else(|| m.ruri()) else {
+        let Some((_, hop)) = egress::next_hop(script, &m).await else {
             return false;
         };
-        let hop = match resolve(&target).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(tenant = %script.tenant().spec.id, "cannot relay: {e}");
-                return false;
-            }
-        };
-        if !allowed(script, &target, hop) {
-            return false;
-        }
         // The branch route may change (or drop) this branch only.
         let mut m = m;
         if let Some(function) = callbacks.branch.clone() {
-            m.tm.in_branch_route = true;
             match route::run(script, RouteType::Branch, &function, m).await {
                 Ran::Done(routed) => {
                     if !routed.actions.is_empty() {
@@ -120,7 +109,6 @@ impl Stateful {
                         return true;
                     }
                     m = routed.message;
-                    m.tm.in_branch_route = false;
                 }
                 Ran::Failed(_) => return false,
             }

@@ -12,12 +12,7 @@ impl Stateful {
     /// Answer a CANCEL and cancel the branches of `invite`. `script` is
     /// the handler's choice of tenant for the CANCEL when the INVITE's
     /// transaction is gone.
-    pub(super) async fn cancel(
-        &self,
-        m: &Message,
-        invite: Option<ServerId>,
-        script: Option<&Script>,
-    ) {
+    pub async fn cancel(&self, m: &Message, invite: Option<ServerId>, script: Option<&Script>) {
         let Some(invite) = invite else {
             let metrics = script.map(|s| s.metrics().as_ref());
             self.egress

@@ -144,7 +144,6 @@ impl Proxied {
             armed: self.callbacks.armed(),
             expired: self.expired(now),
             suspended: self.request.tm.suspended,
-            ..TmInfo::default()
         };
         request
     }
@@ -188,8 +187,11 @@ pub struct Stateful {
 
 /// What a received request is, for the handler.
 pub enum Verdict {
-    /// Handled by a transaction (retransmission, non-2xx ACK, CANCEL).
+    /// Handled by a transaction (retransmission, non-2xx ACK).
     Done,
+    /// A CANCEL of the INVITE transaction given (`None`: no such
+    /// transaction), for [`Stateful::cancel`] with the request's tenant.
+    Cancel(Option<ServerId>),
     /// A new request (or a 2xx ACK) for the request route.
     Route,
 }
@@ -357,7 +359,7 @@ impl Stateful {
     }
 
     /// Match a received request against the transactions.
-    pub async fn on_request(&self, m: &Message, script: Option<&Script>) -> Verdict {
+    pub async fn on_request(&self, m: &Message) -> Verdict {
         let now = self.now();
         let received = self.lock().on_received(&m.sip, now);
         match received {
@@ -365,10 +367,7 @@ impl Stateful {
                 self.run(effects).await;
                 Verdict::Done
             }
-            Received::Cancel { invite } => {
-                self.cancel(m, invite, script).await;
-                Verdict::Done
-            }
+            Received::Cancel { invite } => Verdict::Cancel(invite),
             Received::Request | Received::Ack => Verdict::Route,
             Received::Invalid(e) => {
                 tracing::info!(peer = %m.source, error = ?e, "request cannot be matched to transactions");

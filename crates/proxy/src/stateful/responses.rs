@@ -56,7 +56,7 @@ impl Stateful {
     /// at once) or the branch's end.
     pub(super) async fn branch_response(&self, client: ClientId, m: Message) {
         let Some(status) = m.sip.status() else { return };
-        let Some((server, _)) = client.branch_of() else {
+        let Some((server, index)) = client.branch_of() else {
             // Responses to our own CANCELs end here.
             return;
         };
@@ -86,7 +86,6 @@ impl Stateful {
             .map(|f| (RouteType::Reply, f))
             .chain(callbacks.reply.clone().map(|f| (RouteType::OnReply, f)));
         for (kind, function) in routes {
-            m.tm.in_reply_route = kind == RouteType::OnReply;
             match route::run(&script, kind, &function, m.clone()).await {
                 Ran::Done(routed) => {
                     if !routed.actions.is_empty() {
@@ -115,9 +114,9 @@ impl Stateful {
         if status < 200 {
             let owed_cancel = {
                 let mut table = self.lock();
-                let pending = client
-                    .branch_of()
-                    .and_then(|(s, i)| table.server_data_mut(s)?.branches.get_mut(i as usize))
+                let pending = table
+                    .server_data_mut(server)
+                    .and_then(|p| p.branches.get_mut(index as usize))
                     .is_some_and(|b| std::mem::take(&mut b.cancel_pending));
                 if pending {
                     table.build_cancel(client)
@@ -244,8 +243,7 @@ impl Stateful {
         let timeout = best.0 == 408 && best.1.is_none();
         // The failure route runs once.
         let failure = p.callbacks.failure.take();
-        let mut request = p.request_for_failure(best.0, timeout, now);
-        request.tm.in_failure_route = true;
+        let request = p.request_for_failure(best.0, timeout, now);
         Decision::AllFailed {
             server,
             script: p.script.clone(),

@@ -60,8 +60,7 @@ impl Stateful {
                 Some(p) if p.suspended == Some(ids) => {
                     p.suspended = None;
                     let failure = p.callbacks.failure.take();
-                    let mut request = p.request_for_failure(408, true, now);
-                    request.tm.in_failure_route = true;
+                    let request = p.request_for_failure(408, true, now);
                     Some((p.script.clone(), failure, request))
                 }
                 _ => None,
