@@ -477,18 +477,8 @@ fn kemibox_ctl_calls_a_running_proxy() {
 }
 
 fn refused(dir: &Path, config: &str) -> String {
-    let path = dir.join("proxy.toml");
-    std::fs::write(&path, config).unwrap();
     std::fs::write(dir.join("a.lua"), answering("A")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kemibox"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("KEMIBOX_DATA_DIR", dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    err
+    common::refused_config(dir, config).1
 }
 
 #[test]

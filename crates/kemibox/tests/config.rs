@@ -233,22 +233,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// `kemibox run --config` on `text`, expected to be refused (exit 2): the
-/// file's path and stderr.
-fn refused_text(dir: &Path, text: &str) -> (String, String) {
-    let path = dir.join("proxy.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kemibox"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("KEMIBOX_DATA_DIR", dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "must be refused: {text}\n{err}");
-    (path.display().to_string(), err)
-}
-
 /// One check's refusal: the file, what it says is wrong and the fix.
 struct Refusal {
     /// The headline after `FILE: line N: `.
@@ -273,7 +257,7 @@ fn located_after(
     key: &str,
     tenant: Option<&str>,
 ) -> Refusal {
-    let (file, err) = refused_text(dir, text);
+    let (file, err) = common::refused_config(dir, text);
     let from = text.find(anchor).expect("anchor") + anchor.len();
     let offset = from
         + text[from..]

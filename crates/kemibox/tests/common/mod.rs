@@ -11,6 +11,26 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Map, Value};
 
+/// `kemibox run --config` on `config` written to `dir/proxy.toml`, which
+/// must be refused (exit 2): the file's path and stderr.
+pub fn refused_config(dir: &Path, config: &str) -> (String, String) {
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kemibox"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("KEMIBOX_DATA_DIR", dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "must be refused: {config}\n{err}"
+    );
+    (path.display().to_string(), err)
+}
+
 /// The workspace root: every path given to `kemibox` is relative to it.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
