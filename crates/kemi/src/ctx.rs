@@ -399,6 +399,8 @@ pub struct Ctx {
     pub services: Arc<crate::Services>,
     /// Where `t_relay` may send (`None`: anywhere).
     pub relay_to: Option<Arc<crate::RelayTo>>,
+    /// The tenant's module state, shared by all its instances.
+    pub state: Arc<crate::TenantState>,
 }
 
 impl Ctx {
@@ -418,6 +420,7 @@ impl Ctx {
             record_logs: false,
             exited: false,
             relay_to: None,
+            state: Arc::default(),
         }
     }
 

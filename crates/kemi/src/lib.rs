@@ -16,6 +16,7 @@ mod relay_to;
 mod route_type;
 mod services;
 mod tenant_id;
+mod tenant_state;
 #[cfg(test)]
 mod testing;
 
@@ -29,6 +30,7 @@ pub use relay_to::{RelayRule, RelayTo};
 pub use route_type::{ActionKind, REFUSED, RouteType};
 pub use services::{RegistrarSettings, Services};
 pub use tenant_id::{InvalidTenantId, TenantId};
+pub use tenant_state::TenantState;
 
 /// Host bindings generated from `wit/` (world `ksr`).
 pub mod bindings {

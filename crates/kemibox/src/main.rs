@@ -29,6 +29,7 @@ mod hosting;
 mod route;
 mod run;
 mod storage;
+mod tenant_state;
 mod ul;
 mod user;
 

@@ -137,6 +137,7 @@ async fn serve(
     let mut tenants = Vec::new();
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
+        spec.state = Arc::new(crate::tenant_state::open(&tenant).await?);
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);

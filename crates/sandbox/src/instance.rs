@@ -37,6 +37,7 @@ impl Instance {
         let spec = &tenant.spec;
         let mut ctx = Ctx::new(spec.id.clone(), spec.myself.clone(), spec.services.clone());
         ctx.relay_to = spec.relay_to.clone();
+        ctx.state = spec.state.clone();
         let mut store = Store::new(
             tenant.runtime.engine(),
             StoreData::new(ctx, spec.limits.memory),

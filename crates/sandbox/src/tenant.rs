@@ -35,6 +35,9 @@ pub struct TenantSpec {
     /// [`Outcome::Throttled`] until the budget refills, so a tenant that
     /// traps on every message cannot spend the host's CPU on re-creation.
     pub recreations_per_second: u32,
+    /// The tenant's module state (htable, pike, ...), shared by all its
+    /// instances and kept across reloads.
+    pub state: Arc<kemibox_kemi::TenantState>,
 }
 
 /// [`TenantSpec::recreations_per_second`] when not configured: one a
@@ -77,6 +80,7 @@ impl TenantSpec {
             services,
             relay_to: None,
             recreations_per_second: DEFAULT_RECREATIONS_PER_SECOND,
+            state: Arc::default(),
         }
     }
 }
