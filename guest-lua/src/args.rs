@@ -102,6 +102,15 @@ pub trait KemiResult: Sized {
     fn refused(&self) -> bool {
         false
     }
+    /// Whether the result is the kind a failing function returns (a
+    /// negative integer, nil, or false from a function given arguments the
+    /// script may have got wrong): only then may the host hold a script
+    /// error for the call, so only then is it asked (one host call, not one
+    /// per KSR call). A predicate without arguments (`KSR.is_INVITE()`)
+    /// answering false is no failure, and costs no second call.
+    fn failed(&self, _has_args: bool) -> bool {
+        false
+    }
 }
 
 impl KemiResult for i32 {
@@ -111,6 +120,9 @@ impl KemiResult for i32 {
     fn refused(&self) -> bool {
         *self == REFUSED
     }
+    fn failed(&self, _has_args: bool) -> bool {
+        *self < 0
+    }
     fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue> {
         self.into_lua_multi(lua)
     }
@@ -119,6 +131,9 @@ impl KemiResult for i32 {
 impl KemiResult for bool {
     fn bad_argument() -> Self {
         false
+    }
+    fn failed(&self, has_args: bool) -> bool {
+        has_args && !*self
     }
     fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue> {
         self.into_lua_multi(lua)
@@ -136,6 +151,9 @@ impl KemiResult for Xval {
     fn bad_argument() -> Self {
         Xval::Null
     }
+    fn failed(&self, _has_args: bool) -> bool {
+        matches!(self, Xval::Null)
+    }
     fn into_lua(self, lua: &Lua) -> mlua::Result<MultiValue> {
         match self {
             Xval::Null => Value::Nil.into_lua_multi(lua),
@@ -145,26 +163,40 @@ impl KemiResult for Xval {
     }
 }
 
+/// `script:LINE: ` of the Lua code that called the running KSR function
+/// (stack level 1), or "" when Lua cannot tell.
+fn place(lua: &Lua) -> String {
+    lua.inspect_stack(1, |d| {
+        let file = d.source().short_src.map(|s| s.into_owned());
+        match (file, d.current_line()) {
+            (Some(file), Some(line)) => format!("{file}:{line}: "),
+            _ => String::new(),
+        }
+    })
+    .unwrap_or_default()
+}
+
 /// Log a refused call (`script:line: KSR.x.y is not allowed in this route
 /// type`) through the host and return -1.
 pub fn refused<R: KemiResult>(lua: &Lua, function: &str) -> mlua::Result<MultiValue> {
-    // Level 1: the Lua code that called this KSR function.
-    let place = lua
-        .inspect_stack(1, |d| {
-            let file = d.source().short_src.map(|s| s.into_owned());
-            match (file, d.current_line()) {
-                (Some(file), Some(line)) => format!("{file}:{line}: "),
-                _ => String::new(),
-            }
-        })
-        .unwrap_or_default();
     crate::kemibox::ksr::core::err(&format!(
-        "{place}{function} is not allowed in this route type\n"
+        "{}{function} is not allowed in this route type\n",
+        place(lua)
     ));
     R::bad_argument().into_lua(lua)
 }
 
-/// Log a bad argument through the host and return the fallback result.
+/// After a call that returned a failure: the script error the host
+/// recorded for it, if any, logged with the calling script line
+/// (`route.lua:12: KSR.htable.sht_get: no such table "x"`).
+pub fn log_script_error(lua: &Lua) {
+    if let Some(error) = crate::take_script_error() {
+        crate::kemibox::ksr::core::err(&format!("{}{error}\n", place(lua)));
+    }
+}
+
+/// Log a bad argument through the host, with the calling script line, and
+/// return the fallback result.
 pub fn bad_argument<R: KemiResult>(
     lua: &Lua,
     function: &str,
@@ -173,7 +205,8 @@ pub fn bad_argument<R: KemiResult>(
     got: &Value,
 ) -> mlua::Result<MultiValue> {
     crate::kemibox::ksr::core::err(&format!(
-        "{function}: bad argument #{position} ({expected} expected, got {})\n",
+        "{}{function}: bad argument #{position} ({expected} expected, got {})\n",
+        place(lua),
         type_name(got)
     ));
     R::bad_argument().into_lua(lua)

@@ -9,7 +9,7 @@
 
 use mlua::{Lua, Result, Table, Value};
 
-use crate::args::{KemiResult, bad_argument, int_arg, refused, str_arg};
+use crate::args::{KemiResult, bad_argument, int_arg, log_script_error, refused, str_arg};
 
 macro_rules! arg_value {
     (str, $v:expr, $function:expr, $position:expr) => {
@@ -58,6 +58,7 @@ macro_rules! export {
     ($lua:ident, $table:ident, $module:literal, $name:literal,
      $m:ident :: $f:ident ( $($arg:ident : $kind:ident),* ) -> $ret:ident) => {{
         const FULL: &str = concat!($module, ".", $name);
+        const HAS_ARGS: bool = false $(|| export!(@some $arg))*;
         #[allow(
             unused_variables,
             unused_mut,
@@ -77,11 +78,15 @@ macro_rules! export {
             if result.refused() {
                 return refused::<result_type!($ret)>(lua, FULL);
             }
+            if result.failed(HAS_ARGS) {
+                log_script_error(lua);
+            }
             KemiResult::into_lua(result, lua)
         })?;
         $table.raw_set($name, f)?;
     }};
     (@value $arg:ident) => { Value };
+    (@some $arg:ident) => { true };
 }
 
 // `fn export_all`: one `export!` per function of the `ksr` world's imports,

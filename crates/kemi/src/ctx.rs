@@ -401,6 +401,9 @@ pub struct Ctx {
     pub relay_to: Option<Arc<crate::RelayTo>>,
     /// The tenant's module state, shared by all its instances.
     pub state: Arc<crate::TenantState>,
+    /// A script error a KSR function recorded and the guest has not taken
+    /// yet (see [`Ctx::script_error`]).
+    script_error: Option<String>,
 }
 
 impl Ctx {
@@ -421,6 +424,7 @@ impl Ctx {
             exited: false,
             relay_to: None,
             state: Arc::default(),
+            script_error: None,
         }
     }
 
@@ -429,6 +433,28 @@ impl Ctx {
         self.message = message;
         self.events.clear();
         self.exited = false;
+        self.script_error = None;
+    }
+
+    /// End of an invocation: a script error the guest did not take (a
+    /// function whose result does not look like a failure) is logged
+    /// without its script line.
+    pub fn end(&mut self) {
+        if let Some(error) = self.script_error.take() {
+            self.log(Level::Err, &error);
+        }
+    }
+
+    /// The recorded script error not taken yet.
+    #[cfg(test)]
+    pub(crate) fn pending_script_error(&self) -> Option<&str> {
+        self.script_error.as_deref()
+    }
+
+    /// The recorded script error, for the guest to log with the script line
+    /// of the call that made it.
+    pub fn take_script_error(&mut self) -> Option<String> {
+        self.script_error.take()
     }
 
     /// Write a script log line through `tracing`, naming the tenant.
@@ -462,9 +488,22 @@ impl Ctx {
             .is_some_and(|m| !m.route.allows(action))
     }
 
-    /// A KSR function misused by the script: logged at error level, and the
-    /// caller returns its negative result.
+    /// A KSR function misused by the script (unknown table, bad regex,
+    /// malformed address): the caller returns its negative result, and the
+    /// guest, seeing that result, takes this message and logs it at error
+    /// level as `script:LINE: function: what`, so the line to fix is named.
+    /// A second error before the first is taken logs the first at once.
     pub fn script_error(&mut self, function: &str, what: impl std::fmt::Display) {
+        if let Some(earlier) = self.script_error.replace(format!("{function}: {what}")) {
+            self.log(Level::Err, &earlier);
+        }
+    }
+
+    /// [`Ctx::script_error`] for a function whose result cannot show the
+    /// failure (it returns nothing, or a default in place of the value):
+    /// the guest would never take the message, so it is logged at once,
+    /// without the script line, in the order the script caused it.
+    pub fn script_error_now(&mut self, function: &str, what: impl std::fmt::Display) {
         self.log(Level::Err, &format!("{function}: {what}"));
     }
 }

@@ -98,15 +98,19 @@ pub(crate) fn rendered(ctx: &Ctx) -> String {
     String::from_utf8(render(&m.sip, &m.edits)).expect("UTF-8")
 }
 
-/// The log lines the calls wrote, in order.
+/// The log lines the calls wrote, in order, with a script error not yet
+/// taken by a guest last (as the invocation's end logs it).
 pub(crate) fn logs(ctx: &Ctx) -> Vec<String> {
-    ctx.events
+    let mut lines: Vec<String> = ctx
+        .events
         .iter()
         .filter_map(|e| match e {
             Event::Log { message, .. } => Some(message.clone()),
             _ => None,
         })
-        .collect()
+        .collect();
+    lines.extend(ctx.pending_script_error().map(str::to_string));
+    lines
 }
 
 /// The events other than log lines.

@@ -160,6 +160,7 @@ impl Instance {
             .fuel
             .saturating_sub(self.store.get_fuel().unwrap_or(0));
         let ctx = self.ctx();
+        ctx.end();
         Invocation {
             tenant: ctx.tenant.clone(),
             function: function.to_string(),

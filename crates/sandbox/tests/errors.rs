@@ -225,3 +225,24 @@ async fn load_errors_name_the_line() {
         "bad.lua: the script does not define function ksr_request_route()"
     );
 }
+
+#[tokio::test]
+async fn a_ksr_function_misused_is_logged_with_the_calling_script_line() {
+    let mut i = instance(
+        "function ksr_request_route()\n\
+           local bad = KSR.textops.search('(unclosed')\n\
+           local fine = KSR.textops.search('INVITE')\n\
+           return bad * 10 + fine\n\
+         end\n",
+    )
+    .await;
+    i.ctx().record_logs = true;
+    let inv = i.invoke("ksr_request_route", Some(invite())).await;
+    assert_eq!(inv.outcome, Outcome::Ok { ret: -9 });
+    let logs = logs(&inv);
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(
+        logs[0].starts_with("errors.lua:2: KSR.textops.search: "),
+        "{logs:?}"
+    );
+}

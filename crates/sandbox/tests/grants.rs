@@ -13,13 +13,16 @@ use kemibox_kemi::api::{EXPORTS, Export};
 use kemibox_kemi::{ALWAYS_GRANTED, MODULES};
 use kemibox_sandbox::{Outcome, Tenant};
 
-/// The modules `wit/world.wit` imports, read from the file itself, so the
-/// generated [`MODULES`] is checked against the source, not against itself.
+/// The modules (interfaces) `wit/world.wit` imports, read from the file
+/// itself, so the generated [`MODULES`] is checked against the source, not
+/// against itself. A function the world imports (`name: func(...)`) is the
+/// guest runtime's, no module.
 fn world_imports() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit/world.wit");
     let text = std::fs::read_to_string(path).expect("reading wit/world.wit");
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("import "))
+        .filter(|m| !m.contains(':'))
         .map(|m| m.trim_end_matches(';').trim().replace('-', "_"))
         .collect()
 }

@@ -260,11 +260,11 @@ end"#,
     assert_eq!(
         logs(&inv),
         strings(&[
-            "KSR.sanity.sanity_check: check flags 0 out of range 1..32767",
+            "modules.lua:6: KSR.sanity.sanity_check: check flags 0 out of range 1..32767",
             "0 number -1",
-            "KSR.sanity.sanity_check: check flags 32768 out of range 1..32767",
+            "modules.lua:7: KSR.sanity.sanity_check: check flags 32768 out of range 1..32767",
             "32768 number -1",
-            "KSR.sanity.sanity_check: URI flags 16 out of range 0..15",
+            "modules.lua:8: KSR.sanity.sanity_check: URI flags 16 out of range 0..15",
             "uri16 number -1",
         ])
     );
@@ -504,15 +504,15 @@ end"#,
     assert_eq!(
         logs(&inv),
         strings(&[
-            "KSR.corex.setxflag: flag 64 out of range 0..63",
-            "KSR.corex.isxflagset: flag -1 out of range 0..63",
+            "modules.lua:9: KSR.corex.setxflag: flag 64 out of range 0..63",
+            "modules.lua:9: KSR.corex.isxflagset: flag -1 out of range 0..63",
             "1 1 1 1 -1 1 -1 -1 -1 1 1",
             "tcp number 1",
             "sock string tcp:127.0.0.1:5060",
             "KSR.corex.set_send_socket: no socket found to match \"udp:192.0.2.1:5060\"",
             "other number 1",
             "sock string tcp:127.0.0.1:5060",
-            "KSR.corex.set_send_socket: invalid socket \"udp:127.0.0.1:port\"",
+            "modules.lua:17: KSR.corex.set_send_socket: invalid socket \"udp:127.0.0.1:port\"",
             "bad number -1",
             "clear number 1",
             "sock nil nil",
@@ -579,11 +579,11 @@ end"#,
         logs(&inv),
         strings(&[
             "1 -1 1 1 1 1 -1 -1 1 1 -1 1 1 -1 1 -1 1 1 -1 1 1 1 -1",
-            "KSR.textops.search: invalid regular expression \"(unclosed\": unclosed group",
+            "modules.lua:20: KSR.textops.search: invalid regular expression \"(unclosed\": unclosed group",
             "bad re number -1",
-            "KSR.textops.has_body_type: not a single type/subtype: \"application/sdp, text/plain\"",
+            "modules.lua:21: KSR.textops.has_body_type: not a single type/subtype: \"application/sdp, text/plain\"",
             "bad mime number -1",
-            "KSR.textops.is_privacy: unknown privacy value \"everything\"",
+            "modules.lua:22: KSR.textops.is_privacy: unknown privacy value \"everything\"",
             "bad privacy number -1",
             "1 -1 1 -1 -1 1 -1 1 -1 -2 -2 1 -1 1 -1 -1 -2",
         ])
@@ -621,7 +621,7 @@ end"#,
     assert_eq!(
         logs(&inv),
         strings(&[
-            "KSR.textops.set_body: empty body or content type",
+            "modules.lua:10: KSR.textops.set_body: empty body or content type",
             "1 -1 1 -1 1 -1",
         ])
     );
@@ -678,10 +678,10 @@ end"#,
     assert_eq!(
         logs(&inv),
         strings(&[
-            "KSR.rr.record_route: double attempt to record-route",
-            "KSR.rr.record_route_params: double attempt to record-route",
-            "KSR.rr.add_rr_param: invalid URI parameter \"bad\"",
-            "KSR.rr.add_rr_param: invalid URI parameter \";a b\"",
+            "modules.lua:9: KSR.rr.record_route: double attempt to record-route",
+            "modules.lua:9: KSR.rr.record_route_params: double attempt to record-route",
+            "modules.lua:9: KSR.rr.add_rr_param: invalid URI parameter \"bad\"",
+            "modules.lua:10: KSR.rr.add_rr_param: invalid URI parameter \";a b\"",
             "1 1 1 -1 -1 -1 -1",
         ])
     );
@@ -795,7 +795,7 @@ end"#,
             assert_eq!(
                 errors(&inv),
                 strings(&[
-                    "KSR.rr.remove_record_route: the message changed after the Record-Route was added; it cannot be removed alone"
+                    "modules.lua:25: KSR.rr.remove_record_route: the message changed after the Record-Route was added; it cannot be removed alone"
                 ])
             );
         }
@@ -859,7 +859,7 @@ end"#,
     assert_eq!(
         errors(&inv),
         strings(&[
-            "KSR.rr.is_direction: unknown direction \"sideways\" - use 'downstream' or 'upstream'"
+            "modules.lua:5: KSR.rr.is_direction: unknown direction \"sideways\" - use 'downstream' or 'upstream'"
         ])
     );
 }
@@ -981,13 +981,13 @@ async fn siputils_options_reply() {
     assert_eq!(ret(&inv), -1);
     assert_eq!(
         errors(&inv),
-        strings(&["KSR.siputils.options_reply: the R-URI contains a user"])
+        strings(&["modules.lua:5: KSR.siputils.options_reply: the R-URI contains a user"])
     );
     let inv = i.invoke("ksr_request_route", Some(invite())).await;
     assert_eq!(ret(&inv), -1);
     assert_eq!(
         errors(&inv),
-        strings(&["KSR.siputils.options_reply: called for a non-OPTIONS request"])
+        strings(&["modules.lua:5: KSR.siputils.options_reply: called for a non-OPTIONS request"])
     );
     assert_eq!(actions(&inv), vec![]);
 }
@@ -1097,7 +1097,7 @@ end"#,
 fn said(inv: &kemibox_sandbox::Invocation) -> Vec<String> {
     logs(inv)
         .into_iter()
-        .filter(|l| !l.starts_with("KSR."))
+        .filter(|l| !l.contains(": KSR."))
         .collect()
 }
 

@@ -171,7 +171,7 @@ async fn fix_nated_contact_rewrites_the_first_contact() {
     assert_eq!(
         errors(&inv),
         [
-            "KSR.nathelper.fix_nated_contact: the first Contact header was removed or rewritten already"
+            "modules.lua:8: KSR.nathelper.fix_nated_contact: the first Contact header was removed or rewritten already"
         ]
     );
     assert_eq!(

@@ -55,5 +55,12 @@ pub fn add_to_linker<T: Send + 'static>(
     get: fn(&mut T) -> &mut Ctx,
 ) -> wasmtime::Result<()> {
     let has = |m: &str| ALWAYS_GRANTED.contains(&m) || granted.iter().any(|g| g == m);
-    link_modules(linker, &has, get)
+    link_modules(linker, &has, get)?;
+    crate::bindings::Ksr::add_to_linker_imports::<T, HasSelf<Ctx>>(linker, get)
+}
+
+impl crate::bindings::KsrImports for Ctx {
+    async fn take_script_error(&mut self) -> Option<String> {
+        Ctx::take_script_error(self)
+    }
 }

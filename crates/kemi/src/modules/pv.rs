@@ -233,7 +233,7 @@ impl Ctx {
                     return Ok(());
                 };
                 let Ok(uri) = Uri::parse(&current) else {
-                    self.script_error("KSR.pv", format!("cannot parse R-URI {current:?}"));
+                    self.script_error_now("KSR.pv", format!("cannot parse R-URI {current:?}"));
                     return Ok(());
                 };
                 let new = value.map(|v| v.as_text()).unwrap_or_default();
@@ -271,17 +271,23 @@ impl Ctx {
         Ok(())
     }
 
-    /// Read for `KSR.pv.get*`, logging bad names.
+    /// Read for `KSR.pv.get*`, logging bad names: with the script line for
+    /// `KSR.pv.get` (nil shows the failure), at once for the functions that
+    /// answer a default instead.
     fn pv_get(&mut self, function: &str, name: &str) -> Option<PvValue> {
         self.pv_read(name).unwrap_or_else(|e| {
-            self.script_error(function, format!("{e}: {name}"));
+            if function == "KSR.pv.get" {
+                self.script_error(function, format!("{e}: {name}"));
+            } else {
+                self.script_error_now(function, format!("{e}: {name}"));
+            }
             None
         })
     }
 
     fn pv_set(&mut self, function: &str, name: &str, value: Option<PvValue>) {
         if let Err(e) = self.pv_write(name, value) {
-            self.script_error(function, format!("{e}: {name}"));
+            self.script_error_now(function, format!("{e}: {name}"));
         }
     }
 }
@@ -454,6 +460,12 @@ mod tests {
     fn bad_names_are_logged() {
         let mut c = ctx(&invite_with(&[], &[]));
         assert_eq!(value(ready(c.get("$nope".into()))), None);
+        // `get` answers nil: the guest takes the reason to log it with the
+        // script line. The defaulted reads and the writes log at once.
+        assert_eq!(
+            c.take_script_error().as_deref(),
+            Some("KSR.pv.get: unknown pseudo-variable: $nope")
+        );
         assert_eq!(value(ready(c.getw("$nope".into()))), s("<<null>>"));
         assert_eq!(value(ready(c.getvn("$nope".into(), 7))), i(7));
         assert_eq!(
@@ -467,7 +479,6 @@ mod tests {
         assert_eq!(
             logs(&c),
             vec![
-                "KSR.pv.get: unknown pseudo-variable: $nope",
                 "KSR.pv.getw: unknown pseudo-variable: $nope",
                 "KSR.pv.getvn: unknown pseudo-variable: $nope",
                 "KSR.pv.sets: pseudo-variable is read-only: $ci",
