@@ -340,6 +340,13 @@ impl Edits {
         Ok(())
     }
 
+    /// The body the message will be sent with: the replacement if one was
+    /// set, else the received body. Lets a script edit the body in steps
+    /// (each SDP change builds on the previous ones).
+    pub fn body<'a>(&'a self, msg: &'a SipMessage) -> &'a [u8] {
+        self.body.as_ref().map_or(msg.body(), |b| &b.body)
+    }
+
     fn insert_at(&mut self, at: usize, prio: Prio, text: String) {
         self.lumps.push(Lump {
             start: at,

@@ -19,6 +19,7 @@ mod pv;
 mod registrar;
 mod rr;
 mod sanity;
+mod sdpops;
 mod siputils;
 mod sl;
 mod textops;
@@ -26,6 +27,7 @@ mod tm;
 mod tmx;
 mod types;
 mod x;
+mod xlog;
 
 use wasmtime::component::{HasSelf, Linker};
 
