@@ -23,6 +23,7 @@ mod sdpops;
 mod siputils;
 mod sl;
 mod textops;
+mod textopsx;
 mod tm;
 mod tmx;
 mod types;

@@ -193,8 +193,13 @@ impl<'a> Sdp<'a> {
                 m.push_str(f);
             }
             lines[stream.first] = Some(Cow::Owned(m));
-            for i in stream.first + 1..stream.end {
-                let line = &self.lines[i];
+            for (i, line) in self
+                .lines
+                .iter()
+                .enumerate()
+                .take(stream.end)
+                .skip(stream.first + 1)
+            {
                 let tied = PAYLOAD_ATTRIBUTES.iter().any(|prefix| {
                     line.get(..prefix.len())
                         .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
