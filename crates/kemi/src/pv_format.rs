@@ -28,6 +28,11 @@ pub(crate) enum Piece<'a> {
     Malformed(&'a str),
 }
 
+/// Longest expansion, in bytes: the rest is cut (as Kamailio's xlog cuts
+/// at its buffer size), so a format repeating `$mb` cannot make the host
+/// build a huge string.
+pub(crate) const MAX_OUTPUT: usize = 65536;
+
 /// What Kamailio prints for a `$null` or unreadable value.
 pub(crate) const NULL_TEXT: &str = "<null>";
 

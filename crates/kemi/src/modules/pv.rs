@@ -175,6 +175,9 @@ impl Ctx {
     pub(crate) fn pv_format(&self, format: &str) -> String {
         let mut out = String::with_capacity(format.len());
         for piece in pv_format::parse(format) {
+            if out.len() >= pv_format::MAX_OUTPUT {
+                break;
+            }
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Malformed(_) => out.push_str(pv_format::NULL_TEXT),
@@ -190,6 +193,13 @@ impl Ctx {
                     }
                 }
             }
+        }
+        if out.len() > pv_format::MAX_OUTPUT {
+            let mut end = pv_format::MAX_OUTPUT;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
         }
         out
     }

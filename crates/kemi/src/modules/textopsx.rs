@@ -139,6 +139,11 @@ fn pick(values: Vec<ValueAt>, index: i32) -> Option<ValueAt> {
     values.into_iter().nth(at)
 }
 
+/// Largest pattern length times value length `fnmatch` works on: the
+/// matcher's time grows with that product and host time is not metered by
+/// the script's fuel.
+const MAX_GLOB_WORK: usize = 1 << 22;
+
 /// Shell glob matching (`fnmatch(3)` without flags): `*`, `?`, bracket
 /// expressions with ranges and `!`/`^` negation, `\` escaping.
 fn glob(pattern: &[char], text: &[char], fold: bool) -> bool {
@@ -253,6 +258,24 @@ impl Ctx {
                 -1
             }
         }
+    }
+
+    /// `fnmatch`'s result: 0 on a match, -1 otherwise or (logged) when
+    /// the pattern and value are too long to match in bounded time.
+    fn fnmatch_with(&mut self, function: &str, val: &str, pattern: &str, fold: bool) -> i32 {
+        let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), val.chars().collect());
+        if p.len().saturating_mul(t.len()) > MAX_GLOB_WORK {
+            self.script_error(
+                function,
+                format!(
+                    "pattern ({} characters) and value ({}) too long to match",
+                    p.len(),
+                    t.len()
+                ),
+            );
+            return -1;
+        }
+        if glob(&p, &t, fold) { 0 } else { -1 }
     }
 
     /// Parse `hname` for `function`, logging what is not supported.
@@ -436,13 +459,11 @@ impl Host for Ctx {
         self.keep_headers("KSR.textopsx.keep_hf_re", Some(&sre))
     }
     async fn fnmatch(&mut self, val: String, r#match: String) -> i32 {
-        let (p, t): (Vec<char>, Vec<char>) = (r#match.chars().collect(), val.chars().collect());
-        if glob(&p, &t, false) { 0 } else { -1 }
+        self.fnmatch_with("KSR.textopsx.fnmatch", &val, &r#match, false)
     }
     async fn fnmatch_ex(&mut self, val: String, r#match: String, flags: String) -> i32 {
         let fold = flags.starts_with(['i', 'I']);
-        let (p, t): (Vec<char>, Vec<char>) = (r#match.chars().collect(), val.chars().collect());
-        if glob(&p, &t, fold) { 0 } else { -1 }
+        self.fnmatch_with("KSR.textopsx.fnmatch_ex", &val, &r#match, fold)
     }
     async fn append_hf_value(&mut self, hname: String, val: String) -> i32 {
         const FUNCTION: &str = "KSR.textopsx.append_hf_value";

@@ -140,6 +140,16 @@ mod tests {
         );
     }
 
+    /// An expansion is cut at 64 KiB, whatever the format asks for.
+    #[test]
+    fn long_expansions_are_cut() {
+        let mut c = ctx(INVITE);
+        ready(c.xinfo("$ci".repeat(5000)));
+        let lines = logged(&c);
+        assert_eq!(lines[0].1.len(), crate::pv_format::MAX_OUTPUT);
+        assert!(lines[0].1.starts_with("call-1@192.0.2.7call-1@"));
+    }
+
     /// Without a message (the script's top level), message variables are
     /// `<null>`, script variables still read.
     #[test]

@@ -79,6 +79,14 @@ fn fnmatch_returns_like_kamailio() {
         ready(c.fnmatch_ex("SIP.EXAMPLE.COM".into(), "*.example.*".into(), "i".into())),
         0
     );
+    // Bounded work: a long pattern against a long value is refused.
+    let long = "a".repeat(5000);
+    let pattern = "*a".repeat(500) + "b";
+    assert_eq!(ready(c.fnmatch(long, pattern)), -1);
+    assert_eq!(
+        logs(&c),
+        vec!["KSR.textopsx.fnmatch: pattern (1001 characters) and value (5000) too long to match"]
+    );
 }
 
 fn with_lists() -> Ctx {
