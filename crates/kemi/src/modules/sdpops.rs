@@ -17,7 +17,7 @@ use crate::{Ctx, Level, PvValue};
 use sdp::{Sdp, Stream};
 
 /// What a look at the message's SDP found.
-pub(crate) enum Look<T> {
+enum Look<T> {
     /// No message, no body, or a body that is not SDP.
     NoSdp,
     /// An SDP body that does not parse (logged).
@@ -85,7 +85,7 @@ impl Ctx {
     /// Parse the SDP body (the received one, or with `current` the one
     /// the edits so far leave) and run `f` on it; a malformed one is
     /// logged for `function`.
-    pub(crate) fn look_sdp<T>(
+    fn look_sdp<T>(
         &mut self,
         function: &str,
         current: bool,
