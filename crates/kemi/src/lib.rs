@@ -11,6 +11,7 @@ mod ctx;
 mod digest;
 mod modules;
 mod nonce;
+mod pv_format;
 pub mod pv_name;
 mod relay_to;
 mod route_type;

@@ -199,6 +199,43 @@ impl Edits {
         true
     }
 
+    /// Replaces bytes `start..end` of the value of the received header at
+    /// `index` (offsets into [`SipMessage::header_at`]'s value) with
+    /// `text`, which must stay on the line (no CR, LF or control
+    /// characters); an empty range inserts. For edits of single values in
+    /// comma-separated headers (`KSR.textopsx`). `Ok(false)` when the
+    /// header does not exist, was removed, or the range is outside its
+    /// value.
+    pub fn replace_in_value(
+        &mut self,
+        msg: &SipMessage,
+        index: usize,
+        start: usize,
+        end: usize,
+        text: &str,
+    ) -> Result<bool, ParseError> {
+        if text
+            .bytes()
+            .any(|b| b == b'\r' || b == b'\n' || is_forbidden_ctl(b))
+        {
+            return Err(ParseError::new("invalid character in header value"));
+        }
+        let Some(h) = msg.fields().get(index) else {
+            return Ok(false);
+        };
+        let len = h.value.end - h.value.start;
+        if self.is_removed(index) || start > end || end > len {
+            return Ok(false);
+        }
+        self.lumps.push(Lump {
+            start: h.value.start + start,
+            end: h.value.start + end,
+            prio: Prio::Normal,
+            text: text.into(),
+        });
+        Ok(true)
+    }
+
     /// Whether the received header at `index` has been removed.
     pub fn is_removed(&self, index: usize) -> bool {
         self.removed
@@ -340,6 +377,13 @@ impl Edits {
         Ok(())
     }
 
+    /// The body the message will be sent with: the replacement if one was
+    /// set, else the received body. Lets a script edit the body in steps
+    /// (each SDP change builds on the previous ones).
+    pub fn body<'a>(&'a self, msg: &'a SipMessage) -> &'a [u8] {
+        self.body.as_ref().map_or(msg.body(), |b| &b.body)
+    }
+
     fn insert_at(&mut self, at: usize, prio: Prio, text: String) {
         self.lumps.push(Lump {
             start: at,
@@ -477,6 +521,26 @@ pub(crate) fn single_value(value: &str) -> Result<&str, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_replaced_in_place() {
+        let msg = SipMessage::parse(
+            &b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n\
+CSeq: 1 OPTIONS\r\nSupported: a, b\r\nContent-Length: 0\r\n\r\n"[..],
+        )
+        .unwrap();
+        let mut e = Edits::new();
+        assert_eq!(e.replace_in_value(&msg, 6, 4, 4, ",c"), Ok(true));
+        assert_eq!(e.replace_in_value(&msg, 6, 0, 1, "x"), Ok(true));
+        let out = String::from_utf8(crate::render(&msg, &e)).unwrap();
+        assert!(out.contains("\r\nSupported: x, b,c\r\n"), "{out}");
+        assert_eq!(e.replace_in_value(&msg, 6, 0, 5, "x"), Ok(false));
+        assert_eq!(e.replace_in_value(&msg, 60, 0, 0, "x"), Ok(false));
+        assert!(e.replace_in_value(&msg, 6, 0, 0, "x\r\nY: 1").is_err());
+        assert!(e.remove_header_at(&msg, 6));
+        assert_eq!(e.replace_in_value(&msg, 6, 0, 0, "x"), Ok(false));
+    }
 
     #[test]
     fn header_lines_are_normalised() {

@@ -60,6 +60,7 @@ pub use frame::stream_frame_len;
 pub use message::{Contacts, SipMessage};
 pub use method::Method;
 pub use name_addr::NameAddr;
+pub use names::names_equal;
 pub use params::{Param, Params};
 pub use parse::{MAX_HEADERS, MAX_MESSAGE_SIZE};
 pub use render::{render, render_into};

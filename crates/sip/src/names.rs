@@ -32,7 +32,7 @@ pub(crate) fn expand_compact(name: &[u8]) -> &[u8] {
 
 /// Whether two header names denote the same header: case-insensitive and
 /// treating compact forms as their long names (`i` == `Call-ID`).
-pub(crate) fn names_equal(a: &[u8], b: &[u8]) -> bool {
+pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
     expand_compact(a).eq_ignore_ascii_case(expand_compact(b))
 }
 

@@ -21,6 +21,29 @@ fn apply_flag(flags: &mut u32, bit: u32, set: Option<bool>) -> bool {
     true
 }
 
+/// Split a bare `host`, `ip`, `host:port`, `[v6]` or `[v6]:port`; a bare
+/// IPv6 address (several colons) has no port. A port that is not a number
+/// leaves the whole text as the host (so it matches nothing).
+fn split_host_port(target: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = target.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, port)) => match port.strip_prefix(':').and_then(|p| p.parse().ok()) {
+                Some(port) => (host, Some(port)),
+                None => (target, None),
+            },
+            None => (target, None),
+        };
+    }
+    match target.split_once(':') {
+        Some((host, port)) if !port.contains(':') => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (target, None),
+        },
+        _ => (target, None),
+    }
+}
+
 impl Ctx {
     fn method_is(&self, name: &str) -> bool {
         self.message
@@ -97,6 +120,18 @@ impl Ctx {
 
     fn uri_is_myself(&self, uri: &str) -> bool {
         Uri::parse(uri).is_ok_and(|u| self.myself.matches(u.host, u.port))
+    }
+
+    /// `KSR.is_myself`: a `sip:`/`sips:` URI is parsed as one (as Kamailio
+    /// does); anything else is a bare host, IP or `host:port`.
+    fn target_is_myself(&self, target: &str) -> bool {
+        let target = target.trim();
+        let scheme = target.split_once(':').map(|(s, _)| s);
+        if scheme.is_some_and(|s| s.eq_ignore_ascii_case("sip") || s.eq_ignore_ascii_case("sips")) {
+            return self.uri_is_myself(target);
+        }
+        let (host, port) = split_host_port(target);
+        !host.is_empty() && self.myself.matches(host, port)
     }
 
     /// Rewrite the R-URI with `change` applied to its parsed form.
@@ -253,7 +288,7 @@ impl Host for Ctx {
     }
 
     async fn is_myself(&mut self, uri: String) -> bool {
-        self.uri_is_myself(&uri)
+        self.target_is_myself(&uri)
     }
     async fn is_myself_ruri(&mut self) -> bool {
         let ruri = self.message.as_ref().and_then(Message::ruri);
@@ -450,5 +485,46 @@ impl Host for Ctx {
     }
     async fn set_forward_close(&mut self) -> bool {
         self.raise(|m| &mut m.forward_close)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{INVITE, ctx, ready};
+
+    #[test]
+    fn bare_hosts_split_like_kamailio_targets() {
+        assert_eq!(split_host_port("192.0.2.1"), ("192.0.2.1", None));
+        assert_eq!(split_host_port("192.0.2.1:5080"), ("192.0.2.1", Some(5080)));
+        assert_eq!(
+            split_host_port("[2001:db8::1]:5061"),
+            ("2001:db8::1", Some(5061))
+        );
+        assert_eq!(split_host_port("[2001:db8::1]"), ("2001:db8::1", None));
+        assert_eq!(split_host_port("2001:db8::1"), ("2001:db8::1", None));
+        assert_eq!(split_host_port("host:nope"), ("host:nope", None));
+        assert_eq!(split_host_port("[::1]x"), ("[::1]x", None));
+    }
+
+    /// `KSR.is_myself` takes a SIP URI or, as Kamailio, a bare host, IP or
+    /// `host:port`; a port must be one of ours, no port matches any.
+    #[test]
+    fn is_myself_accepts_bare_hosts() {
+        let mut c = ctx(INVITE);
+        let mut is = |t: &str| ready(c.is_myself(t.into()));
+        assert!(is("sip:192.0.2.1:5060"));
+        assert!(is("SIP:proxy.example.com"));
+        assert!(is("192.0.2.1"));
+        assert!(is("192.0.2.1:5080"));
+        assert!(is("proxy.example.com"));
+        assert!(is("PROXY.example.com:5060"));
+        assert!(is("[192.0.2.1]:5060"));
+        assert!(!is("192.0.2.1:5999"));
+        assert!(!is("192.0.2.2"));
+        assert!(!is("example.com"));
+        assert!(!is(""));
+        assert!(!is("sip:"));
+        assert!(!is("tel:+123"));
     }
 }

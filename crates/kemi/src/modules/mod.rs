@@ -19,13 +19,16 @@ mod pv;
 mod registrar;
 mod rr;
 mod sanity;
+mod sdpops;
 mod siputils;
 mod sl;
 mod textops;
+mod textopsx;
 mod tm;
 mod tmx;
 mod types;
 mod x;
+mod xlog;
 
 use wasmtime::component::{HasSelf, Linker};
 

@@ -11,11 +11,12 @@ use kemibox_sip::Uri;
 
 use crate::bindings::kemibox::ksr::pv::Host;
 use crate::bindings::kemibox::ksr::types::Xval;
+use crate::pv_format::{self, Piece};
 use crate::pv_name::{self, PvName};
 use crate::{Ctx, Event, Message, PvValue};
 
 /// Why a pseudo-variable could not be read or written.
-enum PvError {
+pub(crate) enum PvError {
     Malformed,
     Unknown,
     ReadOnly,
@@ -122,6 +123,9 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
         "mf" => int(m.flags as i32),
         "bf" => int(m.branch_flags.first().copied().unwrap_or(0) as i32),
         "T_branch_idx" => int(0),
+        // The status of the reply being routed (the winning one in a
+        // failure route); 0 before any, as Kamailio.
+        "T_reply_code" => int(m.tm.status.unwrap_or(0)),
         // The digest credentials (Proxy-Authorization first, as Kamailio):
         // `$au` user part of the username, `$ad` its domain part, `$aU`
         // the whole username, `$ar` the realm.
@@ -141,7 +145,65 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
     })
 }
 
+/// Apply one transformation (`s.len`, `uri.user`, ...) of a format string;
+/// `$null` stays `$null`, an unknown transformation gives `$null`.
+fn transform(value: Option<PvValue>, transformation: &str) -> Option<PvValue> {
+    let shown = value?.as_text();
+    match transformation {
+        "s.len" => int(shown.len()),
+        "s.int" => {
+            let t = shown.trim_start();
+            let digits = t
+                .char_indices()
+                .take_while(|&(i, c)| c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+')))
+                .count();
+            Some(PvValue::Int(t[..digits].parse().unwrap_or(0)))
+        }
+        "s.tolower" => Some(PvValue::Str(shown.to_ascii_lowercase())),
+        "s.toupper" => Some(PvValue::Str(shown.to_ascii_uppercase())),
+        "uri.user" => uri_part(Some(shown), |u| u.user.and_then(text)),
+        "uri.host" => uri_part(Some(shown), |u| text(u.host)),
+        "uri.port" => uri_part(Some(shown), |u| u.port.map(|p| PvValue::Str(p.to_string()))),
+        _ => None,
+    }
+}
+
 impl Ctx {
+    /// Expand the pseudo-variables of a format string (`KSR.xlog`, see
+    /// [`crate::pv_format`]) with the same reader as `KSR.pv.get`: an
+    /// unknown, malformed or `$null` one prints as `<null>`.
+    pub(crate) fn pv_format(&self, format: &str) -> String {
+        let mut out = String::with_capacity(format.len());
+        for piece in pv_format::parse(format) {
+            if out.len() >= pv_format::MAX_OUTPUT {
+                break;
+            }
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Malformed(_) => out.push_str(pv_format::NULL_TEXT),
+                Piece::Pv {
+                    name,
+                    transformations,
+                } => {
+                    let value = self.pv_read(&name).ok().flatten();
+                    let value = transformations.iter().fold(value, |v, t| transform(v, t));
+                    match value {
+                        Some(v) => out.push_str(&v.as_text()),
+                        None => out.push_str(pv_format::NULL_TEXT),
+                    }
+                }
+            }
+        }
+        if out.len() > pv_format::MAX_OUTPUT {
+            let mut end = pv_format::MAX_OUTPUT;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+        }
+        out
+    }
+
     /// Evaluate a pseudo-variable; `Ok(None)` is `$null`.
     fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
         match pv_name::parse(name).ok_or(PvError::Malformed)? {
@@ -196,7 +258,7 @@ impl Ctx {
     }
 
     /// Assign a pseudo-variable; `None` assigns `$null`.
-    fn pv_write(&mut self, name: &str, value: Option<PvValue>) -> Result<(), PvError> {
+    pub(crate) fn pv_write(&mut self, name: &str, value: Option<PvValue>) -> Result<(), PvError> {
         let parsed = pv_name::parse(name).ok_or(PvError::Malformed)?;
         let recorded = value.as_ref().map(PvValue::as_text);
         match parsed {

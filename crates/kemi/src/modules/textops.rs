@@ -308,6 +308,9 @@ impl Host for Ctx {
         let lower = |s: &str| s.to_ascii_lowercase();
         ordering(lower(&s1).as_bytes().cmp(lower(&s2).as_bytes()))
     }
+    async fn is_audio_on_hold(&mut self) -> i32 {
+        kemi(self.audio_on_hold("KSR.textops.is_audio_on_hold"))
+    }
     async fn starts_with(&mut self, s1: String, s2: String) -> i32 {
         if s1.len() < s2.len() {
             return -1;
