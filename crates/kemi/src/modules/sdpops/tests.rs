@@ -166,11 +166,14 @@ fn tests_on_the_received_sdp() {
     assert_eq!(ready(c.sdp_get("$avp(sdp)".into())), 1);
     assert_eq!(value(ready(c.get("$avp(sdp)".into()))), s(OFFER));
     assert_eq!(ready(c.sdp_get("$var(sdp)".into())), -1);
+    assert_eq!(
+        c.take_script_error().as_deref(),
+        Some("KSR.sdpops.sdp_get: not an AVP: \"$var(sdp)\"")
+    );
     assert_eq!(ready(c.sdp_print(2)), 1);
     let l = logs(&c);
-    assert_eq!(l[0], "KSR.sdpops.sdp_get: not an AVP: \"$var(sdp)\"");
     assert_eq!(
-        l[1],
+        l[0],
         "SDP: 2 stream(s): audio port 4000 RTP/AVP [0:PCMU 8:PCMA 18:G729 \
          101:telephone-event]; video port 5000 RTP/SAVP [96:H264]"
     );
