@@ -401,6 +401,9 @@ pub struct Ctx {
     pub relay_to: Option<Arc<crate::RelayTo>>,
     /// The tenant's module state, shared by all its instances.
     pub state: Arc<crate::TenantState>,
+    /// `KSR.ipops` DNS results (`$dns(...)`, `$srvquery(...)`,
+    /// `$naptrquery(...)`), per instance as Kamailio keeps them per worker.
+    pub(crate) dns: crate::modules::DnsContainers,
 }
 
 impl Ctx {
@@ -421,6 +424,7 @@ impl Ctx {
             exited: false,
             relay_to: None,
             state: Arc::default(),
+            dns: Default::default(),
         }
     }
 
