@@ -540,3 +540,392 @@ impl Host for Ctx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    use hickory_resolver::proto::op::{Message, OpCode};
+    use hickory_resolver::proto::rr::rdata::{NAPTR, SRV};
+    use hickory_resolver::proto::rr::{Name, Record};
+    use tokio::net::UdpSocket;
+
+    use super::*;
+    use crate::bindings::kemibox::ksr::pv::Host as Pv;
+    use crate::testing::{INVITE, ctx, logs, ready, s, value};
+
+    #[test]
+    fn addresses_are_told_apart_as_kamailio_does() {
+        let mut c = ctx(INVITE);
+        let c = &mut c;
+        for (ip, is_ip, pure, v4, v6, reference, ty) in [
+            ("192.0.2.7", 1, 1, 1, -1, -1, 1),
+            ("2001:db8::7", 1, 1, -1, 1, -1, 2),
+            ("::ffff:192.0.2.7", 1, 1, -1, 1, -1, 2),
+            ("[2001:db8::7]", 1, -1, -1, -1, 1, 3),
+            ("[192.0.2.7]", -1, -1, -1, -1, -1, -1),
+            ("192.0.2.256", -1, -1, -1, -1, -1, -1),
+            ("example.com", -1, -1, -1, -1, -1, -1),
+            ("", -1, -1, -1, -1, -1, -1),
+        ] {
+            assert_eq!(ready(Host::is_ip(c, ip.into())), is_ip, "is_ip {ip}");
+            assert_eq!(ready(Host::is_pure_ip(c, ip.into())), pure, "pure {ip}");
+            assert_eq!(ready(Host::is_ip4(c, ip.into())), v4, "ip4 {ip}");
+            assert_eq!(ready(Host::is_ipv4(c, ip.into())), v4, "ipv4 {ip}");
+            assert_eq!(ready(Host::is_ip6(c, ip.into())), v6, "ip6 {ip}");
+            assert_eq!(ready(Host::is_ipv6(c, ip.into())), v6, "ipv6 {ip}");
+            assert_eq!(ready(Host::is_ip6_reference(c, ip.into())), reference);
+            assert_eq!(ready(Host::is_ipv6_reference(c, ip.into())), reference);
+            assert_eq!(ready(Host::ip_type(c, ip.into())), ty, "type {ip}");
+        }
+    }
+
+    #[test]
+    fn comparisons_and_private_ranges() {
+        let mut c = ctx(INVITE);
+        let c = &mut c;
+        let cmp = |c: &mut Ctx, a: &str, b: &str| ready(Host::compare_ips(c, a.into(), b.into()));
+        let pure =
+            |c: &mut Ctx, a: &str, b: &str| ready(Host::compare_pure_ips(c, a.into(), b.into()));
+        assert_eq!(
+            cmp(
+                c,
+                "1080:0000:0000:0000:0008:0800:200C:417A",
+                "[1080::8:800:200c:417a]"
+            ),
+            1
+        );
+        assert_eq!(
+            pure(c, "1080::8:800:200C:417A", "1080:0:0:0:8:800:200c:417a"),
+            1
+        );
+        assert_eq!(
+            pure(c, "1080::8:800:200C:417A", "[1080::8:800:200C:417A]"),
+            -1
+        );
+        assert_eq!(cmp(c, "192.0.2.7", "192.0.2.7"), 1);
+        assert_eq!(cmp(c, "192.0.2.7", "192.0.2.8"), -1);
+        assert_eq!(cmp(c, "192.0.2.7", "::ffff:192.0.2.7"), -1);
+        assert_eq!(cmp(c, "nonsense", "nonsense"), -1);
+        for (ip, private) in [
+            ("10.0.123.123", 1),
+            ("172.16.0.1", 1),
+            ("172.31.255.255", 1),
+            ("172.32.0.1", -1),
+            ("192.168.1.1", 1),
+            ("192.169.1.1", -1),
+            ("8.8.8.8", -1),
+            ("fd00::1", -1),
+            ("x", -1),
+        ] {
+            assert_eq!(ready(Host::is_ip_rfc1918(c, ip.into())), private, "{ip}");
+        }
+        assert!(logs(c).is_empty());
+    }
+
+    #[test]
+    fn subnets_match_lists_and_malformed_entries_are_logged() {
+        let mut c = ctx(INVITE);
+        let c = &mut c;
+        let sub = |c: &mut Ctx, ip: &str, net: &str| {
+            ready(Host::ip_is_in_subnet(c, ip.into(), net.into()))
+        };
+        assert_eq!(sub(c, "10.0.123.123", "10.0.123.1/24"), 1);
+        assert_eq!(sub(c, "10.0.123.123", "10.0.0.0/16, 192.168.0.0/24"), 1);
+        assert_eq!(sub(c, "192.168.0.9", "10.0.0.0/16,192.168.0.0/24"), 1);
+        assert_eq!(sub(c, "192.168.1.9", "10.0.0.0/16,192.168.0.0/24"), -1);
+        assert_eq!(sub(c, "192.168.1.9", "0.0.0.0/0"), 1);
+        assert_eq!(
+            sub(c, "192.168.1.9", "192.168.1.9"),
+            1,
+            "no mask: one address"
+        );
+        assert_eq!(sub(c, "2001:db8::1", "2001:db8::/32"), 1);
+        assert_eq!(sub(c, "2001:db9::1", "2001:db8::/32"), -1);
+        assert_eq!(sub(c, "2001:db8::1", "10.0.0.0/8"), -1, "families differ");
+        assert_eq!(
+            sub(c, "[2001:db8::1]", "2001:db8::/32"),
+            -1,
+            "no references"
+        );
+        assert!(logs(c).is_empty());
+        assert_eq!(
+            ready(Host::is_in_subnet(
+                c,
+                "10.1.1.1".into(),
+                "10.0.0.0/33,10.1.0.0/16".into()
+            )),
+            1,
+            "a malformed entry matches nothing; the others still do"
+        );
+        assert_eq!(sub(c, "10.1.1.1", "banana/8"), -1);
+        assert_eq!(
+            logs(c),
+            vec![
+                "KSR.ipops.is_in_subnet: malformed subnet \"10.0.0.0/33\"",
+                "KSR.ipops.ip_is_in_subnet: malformed subnet \"banana/8\""
+            ]
+        );
+    }
+
+    async fn pv(c: &mut Ctx, name: &str) -> Option<PvValue> {
+        value(Pv::get(c, name.into()).await)
+    }
+
+    #[tokio::test]
+    async fn dns_query_fills_its_container_from_the_system_resolver() {
+        let mut c = ctx(INVITE);
+        assert_eq!(
+            Host::dns_query(&mut c, "localhost".into(), "h".into()).await,
+            1
+        );
+        let count = match pv(&mut c, "$dns(h=>count)").await {
+            Some(PvValue::Int(n)) => n,
+            other => panic!("{other:?}"),
+        };
+        assert!(count >= 1);
+        let mut addrs = Vec::new();
+        for i in 0..count {
+            let addr = pv(&mut c, &format!("$dns(h=>addr[{i}])")).await;
+            let ty = pv(&mut c, &format!("$dns(h=>type[{i}])")).await;
+            match (addr, ty) {
+                (Some(PvValue::Str(a)), Some(PvValue::Int(t))) => {
+                    let ip: IpAddr = a.parse().unwrap();
+                    assert!(ip.is_loopback());
+                    assert_eq!(t, if ip.is_ipv4() { 4 } else { 6 });
+                    addrs.push(ip);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let has_v4 = i32::from(addrs.iter().any(IpAddr::is_ipv4));
+        assert_eq!(
+            pv(&mut c, "$dns(h=>ipv4)").await,
+            Some(PvValue::Int(has_v4))
+        );
+        assert_eq!(pv(&mut c, &format!("$dns(h=>addr[{count}])")).await, None);
+        assert_eq!(pv(&mut c, "$dns(other=>count)").await, None);
+        assert_eq!(
+            Host::dns_sys_match_ip(&mut c, "localhost".into(), addrs[0].to_string()).await,
+            1
+        );
+        assert_eq!(
+            Host::dns_sys_match_ip(&mut c, "localhost".into(), "192.0.2.99".into()).await,
+            -1
+        );
+        assert_eq!(
+            Host::dns_sys_match_ip(&mut c, "localhost".into(), "nope".into()).await,
+            -3
+        );
+        // Unresolvable: -4 and the container emptied.
+        assert_eq!(
+            Host::dns_query(&mut c, "no-such-host.invalid".into(), "h".into()).await,
+            -4
+        );
+        assert_eq!(pv(&mut c, "$dns(h=>count)").await, Some(PvValue::Int(0)));
+        assert_eq!(
+            Host::dns_query(&mut c, "a".repeat(256), "h".into()).await,
+            -2
+        );
+        // Containers are bounded per instance.
+        for i in 0..MAX_CONTAINERS {
+            c.dns.dns.entry(format!("c{i}")).or_default();
+        }
+        assert_eq!(
+            Host::dns_query(&mut c, "localhost".into(), "new".into()).await,
+            -3
+        );
+        assert_eq!(
+            Host::dns_query(&mut c, "localhost".into(), "h".into()).await,
+            1
+        );
+    }
+
+    /// A DNS server on a loopback port answering SRV and NAPTR queries for
+    /// `example.test` (nothing else), or never answering when `silent`.
+    async fn dns_server(silent: bool) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                if silent {
+                    continue;
+                }
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut reply = Message::response(query.metadata.id, OpCode::Query);
+                reply.metadata.recursion_desired = query.metadata.recursion_desired;
+                reply.metadata.recursion_available = true;
+                for q in &query.queries {
+                    reply.add_query(q.clone());
+                    let name = q.name().clone();
+                    let target = |t: &str| Name::from_str(t).unwrap();
+                    match (q.query_type(), name.to_string().as_str()) {
+                        (RecordType::SRV, "_sip._udp.example.test.") => {
+                            for (prio, weight, port, host) in [
+                                (20, 0, 5080, "c.example.test."),
+                                (10, 5, 5060, "b.example.test."),
+                                (10, 60, 5062, "a.example.test."),
+                            ] {
+                                let srv = SRV::new(prio, weight, port, target(host));
+                                reply.add_answer(Record::from_rdata(
+                                    name.clone(),
+                                    60,
+                                    RData::SRV(srv),
+                                ));
+                            }
+                        }
+                        (RecordType::NAPTR, "example.test.") => {
+                            for (order, pref, service, repl) in [
+                                (20, 10, "SIP+D2T", "_sip._tcp.example.test."),
+                                (10, 10, "SIP+D2U", "_sip._udp.example.test."),
+                            ] {
+                                let naptr = NAPTR::new(
+                                    order,
+                                    pref,
+                                    b"s".to_vec().into_boxed_slice(),
+                                    service.as_bytes().to_vec().into_boxed_slice(),
+                                    Vec::new().into_boxed_slice(),
+                                    target(repl),
+                                );
+                                reply.add_answer(Record::from_rdata(
+                                    name.clone(),
+                                    60,
+                                    RData::NAPTR(naptr),
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = socket.send_to(&bytes, from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    fn with_dns(server: SocketAddr, timeout: Duration) -> Ctx {
+        let mut c = ctx(INVITE);
+        c.state = Arc::new(crate::TenantState {
+            ipops: Ipops::new(timeout, Some(server)),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[tokio::test]
+    async fn srv_and_naptr_queries_fill_sorted_containers() {
+        let server = dns_server(false).await;
+        let mut c = with_dns(server, Duration::from_secs(2));
+        assert_eq!(
+            Host::srv_query(&mut c, "_sip._udp.example.test.".into(), "udp".into()).await,
+            1,
+            "{:?}",
+            logs(&c)
+        );
+        assert_eq!(
+            pv(&mut c, "$srvquery(udp=>count)").await,
+            Some(PvValue::Int(3))
+        );
+        // Priority ascending, then the heavier weight first.
+        for (i, (target, port, prio, weight)) in [
+            ("a.example.test", 5062, 10, 60),
+            ("b.example.test", 5060, 10, 5),
+            ("c.example.test", 5080, 20, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(
+                pv(&mut c, &format!("$srvquery(udp=>target[{i}])")).await,
+                s(target)
+            );
+            assert_eq!(
+                pv(&mut c, &format!("$srvquery(udp=>port[{i}])")).await,
+                Some(PvValue::Int(port))
+            );
+            assert_eq!(
+                pv(&mut c, &format!("$srvquery(udp=>priority[{i}])")).await,
+                Some(PvValue::Int(prio))
+            );
+            assert_eq!(
+                pv(&mut c, &format!("$srvquery(udp=>weight[{i}])")).await,
+                Some(PvValue::Int(weight))
+            );
+        }
+        assert_eq!(
+            pv(&mut c, "$srvquery(udp=>target[-1])").await,
+            s("c.example.test")
+        );
+        assert_eq!(
+            Host::naptr_query(&mut c, "example.test.".into(), "n".into()).await,
+            1
+        );
+        assert_eq!(
+            pv(&mut c, "$naptrquery(n=>count)").await,
+            Some(PvValue::Int(2))
+        );
+        assert_eq!(
+            pv(&mut c, "$naptrquery(n=>order[0])").await,
+            Some(PvValue::Int(10))
+        );
+        assert_eq!(
+            pv(&mut c, "$naptrquery(n=>services[0])").await,
+            s("SIP+D2U")
+        );
+        assert_eq!(
+            pv(&mut c, "$naptrquery(n=>replace[0])").await,
+            s("_sip._udp.example.test")
+        );
+        assert_eq!(pv(&mut c, "$naptrquery(n=>flags[1])").await, s("s"));
+        assert_eq!(
+            pv(&mut c, "$naptrquery(n=>pref[1])").await,
+            Some(PvValue::Int(10))
+        );
+        assert_eq!(pv(&mut c, "$naptrquery(n=>regex[1])").await, s(""));
+        // A name without records: -1, the container emptied.
+        assert_eq!(
+            Host::srv_query(&mut c, "_sip._tcp.nothing.test.".into(), "udp".into()).await,
+            -1
+        );
+        assert_eq!(
+            pv(&mut c, "$srvquery(udp=>count)").await,
+            Some(PvValue::Int(0))
+        );
+        // Read-only.
+        Pv::sets(&mut c, "$srvquery(udp=>count)".into(), "1".into()).await;
+        assert_eq!(
+            pv(&mut c, "$srvquery(udp=>count)").await,
+            Some(PvValue::Int(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out_without_blocking() {
+        let server = dns_server(true).await;
+        let mut c = with_dns(server, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            Host::srv_query(&mut c, "_sip._udp.example.test.".into(), "x".into()).await,
+            -1
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let logged = logs(&c);
+        assert!(
+            logged[0].starts_with("KSR.ipops.srv_query: \"_sip._udp.example.test.\""),
+            "{logged:?}"
+        );
+    }
+}
