@@ -1,6 +1,7 @@
 //! The configured stores, opened: SQLite in the data directory unless
 //! PostgreSQL (subscribers) and Redis (locations) are configured, so the
-//! proxy, `kemibox user` and `kemibox ul` all work on the same data.
+//! proxy, `kemibox user`, `kemibox ul` and `kemibox address` all work on
+//! the same data. The permissions address table is always in SQLite.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use kemibox_kemi::{Nonces, Services};
 use kemibox_store::{
-    LocationStore, PostgresSubscribers, RedisLocation, SqliteStore, SubscriberStore,
+    AddressStore, LocationStore, PostgresSubscribers, RedisLocation, SqliteStore, SubscriberStore,
 };
 
 use crate::config::{Auth, Database, Registrar};
@@ -33,19 +34,18 @@ pub fn default_sqlite() -> PathBuf {
 pub struct Stores {
     pub subscribers: Arc<dyn SubscriberStore>,
     pub location: Arc<dyn LocationStore>,
+    /// The permissions address table.
+    pub addresses: Arc<dyn AddressStore>,
     /// Where each kind lives, for the start-up log line.
     pub describe: String,
 }
 
-/// Open what `db` configures. SQLite is opened (and created) only when a
-/// kind of data has no networked database.
+/// Open what `db` configures, and SQLite (created when missing) for
+/// what has no networked database (always the address table).
 pub async fn open(db: &Database) -> anyhow::Result<Stores> {
     let sqlite_path = db.sqlite.clone().unwrap_or_else(default_sqlite);
-    let sqlite = if db.postgres.is_none() || db.redis.is_none() {
-        Some(Arc::new(open_sqlite(&sqlite_path)?))
-    } else {
-        None
-    };
+    let sqlite = Arc::new(open_sqlite(&sqlite_path)?);
+    let addresses: Arc<dyn AddressStore> = sqlite.clone();
     let (subscribers, subs_at): (Arc<dyn SubscriberStore>, String) = match &db.postgres {
         Some(url) => (
             Arc::new(
@@ -55,10 +55,7 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
             ),
             "PostgreSQL".into(),
         ),
-        None => (
-            sqlite.clone().expect("opened when postgres is not set"),
-            sqlite_path.display().to_string(),
-        ),
+        None => (sqlite.clone(), sqlite_path.display().to_string()),
     };
     let (location, loc_at): (Arc<dyn LocationStore>, String) = match &db.redis {
         Some(url) => (
@@ -69,15 +66,16 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
             ),
             "Redis".into(),
         ),
-        None => (
-            sqlite.expect("opened when redis is not set"),
-            sqlite_path.display().to_string(),
-        ),
+        None => (sqlite, sqlite_path.display().to_string()),
     };
     Ok(Stores {
         subscribers,
         location,
-        describe: format!("subscribers in {subs_at}, locations in {loc_at}"),
+        addresses,
+        describe: format!(
+            "subscribers in {subs_at}, locations in {loc_at}, addresses in {}",
+            sqlite_path.display()
+        ),
     })
 }
 

@@ -61,6 +61,7 @@
 
 mod locate;
 mod schema;
+mod sec;
 mod validate;
 
 use std::net::SocketAddr;
@@ -72,6 +73,7 @@ use kemibox_sandbox::Limits;
 use serde::Deserialize;
 
 pub use locate::ConfigError;
+pub use sec::SecModules;
 use validate::{Checked, Given, Scope};
 
 /// What `kemibox run` serves, from a config file ([`load`]) or the
@@ -120,6 +122,8 @@ pub struct Tenant {
     pub auto_reload: bool,
     /// Its admin API token, if any.
     pub admin_token: Option<String>,
+    /// Its pike, permissions and ipops settings.
+    pub sec: SecModules,
 }
 
 /// The admin API's settings, checked.
@@ -189,6 +193,7 @@ impl Tenant {
             recreations_per_second: kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND,
             auto_reload: false,
             admin_token: None,
+            sec: SecModules::builtin(),
         }
     }
 }
@@ -242,6 +247,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     // overrides them: they are the default tenant's, or every tenant's
     // defaults.
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
+    let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let tenants = if file.tenants.is_empty() {
         vec![Tenant {
             limits: defaults.limits,
@@ -249,6 +255,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             relay_to: defaults.relay_to,
             recreations_per_second: defaults.recreations_per_second,
             auto_reload: defaults.auto_reload,
+            sec: sec_defaults,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
@@ -302,6 +309,7 @@ fn tenants(
             .map(|t| validate::tenant_token(scope, t, admin.is_some(), &tokens))
             .transpose()?;
         tokens.extend(admin_token.clone());
+        let sec = sec::sec_modules(file.sec_tables(), Some((scope, entry.sec_tables())))?;
         out.push(Tenant {
             id,
             script: Some(resolve(base, &entry.script)),
@@ -314,6 +322,7 @@ fn tenants(
             recreations_per_second: quotas.recreations_per_second,
             auto_reload: quotas.auto_reload,
             admin_token,
+            sec,
         });
     }
     Ok(out)
