@@ -24,6 +24,5 @@ pub async fn open(
         pike: Pike::new(sec.pike),
         permissions,
         ipops: Ipops::new(sec.dns_timeout, sec.dns_server),
-        ..TenantState::default()
     })
 }

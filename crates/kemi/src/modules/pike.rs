@@ -201,10 +201,8 @@ impl Table {
         self.sources.retain(|_, src| {
             let k = key(src);
             let drop = k < threshold || (k == threshold && equal_to_drop > 0);
-            if drop {
-                if k == threshold {
-                    equal_to_drop -= 1;
-                }
+            if drop && k == threshold {
+                equal_to_drop -= 1;
             }
             !drop
         });
