@@ -1,7 +1,8 @@
 //! The configured stores, opened: SQLite in the data directory unless
 //! PostgreSQL (subscribers) and Redis (locations) are configured, so the
 //! proxy, `kemibox user`, `kemibox ul` and `kemibox address` all work on
-//! the same data. The permissions address table is always in SQLite.
+//! the same data. The permissions address table is where the subscribers
+//! are.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,28 +35,39 @@ pub fn default_sqlite() -> PathBuf {
 pub struct Stores {
     pub subscribers: Arc<dyn SubscriberStore>,
     pub location: Arc<dyn LocationStore>,
-    /// The permissions address table.
+    /// The permissions address table (beside the subscribers).
     pub addresses: Arc<dyn AddressStore>,
     /// Where each kind lives, for the start-up log line.
     pub describe: String,
 }
 
-/// Open what `db` configures, and SQLite (created when missing) for
-/// what has no networked database (always the address table).
+/// Open what `db` configures. SQLite is opened (and created) only when a
+/// kind of data has no networked database.
 pub async fn open(db: &Database) -> anyhow::Result<Stores> {
     let sqlite_path = db.sqlite.clone().unwrap_or_else(default_sqlite);
-    let sqlite = Arc::new(open_sqlite(&sqlite_path)?);
-    let addresses: Arc<dyn AddressStore> = sqlite.clone();
-    let (subscribers, subs_at): (Arc<dyn SubscriberStore>, String) = match &db.postgres {
-        Some(url) => (
-            Arc::new(
+    let sqlite = if db.postgres.is_none() || db.redis.is_none() {
+        Some(Arc::new(open_sqlite(&sqlite_path)?))
+    } else {
+        None
+    };
+    // Addresses live beside the subscribers.
+    let (subscribers, addresses, subs_at): (
+        Arc<dyn SubscriberStore>,
+        Arc<dyn AddressStore>,
+        String,
+    ) = match &db.postgres {
+        Some(url) => {
+            let postgres = Arc::new(
                 PostgresSubscribers::connect(url)
                     .await
                     .map_err(|e| anyhow::anyhow!("database.postgres: {e}"))?,
-            ),
-            "PostgreSQL".into(),
-        ),
-        None => (sqlite.clone(), sqlite_path.display().to_string()),
+            );
+            (postgres.clone(), postgres, "PostgreSQL".into())
+        }
+        None => {
+            let sqlite = sqlite.clone().expect("opened when postgres is not set");
+            (sqlite.clone(), sqlite, sqlite_path.display().to_string())
+        }
     };
     let (location, loc_at): (Arc<dyn LocationStore>, String) = match &db.redis {
         Some(url) => (
@@ -66,16 +78,16 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
             ),
             "Redis".into(),
         ),
-        None => (sqlite, sqlite_path.display().to_string()),
+        None => (
+            sqlite.expect("opened when redis is not set"),
+            sqlite_path.display().to_string(),
+        ),
     };
     Ok(Stores {
         subscribers,
         location,
         addresses,
-        describe: format!(
-            "subscribers in {subs_at}, locations in {loc_at}, addresses in {}",
-            sqlite_path.display()
-        ),
+        describe: format!("subscribers and addresses in {subs_at}, locations in {loc_at}"),
     })
 }
 

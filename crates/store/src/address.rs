@@ -1,13 +1,14 @@
 //! The permissions module's address table (Kamailio's `address` table):
 //! rows of group id, IP address with its mask (a subnet), port (0: any)
-//! and tag, per tenant. The proxy loads a tenant's rows into memory at
+//! and tag, per tenant, in SQLite or (shared by several nodes) in
+//! PostgreSQL beside the subscribers. The proxy loads a tenant's rows into memory at
 //! start and on `permissions.addressReload`; `kemibox address add|rm|list`
 //! manages them.
 
 use async_trait::async_trait;
 use rusqlite::params;
 
-use crate::{SqliteStore, StoreError};
+use crate::{PostgresSubscribers, SqliteStore, StoreError};
 
 /// One row of the address table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,103 @@ CREATE TABLE IF NOT EXISTS address (
     PRIMARY KEY (tenant, grp, ip_addr, mask, port)
 );
 ";
+
+/// The same table in PostgreSQL (created with the subscriber table), for
+/// nodes that share their subscribers there.
+pub(crate) const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS address (
+    tenant TEXT NOT NULL,
+    grp BIGINT NOT NULL,
+    ip_addr TEXT NOT NULL,
+    mask SMALLINT NOT NULL,
+    port INTEGER NOT NULL,
+    tag TEXT,
+    PRIMARY KEY (tenant, grp, ip_addr, mask, port)
+);
+";
+
+#[async_trait]
+impl AddressStore for PostgresSubscribers {
+    async fn add_address(&self, tenant: &str, row: &AddressRow) -> Result<(), StoreError> {
+        let (group, mask, port) = (
+            i64::from(row.group),
+            i16::from(row.mask),
+            i32::from(row.port),
+        );
+        self.bounded(async {
+            let session = self.session().await?;
+            session
+                .client
+                .execute(
+                    "INSERT INTO address (tenant, grp, ip_addr, mask, port, tag)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (tenant, grp, ip_addr, mask, port)
+                     DO UPDATE SET tag = EXCLUDED.tag",
+                    &[&tenant, &group, &row.ip, &mask, &port, &row.tag],
+                )
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_address(
+        &self,
+        tenant: &str,
+        group: u32,
+        ip: &str,
+        mask: u8,
+        port: Option<u16>,
+    ) -> Result<usize, StoreError> {
+        let (group, mask, port) = (i64::from(group), i16::from(mask), port.map(i32::from));
+        let removed = self
+            .bounded(async {
+                let session = self.session().await?;
+                session
+                    .client
+                    .execute(
+                        "DELETE FROM address WHERE tenant = $1 AND grp = $2 AND ip_addr = $3
+                         AND mask = $4 AND ($5::INTEGER IS NULL OR port = $5)",
+                        &[&tenant, &group, &ip, &mask, &port],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+    }
+
+    async fn addresses(&self, tenant: &str) -> Result<Vec<AddressRow>, StoreError> {
+        let rows = self
+            .bounded(async {
+                let session = self.session().await?;
+                // Byte order for the address, as SQLite sorts.
+                session
+                    .client
+                    .query(
+                        "SELECT grp, ip_addr, mask, port, tag FROM address WHERE tenant = $1
+                         ORDER BY grp, ip_addr COLLATE \"C\", mask, port",
+                        &[&tenant],
+                    )
+                    .await
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let (group, mask, port): (i64, i16, i32) = (r.get(0), r.get(2), r.get(3));
+                Ok(AddressRow {
+                    group: u32::try_from(group)
+                        .map_err(|_| StoreError::Invalid(format!("address group {group}")))?,
+                    ip: r.get(1),
+                    mask: u8::try_from(mask)
+                        .map_err(|_| StoreError::Invalid(format!("address mask {mask}")))?,
+                    port: u16::try_from(port)
+                        .map_err(|_| StoreError::Invalid(format!("address port {port}")))?,
+                    tag: r.get(4),
+                })
+            })
+            .collect()
+    }
+}
 
 #[async_trait]
 impl AddressStore for SqliteStore {
