@@ -23,6 +23,9 @@
 //! default_expires = 3600
 //! min_expires = 60
 //!
+//! [pike]                               # also [permissions], [ipops]; see sec.rs
+//! reqs_density_per_unit = 30
+//!
 //! [auth]
 //! nonce_expire = 300
 //! secret = "…64 hex digits…"           # the same on every node
