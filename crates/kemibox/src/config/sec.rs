@@ -229,3 +229,67 @@ pub fn sec_modules(
         dns_server,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(name: &str, text: &str) -> anyhow::Result<crate::config::Settings> {
+        let dir = std::env::temp_dir().join(format!("kemibox-sec-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kemibox.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::config::load(&path)
+    }
+
+    #[test]
+    fn a_tenant_s_own_values_win_key_by_key_over_the_top_level() {
+        let loaded = load_text(
+            "merge",
+            r#"
+listen = ["udp:127.0.0.1:0", "udp:127.0.0.2:0"]
+[pike]
+sampling_time_unit = 5
+reqs_density_per_unit = 10
+[permissions]
+peer_tag_avp = "$avp(peer)"
+[ipops]
+dns_server = "127.0.0.1"
+
+[[tenant]]
+id = "a"
+script = "a.lua"
+listen = ["udp:127.0.0.1:0"]
+
+[[tenant]]
+id = "b"
+script = "b.lua"
+domains = ["b.example"]
+[tenant.pike]
+reqs_density_per_unit = 50
+[tenant.ipops]
+dns_timeout_ms = 300
+dns_server = "[::1]:5353"
+"#,
+        )
+        .unwrap();
+        let (a, b) = (&loaded.tenants[0].sec, &loaded.tenants[1].sec);
+        assert_eq!(
+            (a.pike.sampling_time_unit, a.pike.reqs_density_per_unit),
+            (5, 10)
+        );
+        assert_eq!(a.pike.remove_latency, 120, "Kamailio's default");
+        assert_eq!(
+            (b.pike.sampling_time_unit, b.pike.reqs_density_per_unit),
+            (5, 50)
+        );
+        assert_eq!(a.peer_tag_avp.as_deref(), Some("peer"));
+        assert_eq!(b.peer_tag_avp.as_deref(), Some("peer"));
+        assert_eq!(a.dns_server, Some("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(a.dns_timeout, Duration::from_secs(2));
+        assert_eq!(b.dns_server, Some("[::1]:5353".parse().unwrap()));
+        assert_eq!(b.dns_timeout, Duration::from_millis(300));
+        let plain = load_text("plain", "").unwrap();
+        assert_eq!(plain.tenants[0].sec, SecModules::builtin());
+    }
+}
