@@ -404,6 +404,9 @@ pub struct Ctx {
     /// A script error a KSR function recorded and the guest has not taken
     /// yet (see [`Ctx::script_error`]).
     script_error: Option<String>,
+    /// `KSR.ipops` DNS results (`$dns(...)`, `$srvquery(...)`,
+    /// `$naptrquery(...)`), per instance as Kamailio keeps them per worker.
+    pub(crate) dns: crate::modules::DnsContainers,
 }
 
 impl Ctx {
@@ -425,6 +428,7 @@ impl Ctx {
             relay_to: None,
             state: Arc::default(),
             script_error: None,
+            dns: Default::default(),
         }
     }
 

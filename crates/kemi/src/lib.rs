@@ -25,7 +25,10 @@ pub use ctx::{
     AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,
     TmFunction, TmInfo, Transport,
 };
-pub use modules::{ALWAYS_GRANTED, MODULES, add_to_linker};
+pub use modules::{
+    ALWAYS_GRANTED, AddressDump, Ipops, MODULES, Permissions, Pike, PikeSettings, Subnet, Verdict,
+    add_to_linker,
+};
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};
 pub use route_type::{ActionKind, REFUSED, RouteType};

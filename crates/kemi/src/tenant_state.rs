@@ -10,4 +10,11 @@
 
 /// A tenant's module state (see the module docs).
 #[derive(Debug, Default)]
-pub struct TenantState {}
+pub struct TenantState {
+    /// `KSR.pike`: flood counters per source address.
+    pub pike: crate::Pike,
+    /// `KSR.permissions`: the cached address table.
+    pub permissions: crate::Permissions,
+    /// `KSR.ipops`: DNS timeout and resolver.
+    pub ipops: crate::Ipops,
+}

@@ -24,6 +24,9 @@ pub const METHODS: &[(&str, &[&str])] = &[
     ("ul.dump", &["tenant"]),
     ("ul.lookup", &["tenant", "aor", "table"]),
     ("stats.get", &["prefix"]),
+    ("permissions.addressReload", &["tenant"]),
+    ("permissions.addressDump", &["tenant"]),
+    ("permissions.subnetDump", &["tenant"]),
 ];
 
 pub struct Admin {
@@ -131,6 +134,50 @@ impl Methods for Admin {
                     "aor": aor,
                     "contacts": found.iter().map(|b| binding(b, now)).collect::<Vec<_>>(),
                 }))
+            }
+            "permissions.addressReload" => {
+                let t = self.tenant(caller, method, &params)?;
+                let rows = t
+                    .pool
+                    .tenant()
+                    .spec
+                    .state
+                    .permissions
+                    .reload()
+                    .await
+                    .map_err(|e| {
+                        RpcError::failed(format!(
+                            "tenant {}: reloading the address table: {e}",
+                            t.id()
+                        ))
+                    })?;
+                Ok(json!({"tenant": t.id().as_str(), "rows": rows}))
+            }
+            "permissions.addressDump" | "permissions.subnetDump" => {
+                let t = self.tenant(caller, method, &params)?;
+                let dump = t.pool.tenant().spec.state.permissions.dump();
+                let subnets = method == "permissions.subnetDump";
+                let rows = if subnets {
+                    dump.subnets
+                } else {
+                    dump.addresses
+                };
+                Ok(Value::Array(
+                    rows.iter()
+                        .map(|r| {
+                            let mut row = json!({
+                                "group": r.group,
+                                "ip": r.ip,
+                                "port": r.port,
+                                "tag": r.tag,
+                            });
+                            if subnets {
+                                row["mask"] = Value::from(r.mask);
+                            }
+                            row
+                        })
+                        .collect(),
+                ))
             }
             "ul.dump" => {
                 let only = match params.string("tenant")? {

@@ -6,6 +6,7 @@
 //! - `kemibox api`: every KSR function available to scripts.
 //! - `kemibox run`: the proxy.
 //! - `kemibox user add|rm|list`: subscribers for digest authentication.
+//! - `kemibox address add|rm|list`: the permissions address table.
 //! - `kemibox ul show`: registrations.
 //! - `kemibox ctl METHOD [ARGS...]`: call the admin API of a running proxy.
 #![allow(
@@ -20,6 +21,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod address;
 mod admin;
 mod api;
 mod check;
@@ -67,6 +69,8 @@ enum Command {
     Run(run::Args),
     /// Subscribers for digest authentication: add, rm, list.
     User(user::Args),
+    /// The permissions address table (allow_source_address): add, rm, list.
+    Address(address::Args),
     /// Registrations (user location): show.
     Ul(ul::Args),
     /// Call the admin API of a running `kemibox run` (docs/admin.md) and
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Route(args) => route::run(args),
         Command::Run(args) => run::run(args),
         Command::User(args) => user::run(args),
+        Command::Address(args) => address::run(args),
         Command::Ul(args) => ul::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Api { markdown } => {

@@ -70,14 +70,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (services, location) = runtime.block_on(async {
+    let (services, location, addresses) = runtime.block_on(async {
         let stores = crate::storage::open(&settings.database).await?;
         tracing::info!("{}", stores.describe);
         let services = crate::storage::services(&stores, settings.registrar, &settings.auth)?;
         crate::storage::spawn_expiry(stores.location.clone());
-        anyhow::Ok((services, stores.location))
+        anyhow::Ok((services, stores.location, stores.addresses))
     })?;
-    runtime.block_on(serve(settings, services, location))
+    runtime.block_on(serve(settings, services, location, addresses))
 }
 
 /// The tenant's spec for the sandbox: its script read (the embedded
@@ -102,6 +102,7 @@ async fn serve(
     settings: Settings,
     services: Arc<Services>,
     location: Arc<dyn kemibox_store::LocationStore>,
+    addresses: Arc<dyn kemibox_store::AddressStore>,
 ) -> anyhow::Result<ExitCode> {
     let defaults = ProxyConfig::default();
     let config = ProxyConfig {
@@ -137,7 +138,7 @@ async fn serve(
     let mut tenants = Vec::new();
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
-        spec.state = Arc::new(crate::tenant_state::open(&tenant).await?);
+        spec.state = Arc::new(crate::tenant_state::open(&tenant, &addresses).await?);
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);

@@ -1,6 +1,8 @@
 //! The configured stores, opened: SQLite in the data directory unless
 //! PostgreSQL (subscribers) and Redis (locations) are configured, so the
-//! proxy, `kemibox user` and `kemibox ul` all work on the same data.
+//! proxy, `kemibox user`, `kemibox ul` and `kemibox address` all work on
+//! the same data. The permissions address table is where the subscribers
+//! are.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use kemibox_kemi::{Nonces, Services};
 use kemibox_store::{
-    LocationStore, PostgresSubscribers, RedisLocation, SqliteStore, SubscriberStore,
+    AddressStore, LocationStore, PostgresSubscribers, RedisLocation, SqliteStore, SubscriberStore,
 };
 
 use crate::config::{Auth, Database, Registrar};
@@ -33,6 +35,8 @@ pub fn default_sqlite() -> PathBuf {
 pub struct Stores {
     pub subscribers: Arc<dyn SubscriberStore>,
     pub location: Arc<dyn LocationStore>,
+    /// The permissions address table (beside the subscribers).
+    pub addresses: Arc<dyn AddressStore>,
     /// Where each kind lives, for the start-up log line.
     pub describe: String,
 }
@@ -46,19 +50,24 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
     } else {
         None
     };
-    let (subscribers, subs_at): (Arc<dyn SubscriberStore>, String) = match &db.postgres {
-        Some(url) => (
-            Arc::new(
+    // Addresses live beside the subscribers.
+    let (subscribers, addresses, subs_at): (
+        Arc<dyn SubscriberStore>,
+        Arc<dyn AddressStore>,
+        String,
+    ) = match &db.postgres {
+        Some(url) => {
+            let postgres = Arc::new(
                 PostgresSubscribers::connect(url)
                     .await
                     .map_err(|e| anyhow::anyhow!("database.postgres: {e}"))?,
-            ),
-            "PostgreSQL".into(),
-        ),
-        None => (
-            sqlite.clone().expect("opened when postgres is not set"),
-            sqlite_path.display().to_string(),
-        ),
+            );
+            (postgres.clone(), postgres, "PostgreSQL".into())
+        }
+        None => {
+            let sqlite = sqlite.clone().expect("opened when postgres is not set");
+            (sqlite.clone(), sqlite, sqlite_path.display().to_string())
+        }
     };
     let (location, loc_at): (Arc<dyn LocationStore>, String) = match &db.redis {
         Some(url) => (
@@ -77,7 +86,8 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
     Ok(Stores {
         subscribers,
         location,
-        describe: format!("subscribers in {subs_at}, locations in {loc_at}"),
+        addresses,
+        describe: format!("subscribers and addresses in {subs_at}, locations in {loc_at}"),
     })
 }
 

@@ -9,6 +9,7 @@
 //! Several kemibox nodes share their users and registrations through
 //! networked stores instead: [`PostgresSubscribers`] and [`RedisLocation`].
 
+mod address;
 mod location;
 mod postgres;
 mod redis;
@@ -16,6 +17,7 @@ mod sqlite;
 mod subscriber;
 
 pub use self::redis::RedisLocation;
+pub use address::{AddressRow, AddressStore};
 pub use location::{Binding, Located, LocationStore};
 pub use postgres::PostgresSubscribers;
 pub use sqlite::SqliteStore;

@@ -36,8 +36,9 @@ CREATE TABLE IF NOT EXISTS subscriber (
 
 const COLUMNS: &str = "tenant, username, domain, ha1, ha1_sha256";
 
-/// Subscribers in a PostgreSQL table `subscriber`, created when missing,
-/// so that every kemibox node authenticates against the same users.
+/// Subscribers in a PostgreSQL table `subscriber` (and the permissions
+/// address table, `address`), created when missing, so that every kemibox
+/// node authenticates against the same users and trusts the same peers.
 pub struct PostgresSubscribers {
     config: Config,
     /// `host:port/dbname` for logs and errors: never the password.
@@ -51,8 +52,8 @@ pub struct PostgresSubscribers {
 }
 
 /// One connection with its statements prepared.
-struct Session {
-    client: Client,
+pub(crate) struct Session {
+    pub(crate) client: Client,
     upsert: Statement,
     delete: Statement,
     get: Statement,
@@ -88,7 +89,7 @@ impl PostgresSubscribers {
     }
 
     /// The open session, reconnecting when there is none or it closed.
-    async fn session(&self) -> Result<Arc<Session>, tokio_postgres::Error> {
+    pub(crate) async fn session(&self) -> Result<Arc<Session>, tokio_postgres::Error> {
         if let Some(open) = self.open_session() {
             return Ok(open);
         }
@@ -116,7 +117,7 @@ impl PostgresSubscribers {
     /// Run `op` within [`OP_TIMEOUT`], turning failures into
     /// [`StoreError::Unavailable`] and logging when the database goes
     /// away and comes back.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         op: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
@@ -158,19 +159,24 @@ impl Session {
                 Ok(()) => tracing::debug!(backend = BACKEND, %address, "connection closed"),
             }
         });
-        // Checked first: CREATE ... IF NOT EXISTS needs the CREATE
-        // privilege even when the table exists.
-        let exists: bool = client
-            .query_one("SELECT to_regclass('subscriber') IS NOT NULL", &[])
-            .await?
-            .get(0);
-        if !exists {
-            match client.batch_execute(SCHEMA).await {
-                // Another node created it at the same moment.
-                Err(e)
-                    if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                        || e.code() == Some(&SqlState::DUPLICATE_TABLE) => {}
-                other => other?,
+        for (table, schema) in [
+            ("subscriber", SCHEMA),
+            ("address", crate::address::POSTGRES_SCHEMA),
+        ] {
+            // Checked first: CREATE ... IF NOT EXISTS needs the CREATE
+            // privilege even when the table exists.
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                .await?
+                .get(0);
+            if !exists {
+                match client.batch_execute(schema).await {
+                    // Another node created it at the same moment.
+                    Err(e)
+                        if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                            || e.code() == Some(&SqlState::DUPLICATE_TABLE) => {}
+                    other => other?,
+                }
             }
         }
         Ok(Session {

@@ -230,3 +230,60 @@ async fn connect_tells_a_bad_url_from_an_unreachable_database() {
     assert!(detail.contains("127.0.0.1:1/kemibox"), "{detail}");
     assert!(!detail.contains("s3cret"), "{detail}");
 }
+
+/// The permissions address table beside the subscribers: rows shared by
+/// two nodes, scoped by tenant, replaced and removed as in SQLite.
+#[tokio::test]
+async fn address_rows_are_shared_between_nodes_and_scoped_by_tenant() {
+    use kemibox_store::{AddressRow, AddressStore};
+    let row = |group: u32, ip: &str, mask: u8, port: u16, tag: Option<&str>| AddressRow {
+        group,
+        ip: ip.into(),
+        mask,
+        port,
+        tag: tag.map(Into::into),
+    };
+    let server = postgres();
+    let a = PostgresSubscribers::connect(&url(&server)).await.unwrap();
+    a.add_address("t", &row(2, "10.0.0.0", 8, 5060, None))
+        .await
+        .unwrap();
+    a.add_address("t", &row(1, "192.0.2.7", 32, 0, Some("pbx")))
+        .await
+        .unwrap();
+    a.add_address("t", &row(1, "192.0.2.7", 32, 0, Some("gw")))
+        .await
+        .unwrap();
+    a.add_address("u", &row(4_000_000_000, "2001:db8::", 32, 65535, None))
+        .await
+        .unwrap();
+    let b = PostgresSubscribers::connect(&url(&server)).await.unwrap();
+    assert_eq!(
+        b.addresses("t").await.unwrap(),
+        vec![
+            row(1, "192.0.2.7", 32, 0, Some("gw")),
+            row(2, "10.0.0.0", 8, 5060, None)
+        ]
+    );
+    assert_eq!(
+        b.addresses("u").await.unwrap(),
+        vec![row(4_000_000_000, "2001:db8::", 32, 65535, None)]
+    );
+    assert_eq!(
+        b.remove_address("t", 2, "10.0.0.0", 8, Some(5061))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        b.remove_address("u", 1, "192.0.2.7", 32, None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        b.remove_address("t", 2, "10.0.0.0", 8, None).await.unwrap(),
+        1
+    );
+    assert_eq!(a.addresses("t").await.unwrap().len(), 1);
+}

@@ -12,9 +12,12 @@ mod auth_db;
 mod core;
 mod corex;
 mod hdr;
+mod ipops;
 mod kx;
 mod maxfwd;
 mod nathelper;
+mod permissions;
+mod pike;
 mod pv;
 mod registrar;
 mod rr;
@@ -30,6 +33,10 @@ mod types;
 mod x;
 mod xlog;
 
+pub(crate) use ipops::DnsContainers;
+pub use ipops::{Ipops, Subnet};
+pub use permissions::{AddressDump, Permissions};
+pub use pike::{Pike, PikeSettings, Verdict};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::Ctx;

@@ -249,6 +249,12 @@ impl Ctx {
                     _ => return Err(PvError::Unknown),
                 })
             }
+            // `KSR.ipops` lookup results.
+            PvName::Named("dns", inner) => self.dns.dns(inner).map_err(|()| PvError::Unknown),
+            PvName::Named("srvquery", inner) => self.dns.srv(inner).map_err(|()| PvError::Unknown),
+            PvName::Named("naptrquery", inner) => {
+                self.dns.naptr(inner).map_err(|()| PvError::Unknown)
+            }
             PvName::Plain(class) => match &self.message {
                 Some(m) => read_message(m, class),
                 None => Ok(None),
@@ -323,7 +329,9 @@ impl Ctx {
                     },
                 );
             }
-            PvName::Named("hdr" | "hdrc", _) => return Err(PvError::ReadOnly),
+            PvName::Named("hdr" | "hdrc" | "dns" | "srvquery" | "naptrquery", _) => {
+                return Err(PvError::ReadOnly);
+            }
             PvName::Named(..) => return Err(PvError::Unknown),
         }
         self.events.push(Event::PvSet {

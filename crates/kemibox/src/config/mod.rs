@@ -23,6 +23,9 @@
 //! default_expires = 3600
 //! min_expires = 60
 //!
+//! [pike]                               # also [permissions], [ipops]; see sec.rs
+//! reqs_density_per_unit = 30
+//!
 //! [auth]
 //! nonce_expire = 300
 //! secret = "…64 hex digits…"           # the same on every node
@@ -61,6 +64,7 @@
 
 mod locate;
 mod schema;
+mod sec;
 mod validate;
 
 use std::net::SocketAddr;
@@ -72,6 +76,7 @@ use kemibox_sandbox::Limits;
 use serde::Deserialize;
 
 pub use locate::ConfigError;
+pub use sec::SecModules;
 use validate::{Checked, Given, Scope};
 
 /// What `kemibox run` serves, from a config file ([`load`]) or the
@@ -120,6 +125,8 @@ pub struct Tenant {
     pub auto_reload: bool,
     /// Its admin API token, if any.
     pub admin_token: Option<String>,
+    /// Its pike, permissions and ipops settings.
+    pub sec: SecModules,
 }
 
 /// The admin API's settings, checked.
@@ -189,6 +196,7 @@ impl Tenant {
             recreations_per_second: kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND,
             auto_reload: false,
             admin_token: None,
+            sec: SecModules::builtin(),
         }
     }
 }
@@ -242,6 +250,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     // overrides them: they are the default tenant's, or every tenant's
     // defaults.
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
+    let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let tenants = if file.tenants.is_empty() {
         vec![Tenant {
             limits: defaults.limits,
@@ -249,6 +258,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             relay_to: defaults.relay_to,
             recreations_per_second: defaults.recreations_per_second,
             auto_reload: defaults.auto_reload,
+            sec: sec_defaults,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
@@ -302,6 +312,7 @@ fn tenants(
             .map(|t| validate::tenant_token(scope, t, admin.is_some(), &tokens))
             .transpose()?;
         tokens.extend(admin_token.clone());
+        let sec = sec::sec_modules(file.sec_tables(), Some((scope, entry.sec_tables())))?;
         out.push(Tenant {
             id,
             script: Some(resolve(base, &entry.script)),
@@ -314,6 +325,7 @@ fn tenants(
             recreations_per_second: quotas.recreations_per_second,
             auto_reload: quotas.auto_reload,
             admin_token,
+            sec,
         });
     }
     Ok(out)

@@ -43,6 +43,13 @@ pub struct File {
     pub admin: AdminTable,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantEntry>,
+    /// `[pike]`, `[permissions]`, `[ipops]`: every tenant's defaults.
+    #[serde(default)]
+    pub pike: super::sec::PikeTable,
+    #[serde(default)]
+    pub permissions: super::sec::PermissionsTable,
+    #[serde(default)]
+    pub ipops: super::sec::IpopsTable,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -69,7 +76,27 @@ impl File {
     }
 }
 
+impl File {
+    /// The top level's pike, permissions and ipops tables.
+    pub fn sec_tables(&self) -> super::sec::SecTables<'_> {
+        super::sec::SecTables {
+            pike: &self.pike,
+            permissions: &self.permissions,
+            ipops: &self.ipops,
+        }
+    }
+}
+
 impl TenantEntry {
+    /// The tenant's own pike, permissions and ipops tables.
+    pub fn sec_tables(&self) -> super::sec::SecTables<'_> {
+        super::sec::SecTables {
+            pike: &self.pike,
+            permissions: &self.permissions,
+            ipops: &self.ipops,
+        }
+    }
+
     /// The tenant's own values of the keys the top level defaults.
     pub fn settings(&self) -> TenantSettings<'_> {
         TenantSettings {
@@ -100,6 +127,13 @@ pub struct TenantEntry {
     pub rate_limited_reply: Option<LimitedReply>,
     pub relay_to: Option<SpannedList>,
     pub auto_reload: Option<bool>,
+    /// Its own `[tenant.pike]`, `[tenant.permissions]`, `[tenant.ipops]`.
+    #[serde(default)]
+    pub pike: super::sec::PikeTable,
+    #[serde(default)]
+    pub permissions: super::sec::PermissionsTable,
+    #[serde(default)]
+    pub ipops: super::sec::IpopsTable,
 }
 
 /// `[limits]` and `[tenant.limits]`.
