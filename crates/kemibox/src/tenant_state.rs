@@ -9,6 +9,8 @@ use crate::config::Tenant;
 /// The module state `tenant`'s configuration asks for. Errors name the
 /// tenant and the setting.
 pub async fn open(tenant: &Tenant) -> anyhow::Result<TenantState> {
-    let _ = tenant;
-    Ok(TenantState::default())
+    let mut state = TenantState::default();
+    // Lua: os.getenv / KSR.kx.get_env, KSR.kx.ifdef.
+    (state.env, state.defines) = (tenant.env.clone(), tenant.defines.clone());
+    Ok(state)
 }

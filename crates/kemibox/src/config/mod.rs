@@ -28,6 +28,11 @@
 //! secret = "…64 hex digits…"           # the same on every node
 //!
 //! unmatched_reply = { code = 404, reason = "Not Found" }   # before any table
+//! defines = ["WITH_AUTH", "MAX_CALLS=20"]   # KSR.kx.ifdef (docs/modules/lua-libraries.md)
+//! lua_path = ["lib"]                   # the tenants' own Lua modules (require "utils")
+//!
+//! [env]                                # os.getenv / KSR.kx.get_env; per tenant: [tenant.env]
+//! REGION = "eu-1"
 //!
 //! [[tenant]]                           # several tenants instead of `script`
 //! id = "a"
@@ -63,6 +68,7 @@ mod locate;
 mod schema;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -120,6 +126,14 @@ pub struct Tenant {
     pub auto_reload: bool,
     /// Its admin API token, if any.
     pub admin_token: Option<String>,
+    /// Its variables (`[tenant.env]`, over the top-level `[env]`): what
+    /// `os.getenv` and `KSR.kx.get_env` read.
+    pub env: BTreeMap<String, String>,
+    /// Its defines (`defines`), name to value: `KSR.kx.ifdef`.
+    pub defines: BTreeMap<String, String>,
+    /// Directories of its own Lua modules (`lua_path`), read at load and
+    /// reload.
+    pub lua_path: Vec<PathBuf>,
 }
 
 /// The admin API's settings, checked.
@@ -189,6 +203,9 @@ impl Tenant {
             recreations_per_second: kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND,
             auto_reload: false,
             admin_token: None,
+            env: BTreeMap::new(),
+            defines: BTreeMap::new(),
+            lua_path: Vec::new(),
         }
     }
 }
@@ -243,7 +260,11 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     // defaults.
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let tenants = if file.tenants.is_empty() {
+        let lua = validate::lua_settings(file.defaults(), None, base)?;
         vec![Tenant {
+            env: lua.env,
+            defines: lua.defines,
+            lua_path: lua.lua_path,
             limits: defaults.limits,
             rate: defaults.rate,
             relay_to: defaults.relay_to,
@@ -302,7 +323,11 @@ fn tenants(
             .map(|t| validate::tenant_token(scope, t, admin.is_some(), &tokens))
             .transpose()?;
         tokens.extend(admin_token.clone());
+        let lua = validate::lua_settings(file.defaults(), Some((scope, entry.settings())), base)?;
         out.push(Tenant {
+            env: lua.env,
+            defines: lua.defines,
+            lua_path: lua.lua_path,
             id,
             script: Some(resolve(base, &entry.script)),
             listen: owned,
