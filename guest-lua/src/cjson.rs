@@ -12,7 +12,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use mlua::{Error, LightUserData, Lua, MultiValue, Result, Table, Value};
+use mlua::{
+    Error, FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Result, Table,
+    Value,
+};
 
 /// The deepest nesting a script may configure: deeper recursion could run
 /// the guest's stack out (a trap), and no SIP-related JSON nests this deep.
@@ -90,10 +93,62 @@ pub fn max_text(memory_limit: u64) -> usize {
         .min(TEXT_CEILING)
 }
 
+/// Returned first by a module function that failed, with the message:
+/// the Lua wrapper ([`RAISE`]) raises the message as a string error, as
+/// lua-cjson does (an error returned from a Rust callback would reach
+/// `pcall` as a userdata instead). Scripts cannot make a lightuserdata, so
+/// they cannot forge it.
+fn fail() -> Value {
+    Value::LightUserData(LightUserData(std::ptr::without_provenance_mut(2)))
+}
+
+/// Wraps every function of a module table (and of those `new()` makes) so
+/// a [`fail`] result becomes a string error without position, like
+/// luaL_error from a C function.
+const RAISE: &str = r#"
+local m, FAIL = ...
+local error, pairs, type = error, pairs, type
+local function check(first, ...)
+    if first == FAIL then error((...), 0) end
+    return first, ...
+end
+local function wrap(t)
+    for k, f in pairs(t) do
+        if type(f) == "function" then t[k] = function(...) return check(f(...)) end end
+    end
+    local new = t.new
+    t.new = function() return wrap(new()) end
+    return t
+end
+return wrap(m)
+"#;
+
+/// A module function: a Rust error is returned as `FAIL, message`.
+fn guarded<A, R, F>(lua: &Lua, f: F) -> Result<Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+    F: Fn(&Lua, A) -> Result<R> + 'static,
+{
+    lua.create_function(move |lua, args: MultiValue| {
+        let result = A::from_lua_multi(args, lua)
+            .and_then(|a| f(lua, a))
+            .and_then(|r| r.into_lua_multi(lua));
+        match result {
+            Ok(values) => Ok(values),
+            Err(e) => Ok(MultiValue::from_iter([
+                fail(),
+                Value::String(lua.create_string(error_text(&e))?),
+            ])),
+        }
+    })
+}
+
 /// The `cjson` module (`safe`: `cjson.safe`, whose encode and decode return
 /// `nil, message` instead of raising).
 pub fn open(lua: &Lua, safe: bool, max_text: usize) -> Result<Table> {
-    module(lua, safe, Settings::new(max_text))
+    let raw = module(lua, safe, Settings::new(max_text))?;
+    lua.load(RAISE).set_name("=cjson").call((raw, fail()))
 }
 
 fn metatable(lua: &Lua, key: &str) -> Result<Table> {
@@ -121,7 +176,7 @@ fn module(lua: &Lua, safe: bool, settings: Settings) -> Result<Table> {
     let st = s.clone();
     m.set(
         "encode",
-        lua.create_function(move |lua, args: MultiValue| {
+        guarded(lua, move |lua, args: MultiValue| {
             if args.len() != 1 {
                 return Err(Error::runtime(
                     "bad argument #1 to 'encode' (expected 1 argument)",
@@ -138,7 +193,7 @@ fn module(lua: &Lua, safe: bool, settings: Settings) -> Result<Table> {
     let st = s.clone();
     m.set(
         "decode",
-        lua.create_function(move |lua, args: MultiValue| {
+        guarded(lua, move |lua, args: MultiValue| {
             if args.len() != 1 {
                 return Err(Error::runtime(
                     "bad argument #1 to 'decode' (expected 1 argument)",
@@ -167,7 +222,7 @@ fn module(lua: &Lua, safe: bool, settings: Settings) -> Result<Table> {
     let st = s.clone();
     m.set(
         "new",
-        lua.create_function(move |lua, ()| {
+        guarded(lua, move |lua, ()| {
             let max = st.borrow().max_text;
             module(lua, safe, Settings::new(max))
         })?,
@@ -231,7 +286,7 @@ fn settings_functions(lua: &Lua, m: &Table, s: &Rc<RefCell<Settings>>) -> Result
     ];
     for (name, field) in flags {
         let st = s.clone();
-        let f = lua.create_function(move |_, v: Value| {
+        let f = guarded(lua, move |_, v: Value| {
             let mut settings = st.borrow_mut();
             if let Some(b) = bool_option(&v, name)? {
                 *field(&mut settings) = b;
@@ -256,7 +311,7 @@ fn settings_functions(lua: &Lua, m: &Table, s: &Rc<RefCell<Settings>>) -> Result
     ];
     for (name, field, max) in ints {
         let st = s.clone();
-        let f = lua.create_function(move |_, v: Value| {
+        let f = guarded(lua, move |_, v: Value| {
             let mut settings = st.borrow_mut();
             if let Some(n) = int_option(&v, name, 1, 1, max)? {
                 *field(&mut settings) = n as usize;
@@ -268,29 +323,32 @@ fn settings_functions(lua: &Lua, m: &Table, s: &Rc<RefCell<Settings>>) -> Result
     let st = s.clone();
     m.set(
         "encode_sparse_array",
-        lua.create_function(move |_, (convert, ratio, safe): (Value, Value, Value)| {
-            let mut settings = st.borrow_mut();
-            const NAME: &str = "encode_sparse_array";
-            if let Some(b) = bool_option(&convert, NAME)? {
-                settings.sparse_convert = b;
-            }
-            if let Some(r) = int_option(&ratio, NAME, 2, 0, i64::from(i32::MAX))? {
-                settings.sparse_ratio = r;
-            }
-            if let Some(n) = int_option(&safe, NAME, 3, 0, i64::from(i32::MAX))? {
-                settings.sparse_safe = n;
-            }
-            Ok((
-                settings.sparse_convert,
-                settings.sparse_ratio,
-                settings.sparse_safe,
-            ))
-        })?,
+        guarded(
+            lua,
+            move |_, (convert, ratio, safe): (Value, Value, Value)| {
+                let mut settings = st.borrow_mut();
+                const NAME: &str = "encode_sparse_array";
+                if let Some(b) = bool_option(&convert, NAME)? {
+                    settings.sparse_convert = b;
+                }
+                if let Some(r) = int_option(&ratio, NAME, 2, 0, i64::from(i32::MAX))? {
+                    settings.sparse_ratio = r;
+                }
+                if let Some(n) = int_option(&safe, NAME, 3, 0, i64::from(i32::MAX))? {
+                    settings.sparse_safe = n;
+                }
+                Ok((
+                    settings.sparse_convert,
+                    settings.sparse_ratio,
+                    settings.sparse_safe,
+                ))
+            },
+        )?,
     )?;
     let st = s.clone();
     m.set(
         "encode_invalid_numbers",
-        lua.create_function(move |lua, v: Value| {
+        guarded(lua, move |lua, v: Value| {
             let mut settings = st.borrow_mut();
             let null = matches!(&v, Value::String(s) if s.as_bytes()[..] == *b"null");
             if null {
@@ -820,7 +878,13 @@ impl<'a> Decoder<'a> {
         if let Some(v) = parse_number(token, self.settings.decode_invalid) {
             return Ok(v);
         }
-        self.fail(expected, "invalid number", start)
+        // A word that is not nan/inf was never a number (`nul`).
+        let found = if token.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            "invalid token"
+        } else {
+            "invalid number"
+        };
+        self.fail(expected, found, start)
     }
 }
 

@@ -163,7 +163,7 @@ base._G = G
 
 local modules = {
     KSR = base.KSR, string = base.string, table = base.table, math = base.math,
-    utf8 = base.utf8, coroutine = base.coroutine, os = base.os,
+    utf8 = base.utf8, coroutine = base.coroutine,
 }
 -- Libraries made on first require, once per instance.
 local libraries = {
@@ -186,7 +186,7 @@ local function not_found(name)
         why = "it is neither a library of the sandbox (cjson, cjson.safe) nor one of the "
             .. "tenant's Lua modules (lua_path); C modules cannot be loaded"
     end
-    error("module '" .. name .. "' not found: " .. why, 3)
+    error("module '" .. name .. "' is not available in the sandbox: " .. why, 3)
 end
 
 base.require = function(name)
