@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use kemibox_sandbox::{Runtime, Tenant, TenantSpec};
 
 /// `lua`: the variables, defines and Lua modules to check it with.
-pub fn run(path: &Path, entry: &str, lua: &crate::script_env::Args) -> anyhow::Result<ExitCode> {
+pub fn run(path: &Path, entry: &str, lua: &crate::script_env::LuaArgs) -> anyhow::Result<ExitCode> {
     crate::init_logging("warn", crate::LogFormat::Plain);
     let source = crate::read_script(path)?;
     let runtime = Runtime::new(None)?;

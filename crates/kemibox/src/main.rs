@@ -61,7 +61,7 @@ enum Command {
         #[arg(long, default_value = "ksr_request_route")]
         entry: String,
         #[command(flatten)]
-        lua: script_env::Args,
+        lua: script_env::LuaArgs,
     },
     /// Run a route function on one SIP message, without network, and print
     /// one JSON object per thing the script did, then a summary line.

@@ -46,7 +46,7 @@ pub struct Args {
     deadline_ms: Option<u64>,
     /// The tenant's variables, defines and Lua modules.
     #[command(flatten)]
-    lua: crate::script_env::Args,
+    lua: crate::script_env::LuaArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

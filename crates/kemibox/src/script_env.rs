@@ -11,7 +11,7 @@ use kemibox_kemi::TenantState;
 use kemibox_sandbox::TenantSpec;
 
 #[derive(clap::Args, Debug, Default)]
-pub struct Args {
+pub struct LuaArgs {
     /// Take env, defines and lua_path from this config file's tenant
     /// (docs/config.md).
     #[arg(long)]
@@ -33,7 +33,7 @@ pub struct Args {
     lua_path: Vec<PathBuf>,
 }
 
-impl Args {
+impl LuaArgs {
     /// Give `spec` the tenant's variables, defines and Lua modules.
     pub fn apply(&self, spec: &mut TenantSpec) -> anyhow::Result<()> {
         let mut state = TenantState::default();
