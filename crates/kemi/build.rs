@@ -1,7 +1,9 @@
 //! Generates from `wit/`, the same source the host and guest bindings come
 //! from, so nothing about the KSR surface is written twice:
 //!
-//! * `api_table.rs`: the KSR API table (`kemibox api`, docs/api.md);
+//! * `api_table.rs`: the KSR API table (`kemibox api`, docs/api.md), with
+//!   the functions of interface `lua-core` (implemented by the guest itself,
+//!   never linked here) listed after `core`'s, where scripts find them;
 //! * `modules.rs`: [`MODULES`] and the linker ladder (`link_modules`), one
 //!   arm per interface of the `ksr` world.
 //!
@@ -64,7 +66,11 @@ fn main() -> Result<()> {
                 "wit/{wit_name}.wit: interface `{wit_name}` has no doc comment; document it with `///`"
             );
         }
-        for (name, func) in &iface.functions {
+        let mut functions: Vec<(&String, &wit_parser::Function)> = iface.functions.iter().collect();
+        if module == "core" {
+            functions.extend(guest_functions(&resolve, pkg)?);
+        }
+        for (name, func) in functions {
             let mut params = String::from("&[");
             for (pname, ty) in &func.params {
                 write!(
@@ -111,6 +117,20 @@ fn main() -> Result<()> {
     );
     std::fs::write(out.join("modules.rs"), modules_rs)?;
     Ok(())
+}
+
+/// The functions of interface `lua-core`: on `KSR` like `core`'s, but
+/// implemented by the guest (they call back into the script), so the world
+/// does not import them and the host links nothing for them.
+fn guest_functions(
+    resolve: &Resolve,
+    pkg: wit_parser::PackageId,
+) -> Result<Vec<(&String, &wit_parser::Function)>> {
+    let id = resolve.packages[pkg]
+        .interfaces
+        .get("lua-core")
+        .context("wit/lua-core.wit: interface `lua-core` is missing")?;
+    Ok(resolve.interfaces[*id].functions.iter().collect())
 }
 
 /// KEMI's names for the WIT types used at the KSR boundary.

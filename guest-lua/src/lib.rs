@@ -7,6 +7,7 @@
 //! standard library around it ([`sandbox`]).
 
 mod args;
+mod cjson;
 mod ksr;
 mod run;
 mod sandbox;

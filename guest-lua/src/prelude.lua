@@ -1,14 +1,18 @@
 -- The kemibox sandbox, set up once per Lua state before the tenant's script.
--- Called with the KSR table built from the imports and debug.traceback;
--- returns the exit sentinel and the protected runner the guest calls routes
--- through.
+-- Called with the KSR table built from the imports, debug.traceback, the
+-- tenant's environment (name -> value), its compiled Lua modules (name ->
+-- function, filled after this runs) and the cjson opener; returns the exit
+-- sentinel and the protected runner the guest calls routes through.
 --
--- What it guarantees: the script cannot replace or remove anything the
--- sandbox provides (KSR and its modules, the standard functions and
--- libraries), so one invocation cannot break the next; KSR.x.exit() and
--- KSR.x.drop() end the invocation even inside pcall; binary chunks cannot be
--- loaded; only the KSR "module" can be required.
-local KSR, traceback = ...
+-- What it guarantees: the script cannot replace or remove what the
+-- sandbox's guarantees rest on (KSR and its modules, pcall/xpcall/error,
+-- coroutine, require, _G) nor change the standard libraries' tables, so
+-- KSR.x.exit() and KSR.x.drop() end the invocation even inside pcall, in
+-- this invocation and the next. Other library names (unpack, print,
+-- string, ...) are ordinary globals a script may shadow with its own
+-- values, in its own instance only. Binary chunks cannot be loaded;
+-- require knows the libraries, cjson and the tenant's own Lua modules.
+local KSR, traceback, env, lua_modules, cjson_open = ...
 
 local error, next, pcall, xpcall, rawset, select, setmetatable, tostring, type =
     error, next, pcall, xpcall, rawset, select, setmetatable, tostring, type
@@ -40,6 +44,38 @@ local function unwind(ok, ...)
 end
 
 local host_exit, host_drop = KSR.x.exit, KSR.x.drop
+local host_err = KSR.err
+
+-- A route's result as the KEMI integer (as the guest's invoke does).
+local rawget, math_type, floor, ceil, tointeger, huge =
+    rawget, math.type, math.floor, math.ceil, math.tointeger, math.huge
+local function kemi_int(r)
+    if r == false then return -1 end
+    if math_type(r) == "integer" then
+        if r > 2147483647 then return 2147483647 end
+        if r < -2147483648 then return -2147483648 end
+        return r
+    end
+    if math_type(r) == "float" and r == r and r ~= huge and r ~= -huge then
+        if r > 2147483647 then return 2147483647 end
+        if r < -2147483648 then return -2147483648 end
+        return tointeger(r >= 0 and floor(r) or ceil(r))
+    end
+    return 1
+end
+
+-- KSR.route(name): the script's global function `name`, run inside this
+-- invocation (its errors, exit and drop are the invocation's); -1 when
+-- there is none.
+KSR.route = function(name)
+    if type(name) ~= "string" then
+        host_err("KSR.route: bad argument #1 (string expected, got " .. type(name) .. ")\n")
+        return -1
+    end
+    local f = rawget(G, name)
+    if type(f) ~= "function" then return -1 end
+    return kemi_int(f())
+end
 KSR.x.exit = function() host_exit(); error(EXIT, 0) end
 KSR.x.drop = function() host_drop(); error(EXIT, 0) end
 
@@ -80,8 +116,14 @@ base.collectgarbage = function(opt, ...)
     return raw_gc(opt, ...)
 end
 
+-- The globals the sandbox's guarantees rest on: never reassigned.
+local protected = {
+    KSR = true, pcall = true, xpcall = true, error = true, coroutine = true,
+    require = true, _G = true,
+}
+
 base.rawset = function(t, k, v)
-    if frozen[t] or (t == G and base[k] ~= nil) then
+    if frozen[t] or (t == G and protected[k]) then
         error("cannot modify " .. tostring(k) .. ": it belongs to the sandbox", 2)
     end
     return rawset(t, k, v)
@@ -105,7 +147,16 @@ base.table = freeze(table, "table")
 base.math = freeze(math, "math")
 base.utf8 = freeze(utf8, "utf8")
 base.coroutine = freeze(co, "coroutine")
-base.os = freeze({ time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }, "os")
+-- os.getenv: the tenant's configured variables only, never the process's.
+local function getenv(name)
+    if type(name) ~= "string" then
+        error("bad argument #1 to 'getenv' (string expected, got " .. type(name) .. ")", 2)
+    end
+    return env[name]
+end
+base.os = freeze({
+    time = os.time, clock = os.clock, date = os.date, difftime = os.difftime, getenv = getenv,
+}, "os")
 base.debug = freeze({ traceback = traceback }, "debug")
 base.KSR = freeze(KSR, "KSR")
 base._G = G
@@ -114,12 +165,56 @@ local modules = {
     KSR = base.KSR, string = base.string, table = base.table, math = base.math,
     utf8 = base.utf8, coroutine = base.coroutine,
 }
+-- Libraries made on first require, once per instance.
+local libraries = {
+    cjson = function() return cjson_open(false) end,
+    ["cjson.safe"] = function() return cjson_open(true) end,
+}
+-- package.loaded: what require returned, per instance (a script may clear
+-- an entry to run a module again); package.path is kept for scripts that
+-- extend it, but modules come only from the tenant's lua_path.
+local package = { loaded = {}, preload = {}, path = "?.lua;?/init.lua", cpath = "" }
+local loaded = package.loaded
+local loading = {}
+base.package = package
+
+local function not_found(name)
+    local why
+    if name:find("..", 1, true) or name:find("[/\\]") or name:sub(1, 1) == "." then
+        why = "a module name is dotted words (callng.sigfunc), not a path"
+    else
+        why = "it is neither a library of the sandbox (cjson, cjson.safe) nor one of the "
+            .. "tenant's Lua modules (lua_path); C modules cannot be loaded"
+    end
+    error("module '" .. name .. "' is not available in the sandbox: " .. why, 3)
+end
+
 base.require = function(name)
     local m = modules[name]
-    if m == nil then
-        error("module '" .. tostring(name) .. "' is not available in the sandbox", 2)
+    if m ~= nil then return m end
+    if type(name) ~= "string" then
+        error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
     end
-    return m
+    local v = loaded[name]
+    if v ~= nil then return v end
+    local open = libraries[name]
+    if open then
+        v = open()
+        loaded[name] = v
+        return v
+    end
+    local f = lua_modules[name]
+    if f == nil then not_found(name) end
+    if loading[name] then
+        error("loop or previous error loading module '" .. name .. "'", 2)
+    end
+    loading[name] = true
+    local ok, r = pcall(f, name)
+    loading[name] = nil
+    if not ok then error(r, 0) end
+    if r == nil then r = true end
+    if loaded[name] == nil then loaded[name] = r end
+    return loaded[name]
 end
 
 local string_meta = getmetatable("")
@@ -130,7 +225,7 @@ for k in next, base do rawset(G, k, nil) end
 setmetatable(G, {
     __index = base,
     __newindex = function(t, k, v)
-        if base[k] ~= nil then
+        if protected[k] then
             error("cannot redefine " .. tostring(k) .. ": it belongs to the sandbox", 2)
         end
         rawset(t, k, v)

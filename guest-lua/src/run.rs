@@ -4,7 +4,9 @@ use std::cell::RefCell;
 
 use mlua::{Function, Value};
 
-use crate::exports::kemibox::ksr::script::{Failure, LoadError, LoadOptions, RouteError};
+use crate::exports::kemibox::ksr::script::{
+    Failure, LoadError, LoadOptions, LuaModule, RouteError,
+};
 use crate::sandbox::{self, Sandbox};
 
 struct Loaded {
@@ -22,7 +24,11 @@ const OUT_OF_MEMORY: &str = "not enough memory";
 
 pub fn load(source: &str, options: &LoadOptions) -> Result<(), LoadError> {
     let failed = |e: mlua::Error| load_error(&options.chunk_name, &error_text(&e));
-    let sandbox = sandbox::new(&options.modules, options.memory_limit).map_err(failed)?;
+    let sandbox =
+        sandbox::new(&options.modules, options.memory_limit, &options.env).map_err(failed)?;
+    for module in &options.lua_modules {
+        compile_module(&sandbox, module)?;
+    }
     let chunk = sandbox
         .lua
         .load(source.as_bytes())
@@ -43,6 +49,26 @@ pub fn load(source: &str, options: &LoadOptions) -> Result<(), LoadError> {
         })
     });
     Ok(())
+}
+
+/// Compile one of the tenant's Lua modules into the sandbox's module table:
+/// a syntax error refuses the script, naming the module's file and line.
+fn compile_module(sandbox: &Sandbox, module: &LuaModule) -> Result<(), LoadError> {
+    let failed = |e: mlua::Error| LoadError {
+        line: None,
+        message: format!("{} (in Lua module '{}')", error_text(&e), module.name),
+    };
+    let f = sandbox
+        .lua
+        .load(module.source.as_bytes())
+        .set_name(format!("@{}", module.file))
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .into_function()
+        .map_err(failed)?;
+    sandbox
+        .lua_modules
+        .raw_set(module.name.as_str(), f)
+        .map_err(failed)
 }
 
 pub fn functions() -> Vec<String> {

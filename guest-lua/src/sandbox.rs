@@ -1,8 +1,10 @@
 //! A Lua state with the sandboxed standard library and the `KSR` table.
 //!
 //! Loaded libraries: base, string, table, math, utf8, coroutine and the
-//! clock/date part of os; `debug` only for `traceback`. No io, no package,
-//! no dofile/loadfile, no binary chunks. The rules are in `prelude.lua`.
+//! clock/date part of os, with `os.getenv` reading the tenant's variables;
+//! `debug` only for `traceback`; `cjson` ([`crate::cjson`]) and the
+//! tenant's own Lua modules through `require`. No io, no C modules, no
+//! dofile/loadfile, no binary chunks. The rules are in `prelude.lua`.
 
 use mlua::{Function, Lua, LuaOptions, Result, StdLib, Table, Value};
 
@@ -15,9 +17,13 @@ pub struct Sandbox {
     pub exit: Value,
     /// `run(f)`: calls `f` under xpcall with a traceback handler.
     pub run: Function,
+    /// The tenant's Lua modules by name, for `require`: empty until the
+    /// guest compiles them into it (after the memory limit is set).
+    pub lua_modules: Table,
 }
 
-pub fn new(granted: &[String], memory_limit: u64) -> Result<Sandbox> {
+/// A Lua state for a tenant granted `granted`, with its environment `env`.
+pub fn new(granted: &[String], memory_limit: u64, env: &[(String, String)]) -> Result<Sandbox> {
     let libs = StdLib::STRING
         | StdLib::TABLE
         | StdLib::MATH
@@ -37,7 +43,21 @@ pub fn new(granted: &[String], memory_limit: u64) -> Result<Sandbox> {
         .load(include_str!("prelude.lua"))
         .set_name("=kemibox-prelude")
         .into_function()?;
-    let (exit, run): (Value, Function) = prelude.call((ksr.clone(), traceback))?;
+    let env_table = lua.create_table()?;
+    for (name, value) in env {
+        env_table.raw_set(name.as_str(), value.as_str())?;
+    }
+    let lua_modules = lua.create_table()?;
+    let max_text = crate::cjson::max_text(memory_limit);
+    let cjson_open =
+        lua.create_function(move |lua, safe: bool| crate::cjson::open(lua, safe, max_text))?;
+    let (exit, run): (Value, Function) = prelude.call((
+        ksr.clone(),
+        traceback,
+        env_table,
+        lua_modules.clone(),
+        cjson_open,
+    ))?;
     if memory_limit > 0 {
         lua.set_memory_limit(memory_limit as usize)?;
     }
@@ -46,5 +66,6 @@ pub fn new(granted: &[String], memory_limit: u64) -> Result<Sandbox> {
         ksr,
         exit,
         run,
+        lua_modules,
     })
 }

@@ -8,6 +8,8 @@
 //! Each module adds its field here and builds it from the tenant's
 //! configuration in crates/kemibox/src/tenant_state.rs.
 
+use std::collections::BTreeMap;
+
 /// A tenant's module state (see the module docs).
 #[derive(Debug, Default)]
 pub struct TenantState {
@@ -17,4 +19,11 @@ pub struct TenantState {
     pub permissions: crate::Permissions,
     /// `KSR.ipops`: DNS timeout and resolver.
     pub ipops: crate::Ipops,
+    /// The tenant's variables (`[env]` / `[tenant.env]`): what `os.getenv`
+    /// and `KSR.kx.get_env` read; never the process environment.
+    pub env: BTreeMap<String, String>,
+    /// The tenant's defines (`defines`), as Kamailio's `#!define NAME
+    /// [VALUE]`: name to value ("" when none). `KSR.kx.ifdef` and
+    /// `KSR.kx.get_def` read them.
+    pub defines: BTreeMap<String, String>,
 }

@@ -52,6 +52,8 @@ pub enum ReloadError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// The tenant's Lua modules (`lua_path`) could not be read.
+    LuaModules(anyhow::Error),
     /// The new script did not load (`script:line: message`).
     Refused(LoadFailure),
 }
@@ -69,6 +71,9 @@ impl std::fmt::Display for ReloadError {
                 "cannot read {}: {error}; the old version still serves",
                 path.display()
             ),
+            ReloadError::LuaModules(error) => {
+                write!(f, "{error:#}; the old version still serves")
+            }
             ReloadError::Refused(failure) => {
                 write!(f, "{failure}; the old version still serves")
             }
@@ -185,8 +190,12 @@ async fn reload(tenant: &HostedTenant) -> Result<Reloaded, ReloadError> {
         path: path.clone(),
         error,
     })?;
+    // Its modules too: a reload picks up changed modules.
+    let lua_modules =
+        crate::lua_modules::read(&tenant.config.lua_path).map_err(ReloadError::LuaModules)?;
     let spec = TenantSpec {
         source,
+        lua_modules: lua_modules.into(),
         ..tenant.pool.tenant().spec.clone()
     };
     let version = tenant

@@ -28,8 +28,10 @@ mod check;
 mod config;
 mod ctl;
 mod hosting;
+mod lua_modules;
 mod route;
 mod run;
+mod script_env;
 mod storage;
 mod tenant_state;
 mod ul;
@@ -60,6 +62,8 @@ enum Command {
         /// Function the script must define.
         #[arg(long, default_value = "ksr_request_route")]
         entry: String,
+        #[command(flatten)]
+        lua: script_env::LuaArgs,
     },
     /// Run a route function on one SIP message, without network, and print
     /// one JSON object per thing the script did, then a summary line.
@@ -87,7 +91,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { script, entry } => check::run(&script, &entry),
+        Command::Check { script, entry, lua } => check::run(&script, &entry, &lua),
         Command::Route(args) => route::run(args),
         Command::Run(args) => run::run(args),
         Command::User(args) => user::run(args),

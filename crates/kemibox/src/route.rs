@@ -44,6 +44,9 @@ pub struct Args {
     /// Wall-clock deadline in milliseconds.
     #[arg(long)]
     deadline_ms: Option<u64>,
+    /// The tenant's variables, defines and Lua modules.
+    #[command(flatten)]
+    lua: crate::script_env::LuaArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -56,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = kemibox_sandbox::Runtime::new(None)?;
     let mut spec = TenantSpec::new("route".parse()?, crate::script_name(&args.script), source);
     spec.entry = Some(args.function.clone());
+    args.lua.apply(&mut spec)?;
     spec.myself = Arc::new(Myself {
         addresses: vec![args.local],
         domains: Vec::new(),

@@ -95,6 +95,9 @@ fn spec(tenant: &Tenant, services: &Arc<Services>) -> anyhow::Result<TenantSpec>
     spec.modules = tenant.modules.clone();
     spec.relay_to = tenant.relay_to.clone().map(Arc::new);
     spec.recreations_per_second = tenant.recreations_per_second;
+    spec.lua_modules = crate::lua_modules::read(&tenant.lua_path)
+        .map_err(|e| anyhow::anyhow!("tenant {}: {e:#}", tenant.id))?
+        .into();
     Ok(spec)
 }
 

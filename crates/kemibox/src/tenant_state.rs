@@ -24,5 +24,8 @@ pub async fn open(
         pike: Pike::new(sec.pike),
         permissions,
         ipops: Ipops::new(sec.dns_timeout, sec.dns_server),
+        // Lua: os.getenv / KSR.kx.get_env, KSR.kx.ifdef.
+        env: tenant.env.clone(),
+        defines: tenant.defines.clone(),
     })
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use kemibox_kemi::bindings::exports::kemibox::ksr::script::{Failure, LoadOptions, RouteError};
+use kemibox_kemi::bindings::exports::kemibox::ksr::script::{
+    Failure, LoadOptions, LuaModule as GuestModule, RouteError,
+};
 use kemibox_kemi::bindings::{Ksr, KsrPre};
 use kemibox_kemi::{Ctx, Message};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -70,6 +72,16 @@ impl Instance {
             chunk_name: spec.script_name.clone(),
             modules: spec.modules.clone(),
             memory_limit: spec.limits.lua_memory(),
+            env: (spec.state.env.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            lua_modules: (spec.lua_modules.iter())
+                .map(|m| GuestModule {
+                    name: m.name.clone(),
+                    file: m.file.clone(),
+                    source: m.source.clone(),
+                })
+                .collect(),
         };
         arm(&mut instance.store, &tenant, spec.limits.load_fuel());
         let result = instance

@@ -21,7 +21,7 @@ pub use limits::Limits;
 pub use outcome::{Invocation, Outcome};
 pub use pool::{Pool, Script};
 pub use runtime::Runtime;
-pub use tenant::{DEFAULT_RECREATIONS_PER_SECOND, LoadFailure, Tenant, TenantSpec};
+pub use tenant::{DEFAULT_RECREATIONS_PER_SECOND, LoadFailure, LuaModule, Tenant, TenantSpec};
 
 /// The guest component built from `guest-lua/` (see build.rs).
 pub const GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.wasm"));

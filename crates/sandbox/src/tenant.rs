@@ -36,8 +36,23 @@ pub struct TenantSpec {
     /// traps on every message cannot spend the host's CPU on re-creation.
     pub recreations_per_second: u32,
     /// The tenant's module state (htable, pike, ...), shared by all its
-    /// instances and kept across reloads.
+    /// instances and kept across reloads. Its `env` is also what the
+    /// guest's `os.getenv` reads.
     pub state: Arc<kemibox_kemi::TenantState>,
+    /// The tenant's own Lua modules (`lua_path`), read by the host when the
+    /// script is loaded or reloaded; the guest compiles them at load and
+    /// runs one on its first `require`.
+    pub lua_modules: Arc<[LuaModule]>,
+}
+
+/// One of a tenant's Lua modules, as read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuaModule {
+    /// The name `require` takes (`callng.sigfunc`).
+    pub name: String,
+    /// The file it was read from, as messages name it.
+    pub file: String,
+    pub source: String,
 }
 
 /// [`TenantSpec::recreations_per_second`] when not configured: one a
@@ -81,6 +96,7 @@ impl TenantSpec {
             relay_to: None,
             recreations_per_second: DEFAULT_RECREATIONS_PER_SECOND,
             state: Arc::default(),
+            lua_modules: Arc::new([]),
         }
     }
 }

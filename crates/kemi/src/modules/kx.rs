@@ -101,6 +101,12 @@ fn auth_user(m: &Message) -> Option<String> {
     Some(username.split('@').next().unwrap_or_default().to_string())
 }
 
+/// A define's or variable's value as Kamailio's `get_defn`/`get_envn` read
+/// it: its integer value, 0 when absent or not an integer.
+fn integer(value: Option<&String>) -> i32 {
+    value.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 fn now() -> i32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -311,23 +317,23 @@ impl Host for Ctx {
     async fn get_msgtype(&mut self) -> i32 {
         self.kx_int(-1, |m| if m.sip.is_request() { 1 } else { 2 })
     }
-    async fn get_def(&mut self, _dname: String) -> Xval {
-        Xval::Str(String::new())
+    async fn get_def(&mut self, dname: String) -> Xval {
+        Xval::Str(self.state.defines.get(&dname).cloned().unwrap_or_default())
     }
-    async fn get_defn(&mut self, _dname: String) -> i32 {
-        0
+    async fn get_defn(&mut self, dname: String) -> i32 {
+        integer(self.state.defines.get(&dname))
     }
-    async fn ifdef(&mut self, _dname: String) -> bool {
-        false
+    async fn ifdef(&mut self, dname: String) -> bool {
+        self.state.defines.contains_key(&dname)
     }
-    async fn ifndef(&mut self, _dname: String) -> bool {
-        true
+    async fn ifndef(&mut self, dname: String) -> bool {
+        !self.state.defines.contains_key(&dname)
     }
-    async fn get_env(&mut self, _envname: String) -> Xval {
-        Xval::Str(String::new())
+    async fn get_env(&mut self, envname: String) -> Xval {
+        Xval::Str(self.state.env.get(&envname).cloned().unwrap_or_default())
     }
-    async fn get_envn(&mut self, _envname: String) -> i32 {
-        0
+    async fn get_envn(&mut self, envname: String) -> i32 {
+        integer(self.state.env.get(&envname))
     }
 }
 
@@ -335,4 +341,60 @@ impl Host for Ctx {
 fn body(m: &Message) -> Option<String> {
     let body = m.sip.body();
     (!body.is_empty()).then(|| String::from_utf8_lossy(body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::TenantState;
+    use crate::testing::{INVITE, ctx, ready};
+
+    fn configured() -> Ctx {
+        let mut ctx = ctx(INVITE);
+        let mut state = TenantState::default();
+        state.defines.insert("WITH_AUTH".into(), String::new());
+        state.defines.insert("MAX_CALLS".into(), "12".into());
+        state.env.insert("REGION".into(), "eu-1".into());
+        state.env.insert("PORT".into(), "5080".into());
+        ctx.state = Arc::new(state);
+        ctx
+    }
+
+    fn text(x: Xval) -> String {
+        match x {
+            Xval::Str(s) => s,
+            other => panic!("expected a string, got {other:?}"),
+        }
+    }
+
+    /// ifdef/ifndef answer from the tenant's defines, get_def/get_defn
+    /// give their values.
+    #[test]
+    fn defines_are_the_tenants() {
+        let mut ctx = configured();
+        assert!(ready(ctx.ifdef("WITH_AUTH".into())));
+        assert!(!ready(ctx.ifndef("WITH_AUTH".into())));
+        assert!(!ready(ctx.ifdef("WITH_NAT".into())));
+        assert!(ready(ctx.ifndef("WITH_NAT".into())));
+        assert_eq!(text(ready(ctx.get_def("MAX_CALLS".into()))), "12");
+        assert_eq!(ready(ctx.get_defn("MAX_CALLS".into())), 12);
+        assert_eq!(text(ready(ctx.get_def("WITH_AUTH".into()))), "");
+        assert_eq!(ready(ctx.get_defn("WITH_AUTH".into())), 0);
+        assert_eq!(text(ready(ctx.get_def("NONE".into()))), "");
+    }
+
+    /// get_env reads the tenant's variables, never the process's.
+    #[test]
+    fn env_is_the_tenants_not_the_process() {
+        let mut ctx = configured();
+        assert_eq!(text(ready(ctx.get_env("REGION".into()))), "eu-1");
+        assert_eq!(ready(ctx.get_envn("PORT".into())), 5080);
+        assert_eq!(ready(ctx.get_envn("REGION".into())), 0);
+        // PATH is set in every test process; the tenant did not set it.
+        assert!(std::env::var("PATH").is_ok());
+        assert_eq!(text(ready(ctx.get_env("PATH".into()))), "");
+        assert_eq!(ready(ctx.get_envn("PATH".into())), 0);
+    }
 }

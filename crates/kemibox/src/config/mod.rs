@@ -31,6 +31,11 @@
 //! secret = "…64 hex digits…"           # the same on every node
 //!
 //! unmatched_reply = { code = 404, reason = "Not Found" }   # before any table
+//! defines = ["WITH_AUTH", "MAX_CALLS=20"]   # KSR.kx.ifdef (docs/modules/lua-libraries.md)
+//! lua_path = ["lib"]                   # the tenants' own Lua modules (require "utils")
+//!
+//! [env]                                # os.getenv / KSR.kx.get_env; per tenant: [tenant.env]
+//! REGION = "eu-1"
 //!
 //! [[tenant]]                           # several tenants instead of `script`
 //! id = "a"
@@ -67,6 +72,7 @@ mod schema;
 mod sec;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -127,6 +133,14 @@ pub struct Tenant {
     pub admin_token: Option<String>,
     /// Its pike, permissions and ipops settings.
     pub sec: SecModules,
+    /// Its variables (`[tenant.env]`, over the top-level `[env]`): what
+    /// `os.getenv` and `KSR.kx.get_env` read.
+    pub env: BTreeMap<String, String>,
+    /// Its defines (`defines`), name to value: `KSR.kx.ifdef`.
+    pub defines: BTreeMap<String, String>,
+    /// Directories of its own Lua modules (`lua_path`), read at load and
+    /// reload.
+    pub lua_path: Vec<PathBuf>,
 }
 
 /// The admin API's settings, checked.
@@ -197,6 +211,9 @@ impl Tenant {
             auto_reload: false,
             admin_token: None,
             sec: SecModules::builtin(),
+            env: BTreeMap::new(),
+            defines: BTreeMap::new(),
+            lua_path: Vec::new(),
         }
     }
 }
@@ -252,7 +269,11 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let tenants = if file.tenants.is_empty() {
+        let lua = validate::lua_settings(file.defaults(), None, base)?;
         vec![Tenant {
+            env: lua.env,
+            defines: lua.defines,
+            lua_path: lua.lua_path,
             limits: defaults.limits,
             rate: defaults.rate,
             relay_to: defaults.relay_to,
@@ -313,7 +334,11 @@ fn tenants(
             .transpose()?;
         tokens.extend(admin_token.clone());
         let sec = sec::sec_modules(file.sec_tables(), Some((scope, entry.sec_tables())))?;
+        let lua = validate::lua_settings(file.defaults(), Some((scope, entry.settings())), base)?;
         out.push(Tenant {
+            env: lua.env,
+            defines: lua.defines,
+            lua_path: lua.lua_path,
             id,
             script: Some(resolve(base, &entry.script)),
             listen: owned,

@@ -4,6 +4,7 @@
 //! beyond what serde does, so a value not given stays `None` and the
 //! merge (validate.rs) can tell a tenant's own value from an inherited one.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -12,6 +13,9 @@ use toml::Spanned;
 /// A list whose entries can each be refused, itself spanned so an empty
 /// list can be pointed at too.
 pub type SpannedList = Spanned<Vec<Spanned<String>>>;
+
+/// `[env]` / `[tenant.env]`: variable name to value.
+pub type EnvTable = Spanned<BTreeMap<String, String>>;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -30,6 +34,11 @@ pub struct File {
     pub rate_limited_reply: Option<LimitedReply>,
     pub relay_to: Option<SpannedList>,
     pub auto_reload: Option<bool>,
+    /// The Lua side (docs/modules/lua-libraries.md): variables for
+    /// `os.getenv`, defines for `KSR.kx.ifdef`, module directories.
+    pub env: Option<EnvTable>,
+    pub defines: Option<SpannedList>,
+    pub lua_path: Option<SpannedList>,
     #[serde(default)]
     pub database: super::Database,
     #[serde(default)]
@@ -62,6 +71,9 @@ pub struct TenantSettings<'a> {
     pub rate_limited_reply: Option<&'a LimitedReply>,
     pub relay_to: Option<&'a SpannedList>,
     pub auto_reload: Option<bool>,
+    pub env: Option<&'a EnvTable>,
+    pub defines: Option<&'a SpannedList>,
+    pub lua_path: Option<&'a SpannedList>,
 }
 
 impl File {
@@ -72,6 +84,9 @@ impl File {
             rate_limited_reply: self.rate_limited_reply.as_ref(),
             relay_to: self.relay_to.as_ref(),
             auto_reload: self.auto_reload,
+            env: self.env.as_ref(),
+            defines: self.defines.as_ref(),
+            lua_path: self.lua_path.as_ref(),
         }
     }
 }
@@ -104,6 +119,9 @@ impl TenantEntry {
             rate_limited_reply: self.rate_limited_reply.as_ref(),
             relay_to: self.relay_to.as_ref(),
             auto_reload: self.auto_reload,
+            env: self.env.as_ref(),
+            defines: self.defines.as_ref(),
+            lua_path: self.lua_path.as_ref(),
         }
     }
 }
@@ -134,6 +152,9 @@ pub struct TenantEntry {
     pub permissions: super::sec::PermissionsTable,
     #[serde(default)]
     pub ipops: super::sec::IpopsTable,
+    pub env: Option<EnvTable>,
+    pub defines: Option<SpannedList>,
+    pub lua_path: Option<SpannedList>,
 }
 
 /// `[limits]` and `[tenant.limits]`.

@@ -9,7 +9,9 @@
 //! The command line goes through the same checks with the options as
 //! origins.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use kemibox_kemi::{RelayTo, TenantId};
 use kemibox_proxy::{LimitedReply, Listen, RateLimit};
@@ -663,10 +665,96 @@ pub fn tenant_token(
 }
 
 /// A top-level `script` beside `[[tenant]]`.
-pub fn script_beside_tenants(script: &Spanned<std::path::PathBuf>) -> Problem {
+pub fn script_beside_tenants(script: &Spanned<PathBuf>) -> Problem {
     Problem::new(
         Scope::Top.at("script", script),
         "script: with [[tenant]] entries each tenant names its own script",
         "move this one into a [[tenant]]",
     )
+}
+
+/// A tenant's Lua settings, merged and checked (docs/modules/lua-libraries.md).
+pub struct LuaSettings {
+    pub env: BTreeMap<String, String>,
+    pub defines: BTreeMap<String, String>,
+    pub lua_path: Vec<PathBuf>,
+}
+
+/// `env` merged per variable (the tenant's value wins over the top
+/// level's), `defines` and `lua_path` the tenant's list when it gives one,
+/// else the top level's; `lua_path` entries relative to `base` (the config
+/// file's folder) and existing directories.
+pub fn lua_settings(
+    top: TenantSettings<'_>,
+    own: Option<(Scope<'_>, TenantSettings<'_>)>,
+    base: &Path,
+) -> Checked<LuaSettings> {
+    let mut env = BTreeMap::new();
+    for (scope, table) in [(Scope::Top, top.env)]
+        .into_iter()
+        .chain(own.map(|(scope, o)| (scope, o.env)))
+    {
+        let Some(table) = table else { continue };
+        for (name, value) in table.get_ref() {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(Problem::new(
+                    scope.at("env", table),
+                    format!("{}env: {name:?} is not a variable name", scope.label()),
+                    "name variables without '=' (REGION = \"eu-1\")",
+                ));
+            }
+            env.insert(name.clone(), value.clone());
+        }
+    }
+    let pick = |get: fn(TenantSettings<'_>) -> Option<&SpannedList>| {
+        own.and_then(|(scope, o)| get(o).map(|l| (scope, l)))
+            .or_else(|| get(top).map(|l| (Scope::Top, l)))
+    };
+    let mut defines = BTreeMap::new();
+    if let Some((scope, list)) = pick(|s| s.defines) {
+        for (i, entry) in list.get_ref().iter().enumerate() {
+            let (name, value) = entry
+                .get_ref()
+                .split_once('=')
+                .unwrap_or((entry.get_ref(), ""));
+            let identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !identifier {
+                return Err(Problem::new(
+                    scope.at(&format!("defines[{i}]"), entry),
+                    format!(
+                        "{}defines[{i}] = {:?} is not NAME or NAME=VALUE",
+                        scope.label(),
+                        entry.get_ref()
+                    ),
+                    "give a name of letters, digits and _ (\"WITH_AUTH\", \"MAX_CALLS=20\")",
+                ));
+            }
+            defines.insert(name.to_string(), value.to_string());
+        }
+    }
+    let mut lua_path = Vec::new();
+    if let Some((scope, list)) = pick(|s| s.lua_path) {
+        for (i, entry) in list.get_ref().iter().enumerate() {
+            let dir = super::resolve(base, Path::new(entry.get_ref()));
+            if !dir.is_dir() {
+                return Err(Problem::new(
+                    scope.at(&format!("lua_path[{i}]"), entry),
+                    format!(
+                        "{}lua_path[{i}] = {:?}: {} is not a directory",
+                        scope.label(),
+                        entry.get_ref(),
+                        dir.display()
+                    ),
+                    "give a directory holding the tenant's Lua modules, relative to this file",
+                ));
+            }
+            lua_path.push(dir);
+        }
+    }
+    Ok(LuaSettings {
+        env,
+        defines,
+        lua_path,
+    })
 }
