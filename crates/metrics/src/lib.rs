@@ -1096,7 +1096,10 @@ mod tests {
             "kemibox_acc_records_queued 1",
             "# TYPE kemibox_acc_records_queued gauge",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 }

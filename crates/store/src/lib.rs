@@ -9,6 +9,7 @@
 //! Several kemibox nodes share their users and registrations through
 //! networked stores instead: [`PostgresSubscribers`] and [`RedisLocation`].
 
+mod acc;
 mod location;
 mod postgres;
 mod redis;
@@ -16,6 +17,10 @@ mod sqlite;
 mod subscriber;
 
 pub use self::redis::RedisLocation;
+pub use acc::{
+    AccBackend, AccRecord, AccWriter, DEFAULT_QUEUE, MAX_REFUSALS, PostgresAcc, SqliteAcc,
+    is_core_column, is_identifier,
+};
 pub use location::{Binding, Located, LocationStore};
 pub use postgres::PostgresSubscribers;
 pub use sqlite::SqliteStore;
