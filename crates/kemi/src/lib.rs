@@ -24,7 +24,10 @@ pub use ctx::{
     AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,
     TmFunction, TmInfo, Transport,
 };
-pub use modules::{ALWAYS_GRANTED, MODULES, add_to_linker};
+pub use modules::{
+    ALWAYS_GRANTED, Acc, AccCaptured, AccCompletion, AccExtra, AccSettings, MODULES, add_to_linker,
+    parse_extra,
+};
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};
 pub use route_type::{ActionKind, REFUSED, RouteType};

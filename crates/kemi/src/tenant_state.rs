@@ -10,4 +10,8 @@
 
 /// A tenant's module state (see the module docs).
 #[derive(Debug, Default)]
-pub struct TenantState {}
+pub struct TenantState {
+    /// Accounting settings and where its database records go (`KSR.acc`,
+    /// and the proxy's transaction accounting).
+    pub acc: crate::Acc,
+}

@@ -7,6 +7,7 @@
 //! missing, and the bindings' `Host` trait fails the build when `foo.rs`
 //! lacks a function.
 
+mod acc;
 mod auth;
 mod auth_db;
 mod core;
@@ -27,6 +28,8 @@ mod tmx;
 mod types;
 mod x;
 
+pub(crate) use acc::capture as acc_capture;
+pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::Ctx;

@@ -15,7 +15,7 @@ use crate::pv_name::{self, PvName};
 use crate::{Ctx, Event, Message, PvValue};
 
 /// Why a pseudo-variable could not be read or written.
-enum PvError {
+pub(crate) enum PvError {
     Malformed,
     Unknown,
     ReadOnly,
@@ -143,7 +143,7 @@ fn read_message(m: &Message, class: &str) -> Result<Option<PvValue>, PvError> {
 
 impl Ctx {
     /// Evaluate a pseudo-variable; `Ok(None)` is `$null`.
-    fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
+    pub(crate) fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
         match pv_name::parse(name).ok_or(PvError::Malformed)? {
             PvName::Named("var", v) => {
                 Ok(Some(self.vars.get(v).cloned().unwrap_or(PvValue::Int(0))))
