@@ -59,6 +59,7 @@
 //! file, line, column, key and fix). Unknown keys are refused, and every
 //! error names the file, the line and column, the key and the fix.
 
+mod acc;
 mod locate;
 mod schema;
 mod validate;
@@ -120,6 +121,8 @@ pub struct Tenant {
     pub auto_reload: bool,
     /// Its admin API token, if any.
     pub admin_token: Option<String>,
+    /// Its acc module settings (`[acc]`, `[tenant.acc]`).
+    pub acc: kemibox_kemi::AccSettings,
 }
 
 /// The admin API's settings, checked.
@@ -189,6 +192,7 @@ impl Tenant {
             recreations_per_second: kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND,
             auto_reload: false,
             admin_token: None,
+            acc: kemibox_kemi::AccSettings::default(),
         }
     }
 }
@@ -242,6 +246,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     // overrides them: they are the default tenant's, or every tenant's
     // defaults.
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
+    let default_acc = acc::settings(file.acc.as_ref(), None)?;
     let tenants = if file.tenants.is_empty() {
         vec![Tenant {
             limits: defaults.limits,
@@ -249,6 +254,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             relay_to: defaults.relay_to,
             recreations_per_second: defaults.recreations_per_second,
             auto_reload: defaults.auto_reload,
+            acc: default_acc,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
@@ -314,6 +320,7 @@ fn tenants(
             recreations_per_second: quotas.recreations_per_second,
             auto_reload: quotas.auto_reload,
             admin_token,
+            acc: acc::settings(file.acc.as_ref(), entry.acc.as_ref().map(|a| (scope, a)))?,
         });
     }
     Ok(out)

@@ -43,6 +43,8 @@ pub struct File {
     pub admin: AdminTable,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantEntry>,
+    /// Every tenant's acc settings (see config/acc.rs).
+    pub acc: Option<super::acc::AccTable>,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -100,6 +102,8 @@ pub struct TenantEntry {
     pub rate_limited_reply: Option<LimitedReply>,
     pub relay_to: Option<SpannedList>,
     pub auto_reload: Option<bool>,
+    /// Its own acc settings, key by key over the top level's `[acc]`.
+    pub acc: Option<super::acc::AccTable>,
 }
 
 /// `[limits]` and `[tenant.limits]`.
