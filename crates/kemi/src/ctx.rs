@@ -295,6 +295,9 @@ pub struct Message {
     /// What `KSR.auth`/`KSR.auth_db` checks found (the credentials header
     /// for `consume_credentials`, a stale nonce for the next challenge).
     pub(crate) auth: crate::digest::AuthState,
+    /// The acc module's extra values, captured as a route on the request
+    /// ended with an accounting flag set (see `crate::Acc`).
+    pub acc: Option<crate::AccCaptured>,
 }
 
 /// What `KSR.rr` did to a message: the Record-Route it added (Kamailio's
@@ -367,6 +370,7 @@ impl Message {
             sending_to: None,
             force_received: false,
             auth: Default::default(),
+            acc: None,
         }
     }
 
@@ -459,6 +463,14 @@ impl Ctx {
     /// of the call that made it.
     pub fn take_script_error(&mut self) -> Option<String> {
         self.script_error.take()
+    }
+
+    /// End routing: the message as the route left it, with what the
+    /// acc module captures from it (its extra values, when an accounting
+    /// flag is set).
+    pub fn take_message(&mut self) -> Option<Message> {
+        crate::modules::acc_capture(self);
+        self.message.take()
     }
 
     /// Write a script log line through `tracing`, naming the tenant.

@@ -26,8 +26,8 @@ pub use ctx::{
     TmFunction, TmInfo, Transport,
 };
 pub use modules::{
-    ALWAYS_GRANTED, AddressDump, Ipops, MODULES, Permissions, Pike, PikeSettings, Subnet, Verdict,
-    add_to_linker,
+    ALWAYS_GRANTED, Acc, AccCaptured, AccCompletion, AccExtra, AccSettings, AddressDump, Ipops,
+    MODULES, Permissions, Pike, PikeSettings, Subnet, Verdict, add_to_linker, parse_extra,
 };
 pub use nonce::Nonces;
 pub use relay_to::{RelayRule, RelayTo};

@@ -26,4 +26,7 @@ pub struct TenantState {
     /// [VALUE]`: name to value ("" when none). `KSR.kx.ifdef` and
     /// `KSR.kx.get_def` read them.
     pub defines: BTreeMap<String, String>,
+    /// Accounting settings and where its database records go (`KSR.acc`,
+    /// and the proxy's transaction accounting).
+    pub acc: crate::Acc,
 }

@@ -70,14 +70,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (services, location, addresses) = runtime.block_on(async {
+    let (services, location, addresses, acc) = runtime.block_on(async {
         let stores = crate::storage::open(&settings.database).await?;
         tracing::info!("{}", stores.describe);
         let services = crate::storage::services(&stores, settings.registrar, &settings.auth)?;
         crate::storage::spawn_expiry(stores.location.clone());
-        anyhow::Ok((services, stores.location, stores.addresses))
+        let acc = crate::storage::acc_writer(&settings.database).await?;
+        anyhow::Ok((services, stores.location, stores.addresses, acc))
     })?;
-    runtime.block_on(serve(settings, services, location, addresses))
+    runtime.block_on(serve(settings, services, location, addresses, acc))
 }
 
 /// The tenant's spec for the sandbox: its script read (the embedded
@@ -106,6 +107,7 @@ async fn serve(
     services: Arc<Services>,
     location: Arc<dyn kemibox_store::LocationStore>,
     addresses: Arc<dyn kemibox_store::AddressStore>,
+    acc: kemibox_store::AccWriter,
 ) -> anyhow::Result<ExitCode> {
     let defaults = ProxyConfig::default();
     let config = ProxyConfig {
@@ -141,7 +143,7 @@ async fn serve(
     let mut tenants = Vec::new();
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
-        spec.state = Arc::new(crate::tenant_state::open(&tenant, &addresses).await?);
+        spec.state = Arc::new(crate::tenant_state::open(&tenant, &addresses, &acc).await?);
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);
@@ -184,6 +186,7 @@ async fn serve(
     hosting.spawn_trim();
     // A single tenant owns no sockets or domains, so it takes every message.
     let proxy = Proxy::with_tenants(config, hosted, transports)?;
+    proxy.metrics().process.set_acc(acc.metrics().clone());
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");
         tokio::spawn(kemibox_metrics::http::serve(listener, proxy.metrics()));
@@ -202,8 +205,19 @@ async fn serve(
     }
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
+    let left = acc.flush(ACC_FLUSH).await;
+    if left > 0 {
+        tracing::error!(
+            records = left,
+            "acc records not written at exit: the database did not take them within {ACC_FLUSH:?}"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long `kemibox run` waits at exit for queued acc records to be
+/// written.
+const ACC_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGTERM or Ctrl-C.
 async fn shutdown_signal() {

@@ -91,6 +91,31 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
     })
 }
 
+/// The accounting writer: into PostgreSQL when `database.postgres` is
+/// given (several nodes share the tables), else into the SQLite file.
+pub async fn acc_writer(db: &Database) -> anyhow::Result<kemibox_store::AccWriter> {
+    let backend: Box<dyn kemibox_store::AccBackend> = match &db.postgres {
+        Some(url) => Box::new(
+            kemibox_store::PostgresAcc::connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("database.postgres (acc): {e}"))?,
+        ),
+        None => {
+            let path = db.sqlite.clone().unwrap_or_else(default_sqlite);
+            Box::new(
+                kemibox_store::SqliteAcc::open(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot open {} (acc): {e}", path.display()))?,
+            )
+        }
+    };
+    tracing::debug!(backend = %backend.describe(), "acc records");
+    Ok(kemibox_store::AccWriter::spawn(
+        backend,
+        kemibox_store::DEFAULT_QUEUE,
+        Arc::new(kemibox_metrics::AccMetrics::default()),
+    ))
+}
+
 fn open_sqlite(path: &Path) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
 }

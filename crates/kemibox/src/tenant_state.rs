@@ -10,10 +10,13 @@ use kemibox_store::AddressStore;
 use crate::config::Tenant;
 
 /// The module state `tenant`'s configuration asks for, its address table
-/// read from `addresses`. Errors name the tenant and the setting.
+/// read from `addresses`. Errors name the tenant and the setting. `acc`:
+/// the process's accounting writer, which every tenant's records go to
+/// (the tenant a column).
 pub async fn open(
     tenant: &Tenant,
     addresses: &Arc<dyn AddressStore>,
+    acc: &kemibox_store::AccWriter,
 ) -> anyhow::Result<TenantState> {
     let id = tenant.id.as_str();
     let sec = &tenant.sec;
@@ -27,5 +30,9 @@ pub async fn open(
         // Lua: os.getenv / KSR.kx.get_env, KSR.kx.ifdef.
         env: tenant.env.clone(),
         defines: tenant.defines.clone(),
+        acc: kemibox_kemi::Acc {
+            settings: tenant.acc.clone(),
+            writer: Some(acc.clone()),
+        },
     })
 }

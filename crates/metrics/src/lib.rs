@@ -68,6 +68,16 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.get()
     }
+
+    /// Raise the value by `n` (a queue grew).
+    pub fn add(&self, n: u64) {
+        self.0.inc_by(n);
+    }
+
+    /// Lower the value by `n` (a queue shrank).
+    pub fn sub(&self, n: u64) {
+        self.0.dec_by(n);
+    }
 }
 
 /// A histogram over integer observations (fuel units, nanoseconds) with
@@ -383,6 +393,23 @@ impl TenantMetrics {
     }
 }
 
+/// The accounting writer's numbers (acc module): one writer serves every
+/// tenant, so they are process-wide (each dropped or failed record is
+/// also logged with its tenant).
+#[derive(Debug, Default)]
+pub struct AccMetrics {
+    /// Records stored in the database.
+    pub written: Counter,
+    /// Records whose write failed and was tried again (one per attempt).
+    pub retried: Counter,
+    /// Records lost because the queue was full (a long outage).
+    pub dropped: Counter,
+    /// Records given up after the database kept refusing them.
+    pub failed: Counter,
+    /// Records waiting to be written.
+    pub queued: Gauge,
+}
+
 /// Counters that belong to no tenant.
 #[derive(Debug, Default)]
 pub struct ProcessMetrics {
@@ -390,6 +417,8 @@ pub struct ProcessMetrics {
     received: [[Counter; 2]; 2],
     pub malformed: Counter,
     pub unmatched: Counter,
+    /// The accounting writer's, once one runs ([`ProcessMetrics::set_acc`]).
+    acc: std::sync::OnceLock<Arc<AccMetrics>>,
 }
 
 impl ProcessMetrics {
@@ -400,6 +429,12 @@ impl ProcessMetrics {
 
     pub fn received_count(&self, tcp: bool, request: bool) -> u64 {
         self.received[usize::from(tcp)][usize::from(!request)].get()
+    }
+
+    /// Export the accounting writer's metrics (the writer is started
+    /// before the proxy that owns this registry; the first call wins).
+    pub fn set_acc(&self, acc: Arc<AccMetrics>) {
+        let _ = self.acc.set(acc);
     }
 }
 
@@ -753,6 +788,46 @@ impl Metrics {
             ),
             vec![(Vec::new(), Reading::Count(p.unmatched.get()))],
         ));
+        if let Some(acc) = p.acc.get() {
+            let acc_families: [(&'static str, Kind, &'static str, u64); 5] = [
+                (
+                    "kemibox_acc_records_written_total",
+                    Kind::Counter,
+                    "Accounting records (acc module) stored in the database.",
+                    acc.written.get(),
+                ),
+                (
+                    "kemibox_acc_records_retried_total",
+                    Kind::Counter,
+                    "Accounting records whose database write failed and was tried again, per attempt.",
+                    acc.retried.get(),
+                ),
+                (
+                    "kemibox_acc_records_dropped_total",
+                    Kind::Counter,
+                    "Accounting records lost because the write queue was full (logged).",
+                    acc.dropped.get(),
+                ),
+                (
+                    "kemibox_acc_records_failed_total",
+                    Kind::Counter,
+                    "Accounting records given up after the database kept refusing them (logged).",
+                    acc.failed.get(),
+                ),
+                (
+                    "kemibox_acc_records_queued",
+                    Kind::Gauge,
+                    "Accounting records waiting to be written.",
+                    acc.queued.get(),
+                ),
+            ];
+            for (name, kind, help, n) in acc_families {
+                families.push((
+                    desc(name, kind, help),
+                    vec![(Vec::new(), Reading::Count(n))],
+                ));
+            }
+        }
         families
     }
 }
@@ -999,5 +1074,32 @@ mod tests {
         assert!(text.contains(r#"route="f0",outcome="ok"} 1"#));
         assert!(!text.contains(&format!("route=\"f{}\"", MAX_ROUTES)));
         assert!(text.contains(r#"route="other",outcome="ok"} 3"#), "{text}");
+    }
+
+    #[test]
+    fn acc_metrics_render_once_a_writer_runs() {
+        let registry = Registry::new();
+        assert!(!registry.render().contains("kemibox_acc_"));
+        let acc = Arc::new(AccMetrics::default());
+        registry.process.set_acc(acc.clone());
+        acc.written.add(3);
+        acc.retried.inc();
+        acc.dropped.add(2);
+        acc.queued.add(5);
+        acc.queued.sub(4);
+        let text = registry.render();
+        for line in [
+            "kemibox_acc_records_written_total 3",
+            "kemibox_acc_records_retried_total 1",
+            "kemibox_acc_records_dropped_total 2",
+            "kemibox_acc_records_failed_total 0",
+            "kemibox_acc_records_queued 1",
+            "# TYPE kemibox_acc_records_queued gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 }

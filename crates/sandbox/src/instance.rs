@@ -180,7 +180,7 @@ impl Instance {
             fuel_used,
             elapsed: started.elapsed(),
             events: std::mem::take(&mut ctx.events),
-            message: ctx.message.take(),
+            message: ctx.take_message(),
         }
     }
 

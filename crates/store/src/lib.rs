@@ -10,6 +10,7 @@
 //! networked stores instead: [`PostgresSubscribers`] and [`RedisLocation`].
 
 mod address;
+mod acc;
 mod location;
 mod postgres;
 mod redis;
@@ -18,6 +19,10 @@ mod subscriber;
 
 pub use self::redis::RedisLocation;
 pub use address::{AddressRow, AddressStore};
+pub use acc::{
+    AccBackend, AccRecord, AccWriter, DEFAULT_QUEUE, MAX_REFUSALS, PostgresAcc, SqliteAcc,
+    is_core_column, is_identifier,
+};
 pub use location::{Binding, Located, LocationStore};
 pub use postgres::PostgresSubscribers;
 pub use sqlite::SqliteStore;

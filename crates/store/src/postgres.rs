@@ -212,7 +212,7 @@ impl Session {
 
 /// `e` with its causes: tokio-postgres shows only the outermost ("db
 /// error", "error connecting to server"), not what went wrong.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
@@ -224,7 +224,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// `host:port/dbname` of `config`, for logs: the URL without credentials.
-fn address(config: &Config) -> String {
+pub(crate) fn address(config: &Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()

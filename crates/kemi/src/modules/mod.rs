@@ -7,6 +7,7 @@
 //! missing, and the bindings' `Host` trait fails the build when `foo.rs`
 //! lacks a function.
 
+mod acc;
 mod auth;
 mod auth_db;
 mod core;
@@ -37,6 +38,8 @@ pub(crate) use ipops::DnsContainers;
 pub use ipops::{Ipops, Subnet};
 pub use permissions::{AddressDump, Permissions};
 pub use pike::{Pike, PikeSettings, Verdict};
+pub(crate) use acc::capture as acc_capture;
+pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::Ctx;

@@ -205,7 +205,7 @@ impl Ctx {
     }
 
     /// Evaluate a pseudo-variable; `Ok(None)` is `$null`.
-    fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
+    pub(crate) fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
         match pv_name::parse(name).ok_or(PvError::Malformed)? {
             PvName::Named("var", v) => {
                 Ok(Some(self.vars.get(v).cloned().unwrap_or(PvValue::Int(0))))

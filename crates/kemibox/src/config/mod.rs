@@ -67,6 +67,7 @@
 //! file, line, column, key and fix). Unknown keys are refused, and every
 //! error names the file, the line and column, the key and the fix.
 
+mod acc;
 mod locate;
 mod schema;
 mod sec;
@@ -141,6 +142,8 @@ pub struct Tenant {
     /// Directories of its own Lua modules (`lua_path`), read at load and
     /// reload.
     pub lua_path: Vec<PathBuf>,
+    /// Its acc module settings (`[acc]`, `[tenant.acc]`).
+    pub acc: kemibox_kemi::AccSettings,
 }
 
 /// The admin API's settings, checked.
@@ -214,6 +217,7 @@ impl Tenant {
             env: BTreeMap::new(),
             defines: BTreeMap::new(),
             lua_path: Vec::new(),
+            acc: kemibox_kemi::AccSettings::default(),
         }
     }
 }
@@ -268,6 +272,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     // defaults.
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
+    let default_acc = acc::settings(file.acc.as_ref(), None)?;
     let tenants = if file.tenants.is_empty() {
         let lua = validate::lua_settings(file.defaults(), None, base)?;
         vec![Tenant {
@@ -280,6 +285,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             recreations_per_second: defaults.recreations_per_second,
             auto_reload: defaults.auto_reload,
             sec: sec_defaults,
+            acc: default_acc,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
@@ -351,6 +357,7 @@ fn tenants(
             auto_reload: quotas.auto_reload,
             admin_token,
             sec,
+            acc: acc::settings(file.acc.as_ref(), entry.acc.as_ref().map(|a| (scope, a)))?,
         });
     }
     Ok(out)

@@ -59,6 +59,8 @@ pub struct File {
     pub permissions: super::sec::PermissionsTable,
     #[serde(default)]
     pub ipops: super::sec::IpopsTable,
+    /// Every tenant's acc settings (see config/acc.rs).
+    pub acc: Option<super::acc::AccTable>,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -155,6 +157,8 @@ pub struct TenantEntry {
     pub env: Option<EnvTable>,
     pub defines: Option<SpannedList>,
     pub lua_path: Option<SpannedList>,
+    /// Its own acc settings, key by key over the top level's `[acc]`.
+    pub acc: Option<super::acc::AccTable>,
 }
 
 /// `[limits]` and `[tenant.limits]`.

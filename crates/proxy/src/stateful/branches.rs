@@ -53,6 +53,7 @@ impl Stateful {
             p.request.edits = m.edits.clone();
             p.request.flags = m.flags;
             p.request.avps = m.avps.clone();
+            p.request.acc = m.acc.clone();
             p.request.fr_timers = m.fr_timers;
             p.request.send_socket = m.send_socket;
             p.request.forward_no_connect = m.forward_no_connect;

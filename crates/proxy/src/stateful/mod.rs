@@ -13,6 +13,7 @@
 //! transaction's timeout) goes into one queue driven by one task
 //! ([`Stateful::drive_timers`]).
 
+mod accounting;
 mod act;
 mod branches;
 mod cancel;
@@ -101,6 +102,8 @@ struct Proxied {
     branches: Vec<Branch>,
     canceled: bool,
     final_sent: bool,
+    /// Its final reply was accounted (acc module): once per transaction.
+    accounted: bool,
     /// When the transaction was created, for `t_is_expired`.
     created: Millis,
     /// The ids it waits under (`KSR.tmx.t_suspend`), while suspended.

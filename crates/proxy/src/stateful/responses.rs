@@ -265,10 +265,14 @@ impl Stateful {
         request: Message,
     ) {
         let (status, bytes) = best;
+        let mut request = request;
+        self.account_failure(script, server, &mut request, status, bytes.as_deref());
         if let Some(function) = failure
             && let Ran::Done(routed) =
                 route::run(script, RouteType::Failure, &function, request.clone()).await
-            && self
+        {
+            self.keep_flags(server, &routed.message);
+            if self
                 .act(
                     script,
                     RouteType::Failure,
@@ -277,8 +281,9 @@ impl Stateful {
                     Some(server),
                 )
                 .await
-        {
-            return;
+            {
+                return;
+            }
         }
         let bytes = match bytes {
             Some(b) => b,

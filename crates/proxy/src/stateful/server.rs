@@ -30,6 +30,7 @@ impl Stateful {
             branches: Vec::new(),
             canceled: false,
             final_sent: false,
+            accounted: false,
             created: now,
             suspended: None,
         });
@@ -82,6 +83,7 @@ impl Stateful {
     /// request route asked (`KSR.set_reply_no_connect`,
     /// `KSR.set_reply_close`).
     pub(super) async fn send_upstream(&self, server: ServerId, status: u16, bytes: Vec<u8>) {
+        self.account_reply(server, status, &bytes);
         let now = self.now();
         let (result, tenant, options) = {
             let mut table = self.lock();
