@@ -8,7 +8,11 @@
 //!
 //! Several kemibox nodes share their users and registrations through
 //! networked stores instead: [`PostgresSubscribers`] and [`RedisLocation`].
+//!
+//! [`HtableStore`] keeps the rows of htable tables declared with a
+//! `dbtable`, so they survive a restart.
 
+mod htable;
 mod location;
 mod postgres;
 mod redis;
@@ -16,6 +20,9 @@ mod sqlite;
 mod subscriber;
 
 pub use self::redis::RedisLocation;
+pub use htable::{
+    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, VALUE_INT, VALUE_STR,
+};
 pub use location::{Binding, Located, LocationStore};
 pub use postgres::PostgresSubscribers;
 pub use sqlite::SqliteStore;

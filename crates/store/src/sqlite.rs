@@ -107,6 +107,7 @@ impl SqliteStore {
 
     fn with(db: Connection) -> Result<SqliteStore, StoreError> {
         db.execute_batch(SCHEMA)?;
+        db.execute_batch(crate::htable::SQLITE_SCHEMA)?;
         let cache = load_locations(&db)?;
         Ok(SqliteStore {
             db: Mutex::new(db),
@@ -114,7 +115,7 @@ impl SqliteStore {
         })
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 
