@@ -401,6 +401,9 @@ pub struct Ctx {
     pub relay_to: Option<Arc<crate::RelayTo>>,
     /// The tenant's module state, shared by all its instances.
     pub state: Arc<crate::TenantState>,
+    /// `KSR.htable.sht_iterator_*`: per instance, as Kamailio's are per
+    /// process.
+    pub(crate) htable_iterators: crate::modules::HtableIterators,
 }
 
 impl Ctx {
@@ -421,6 +424,7 @@ impl Ctx {
             exited: false,
             relay_to: None,
             state: Arc::default(),
+            htable_iterators: Default::default(),
         }
     }
 

@@ -10,4 +10,7 @@
 
 /// A tenant's module state (see the module docs).
 #[derive(Debug, Default)]
-pub struct TenantState {}
+pub struct TenantState {
+    /// `KSR.htable` and `$sht(...)`: the tenant's hash tables.
+    pub htable: crate::htable::Htables,
+}

@@ -12,6 +12,7 @@ mod auth_db;
 mod core;
 mod corex;
 mod hdr;
+mod htable;
 mod kx;
 mod maxfwd;
 mod nathelper;
@@ -27,6 +28,8 @@ mod tmx;
 mod types;
 mod x;
 
+pub(crate) use htable::Iterators as HtableIterators;
+pub(crate) use htable::engine as htable_engine;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::Ctx;
