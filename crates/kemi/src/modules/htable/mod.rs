@@ -414,3 +414,350 @@ impl Host for Ctx {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::engine::{Htables, MAX_KEY_BYTES, TableSpec};
+    use super::*;
+    use crate::bindings::kemibox::ksr::pv::Host as Pv;
+    use crate::testing::{INVITE, ctx, logs, ready, s, value};
+    use crate::{Ctx, TenantState};
+
+    /// A context routing an INVITE from 192.0.2.7 whose tenant has the
+    /// tables `ipban` (autoexpire 300), `counters` (initval 0) and `small`
+    /// (2 items at most).
+    fn with_tables() -> Ctx {
+        let mut c = ctx(INVITE);
+        let specs = vec![
+            TableSpec {
+                autoexpire: 300,
+                ..TableSpec::new("ipban")
+            },
+            TableSpec {
+                initval: Some(0),
+                ..TableSpec::new("counters")
+            },
+            TableSpec {
+                max_items: 2,
+                ..TableSpec::new("small")
+            },
+        ];
+        c.state = Arc::new(TenantState {
+            htable: Htables::new(specs, "t1", None),
+        });
+        c
+    }
+
+    fn i(n: i32) -> Option<PvValue> {
+        Some(PvValue::Int(n))
+    }
+
+    #[test]
+    fn get_and_set() {
+        let mut c = with_tables();
+        let ht = |s: &str| s.to_string();
+        assert_eq!(value(ready(c.sht_get(ht("ipban"), ht("k")))), None);
+        assert_eq!(value(ready(c.sht_gete(ht("ipban"), ht("k")))), s(""));
+        assert_eq!(value(ready(c.sht_getw(ht("ipban"), ht("k")))), s("<null>"));
+        assert_eq!(value(ready(c.sht_get(ht("counters"), ht("k")))), i(0));
+        assert_eq!(ready(c.sht_is_null(ht("ipban"), ht("k"))), 1);
+        assert_eq!(ready(c.sht_sets(ht("ipban"), ht("k"), ht("v"))), 1);
+        assert_eq!(ready(c.sht_is_null(ht("ipban"), ht("k"))), -1);
+        assert_eq!(value(ready(c.sht_get(ht("ipban"), ht("k")))), s("v"));
+        assert_eq!(ready(c.sht_seti(ht("ipban"), ht("k"), 5)), 1);
+        assert_eq!(value(ready(c.sht_gete(ht("ipban"), ht("k")))), i(5));
+        assert_eq!(ready(c.sht_setxs(ht("ipban"), ht("x"), ht("s"), 30)), 1);
+        assert_eq!(ready(c.sht_setxi(ht("ipban"), ht("y"), 2, 0)), 1);
+        let table = c.state.htable.table("ipban").unwrap().clone();
+        let now = unix_now();
+        assert!((29..=30).contains(&table.expires_in("x", now)));
+        assert!(
+            (299..=300).contains(&table.expires_in("y", now)),
+            "0: autoexpire"
+        );
+        assert_eq!(ready(c.sht_setex(ht("ipban"), ht("y"), 10)), 1);
+        assert!((9..=10).contains(&table.expires_in("y", now)));
+        assert_eq!(ready(c.sht_setex(ht("ipban"), ht("missing"), 10)), 1);
+        assert_eq!(ready(c.sht_rm(ht("ipban"), ht("y"))), 1);
+        assert_eq!(ready(c.sht_rm(ht("ipban"), ht("y"))), 1);
+        assert_eq!(value(ready(c.sht_get(ht("ipban"), ht("y")))), None);
+        assert!(logs(&c).is_empty(), "{:?}", logs(&c));
+    }
+
+    /// Unknown tables, full tables and oversized keys: the negative
+    /// result and a log line naming the function.
+    #[test]
+    fn failures_are_negative_and_logged() {
+        let mut c = with_tables();
+        let ht = |s: &str| s.to_string();
+        assert_eq!(value(ready(c.sht_get(ht("nope"), ht("k")))), None);
+        assert_eq!(ready(c.sht_sets(ht("nope"), ht("k"), ht("v"))), -1);
+        assert_eq!(ready(c.sht_inc(ht("nope"), ht("k"))), -255);
+        assert_eq!(ready(c.sht_rm(ht("nope"), ht("k"))), -1);
+        assert_eq!(ready(c.sht_reset(ht("nope"))), -1);
+        assert_eq!(ready(c.sht_match_name(ht("nope"), ht("eq"), ht("k"))), -1);
+        assert_eq!(ready(c.sht_seti(ht("small"), ht("a"), 1)), 1);
+        assert_eq!(ready(c.sht_seti(ht("small"), ht("b"), 1)), 1);
+        assert_eq!(ready(c.sht_seti(ht("small"), ht("c"), 1)), -1);
+        assert_eq!(ready(c.sht_inc(ht("small"), ht("c"))), -255);
+        assert_eq!(ready(c.sht_seti(ht("small"), ht("a"), 2)), 1, "updates fit");
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(ready(c.sht_seti(ht("ipban"), long, 1)), -1);
+        assert_eq!(ready(c.sht_sets(ht("ipban"), ht("s"), ht("x"))), 1);
+        assert_eq!(ready(c.sht_inc(ht("ipban"), ht("s"))), -255);
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.htable.sht_get: no htable \"nope\"",
+                "KSR.htable.sht_sets: no htable \"nope\"",
+                "KSR.htable.sht_inc: no htable \"nope\"",
+                "KSR.htable.sht_rm: no htable \"nope\"",
+                "KSR.htable.sht_reset: no htable \"nope\"",
+                "KSR.htable.sht_match_name: no htable \"nope\"",
+                "KSR.htable.sht_seti: htable \"small\", key \"c\": table is full (2 items)",
+                "KSR.htable.sht_inc: htable \"small\", key \"c\": table is full (2 items)",
+                &format!(
+                    "KSR.htable.sht_seti: htable \"ipban\", key {:?}: key of 1025 bytes is over the limit (1024)",
+                    "k".repeat(MAX_KEY_BYTES + 1)
+                ),
+                "KSR.htable.sht_inc: htable \"ipban\", key \"s\": item is not an integer",
+            ]
+        );
+    }
+
+    #[test]
+    fn increments() {
+        let mut c = with_tables();
+        let ht = |s: &str| s.to_string();
+        assert_eq!(ready(c.sht_inc(ht("counters"), ht("n"))), 1);
+        assert_eq!(ready(c.sht_inc(ht("counters"), ht("n"))), 2);
+        assert_eq!(ready(c.sht_dec(ht("counters"), ht("n"))), 1);
+        assert_eq!(ready(c.sht_dec(ht("counters"), ht("m"))), -1);
+    }
+
+    /// The reference script's ban check, and the other match and remove
+    /// functions with each operator.
+    #[test]
+    fn matching_and_removing() {
+        let mut c = with_tables();
+        let ht = |s: &str| s.to_string();
+        assert_eq!(
+            ready(c.sht_match_name(ht("ipban"), ht("eq"), ht("192.0.2.7"))),
+            -1
+        );
+        assert_eq!(ready(c.sht_seti(ht("ipban"), ht("192.0.2.7"), 1)), 1);
+        assert_eq!(
+            ready(c.sht_sets(ht("ipban"), ht("10.1.1.1"), ht("sipvicious"))),
+            1
+        );
+        assert_eq!(
+            ready(c.sht_match_name(ht("ipban"), ht("eq"), ht("192.0.2.7"))),
+            1
+        );
+        assert_eq!(
+            ready(c.sht_has_name(ht("ipban"), ht("sw"), ht("192.0.2."))),
+            1
+        );
+        assert_eq!(
+            ready(c.sht_has_name(ht("ipban"), ht("ne"), ht("192.0.2.7"))),
+            1
+        );
+        assert_eq!(ready(c.sht_has_name(ht("ipban"), ht("fm"), ht("10.*"))), 1);
+        assert_eq!(
+            ready(c.sht_has_name(ht("ipban"), ht("re"), ht("^172\\."))),
+            -1
+        );
+        assert_eq!(
+            ready(c.sht_match_str_value(ht("ipban"), ht("sw"), ht("sipv"))),
+            1
+        );
+        assert_eq!(
+            ready(c.sht_has_str_value(ht("ipban"), ht("eq"), ht("1"))),
+            -1
+        );
+        assert_eq!(ready(c.sht_match_name(ht("ipban"), ht("xx"), ht("1"))), -1);
+        assert_eq!(ready(c.sht_rm_name_re(ht("ipban"), ht("("))), -1);
+        assert_eq!(
+            ready(c.sht_rm_value(ht("ipban"), ht("re"), ht("vicious$"))),
+            1
+        );
+        assert_eq!(value(ready(c.sht_get(ht("ipban"), ht("10.1.1.1")))), None);
+        assert_eq!(ready(c.sht_seti(ht("ipban"), ht("10.1.1.2"), 1)), 1);
+        assert_eq!(ready(c.sht_rm_name(ht("ipban"), ht("sw"), ht("10."))), 1);
+        assert_eq!(value(ready(c.sht_get(ht("ipban"), ht("10.1.1.2")))), None);
+        assert_eq!(ready(c.sht_sets(ht("ipban"), ht("a"), ht("x"))), 1);
+        assert_eq!(ready(c.sht_rm_value_re(ht("ipban"), ht("^x$"))), 1);
+        assert_eq!(ready(c.sht_rm_name_re(ht("ipban"), ht("^192"))), 1);
+        assert_eq!(c.state.htable.table("ipban").unwrap().len(unix_now()), 0);
+        assert_eq!(ready(c.sht_seti(ht("ipban"), ht("z"), 1)), 1);
+        assert_eq!(ready(c.sht_reset(ht("ipban"))), 1);
+        assert_eq!(c.state.htable.table("ipban").unwrap().len(unix_now()), 0);
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.htable.sht_match_name: unsupported match operator \"xx\"",
+                "KSR.htable.sht_rm_name_re: bad regular expression \"(\": regex parse error:\n    (\n    ^\nerror: unclosed group",
+            ]
+        );
+    }
+
+    /// Iterators walk the items as they were at the start, set and remove
+    /// the current one, and are limited to four.
+    #[test]
+    fn iterators() {
+        let mut c = with_tables();
+        let ht = |s: &str| s.to_string();
+        for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+            assert_eq!(ready(c.sht_seti(ht("counters"), ht(k), v)), 1);
+        }
+        assert_eq!(ready(c.sht_iterator_start(ht("i1"), ht("counters"))), 1);
+        let mut seen = Vec::new();
+        while ready(c.sht_iterator_next(ht("i1"))) == 1 {
+            let key = value(ready(Pv::get(&mut c, ht("$shtitkey(i1)"))));
+            let val = value(ready(Pv::get(&mut c, ht("$shtitval(i1)"))));
+            seen.push((key, val));
+            if seen.len() == 1 {
+                assert_eq!(ready(c.sht_iterator_seti(ht("i1"), 10)), 1);
+                assert_eq!(ready(c.sht_rm(ht("counters"), ht("b"))), 1);
+            }
+            if seen.len() == 2 {
+                assert_eq!(ready(c.sht_iterator_rm(ht("i1"))), 1);
+            }
+        }
+        assert_eq!(seen, vec![(s("a"), i(1)), (s("c"), i(3))], "b was removed");
+        assert_eq!(
+            ready(c.sht_iterator_sets(ht("i1"), ht("x"))),
+            -1,
+            "no current item"
+        );
+        assert_eq!(ready(c.sht_iterator_end(ht("i1"))), 1);
+        assert_eq!(ready(c.sht_iterator_end(ht("i1"))), -1);
+        assert_eq!(ready(c.sht_iterator_next(ht("i1"))), -1);
+        let table = c.state.htable.table("counters").unwrap().clone();
+        assert_eq!(table.get("a", unix_now()), i(10));
+        assert_eq!(table.get("c", unix_now()), None);
+
+        assert_eq!(ready(c.sht_iterator_start(ht("j"), ht("counters"))), 1);
+        assert_eq!(ready(c.sht_iterator_next(ht("j"))), 1);
+        assert_eq!(ready(c.sht_iterator_sets(ht("j"), ht("s"))), 1);
+        assert_eq!(ready(c.sht_iterator_setex(ht("j"), 20)), 1);
+        assert_eq!(table.get("a", unix_now()), s("s"));
+        assert!(table.expires_in("a", unix_now()) > 0);
+        for name in ["k", "l", "m"] {
+            assert_eq!(ready(c.sht_iterator_start(ht(name), ht("counters"))), 1);
+        }
+        assert_eq!(ready(c.sht_iterator_start(ht("n"), ht("counters"))), -1);
+        assert_eq!(
+            ready(c.sht_iterator_start(ht("j"), ht("counters"))),
+            1,
+            "a restart"
+        );
+        assert_eq!(ready(c.sht_iterator_start(ht("o"), ht("nope"))), -1);
+        assert_eq!(
+            logs(&c),
+            vec![
+                "KSR.htable.sht_iterator_sets: iterator \"i1\" has no current item",
+                "KSR.htable.sht_iterator_end: no iterator \"i1\"",
+                "KSR.htable.sht_iterator_next: no iterator \"i1\"",
+                "KSR.htable.sht_iterator_start: 4 iterators are running; end one first",
+                "KSR.htable.sht_iterator_start: no htable \"nope\"",
+            ]
+        );
+    }
+
+    /// `$sht(...)` and its kin through KSR.pv, keys with pseudo-variables.
+    #[test]
+    fn pseudo_variables() {
+        let mut c = with_tables();
+        let ht = |s: &str| s.to_string();
+        ready(Pv::seti(&mut c, ht("$sht(ipban=>$si)"), 1));
+        assert_eq!(
+            ready(c.sht_match_name(ht("ipban"), ht("eq"), ht("192.0.2.7"))),
+            1
+        );
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$sht(ipban=>192.0.2.7)")))),
+            i(1)
+        );
+        ready(Pv::sets(&mut c, ht("$sht(ipban=>$ci::$rm)"), ht("v")));
+        assert_eq!(
+            value(ready(
+                c.sht_get(ht("ipban"), ht("call-1@192.0.2.7::INVITE"))
+            )),
+            s("v")
+        );
+        ready(Pv::sets(&mut c, ht("$var(k)"), ht("x")));
+        ready(Pv::seti(&mut c, ht("$sht(ipban=>a$(var(k))b)"), 2));
+        assert_eq!(value(ready(c.sht_get(ht("ipban"), ht("axb")))), i(2));
+        let ex = value(ready(Pv::get(&mut c, ht("$shtex(ipban=>axb)"))));
+        assert!(matches!(ex, Some(PvValue::Int(299..=300))), "{ex:?}");
+        ready(Pv::seti(&mut c, ht("$shtex(ipban=>axb)"), 5));
+        let ex = value(ready(Pv::get(&mut c, ht("$shtex(ipban=>axb)"))));
+        assert!(matches!(ex, Some(PvValue::Int(4..=5))), "{ex:?}");
+        assert_eq!(value(ready(Pv::get(&mut c, ht("$shtcn(ipban=>**)")))), i(3));
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$shtcn(ipban=>~%192.)")))),
+            i(1)
+        );
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$shtcv(ipban=>==v)")))),
+            i(1)
+        );
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$shtinc(counters=>n)")))),
+            i(1)
+        );
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$shtinc(counters=>n)")))),
+            i(2)
+        );
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$shtdec(counters=>n)")))),
+            i(1)
+        );
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$sht(counters=>none)")))),
+            i(0),
+            "initval"
+        );
+        ready(Pv::unset(&mut c, ht("$sht(ipban=>$si)")));
+        assert_eq!(
+            ready(c.sht_match_name(ht("ipban"), ht("eq"), ht("192.0.2.7"))),
+            -1
+        );
+        assert!(logs(&c).is_empty(), "{:?}", logs(&c));
+
+        assert_eq!(value(ready(Pv::get(&mut c, ht("$sht(nope=>k)")))), None);
+        assert_eq!(value(ready(Pv::get(&mut c, ht("$sht(ipban)")))), None);
+        ready(Pv::seti(&mut c, ht("$shtcn(ipban=>**)"), 1));
+        ready(Pv::sets(&mut c, ht("$shtex(ipban=>k)"), ht("soon")));
+        assert_eq!(
+            value(ready(Pv::get(&mut c, ht("$shtcn(ipban=>~~()")))),
+            None
+        );
+        ready(Pv::seti(&mut c, ht("$sht(small=>a)"), 1));
+        ready(Pv::seti(&mut c, ht("$sht(small=>b)"), 1));
+        ready(Pv::seti(&mut c, ht("$sht(small=>c)"), 1));
+        let logged = logs(&c);
+        assert_eq!(
+            logged[..4],
+            [
+                "KSR.pv.get: no htable \"nope\": $sht(nope=>k)",
+                "KSR.pv.get: \"ipban\" is not table=>key: $sht(ipban)",
+                "KSR.pv.seti: pseudo-variable is read-only: $shtcn(ipban=>**)",
+                "KSR.pv.sets: $shtex takes a number of seconds: $shtex(ipban=>k)",
+            ]
+        );
+        assert!(
+            logged[4].starts_with("KSR.pv.get: bad regular expression"),
+            "{logged:?}"
+        );
+        assert_eq!(
+            logged[5],
+            "KSR.pv.seti: key \"c\": table is full (2 items): $sht(small=>c)"
+        );
+        assert_eq!(logged.len(), 6);
+    }
+}
