@@ -70,14 +70,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (services, location) = runtime.block_on(async {
+    let (services, location, htable_db) = runtime.block_on(async {
         let stores = crate::storage::open(&settings.database).await?;
         tracing::info!("{}", stores.describe);
         let services = crate::storage::services(&stores, settings.registrar, &settings.auth)?;
         crate::storage::spawn_expiry(stores.location.clone());
-        anyhow::Ok((services, stores.location))
+        let needed =
+            (settings.tenants.iter()).any(|t| t.htables.iter().any(|h| h.dbtable.is_some()));
+        let htable_db = crate::storage::htable_store(&settings.database, &stores, needed)?;
+        anyhow::Ok((services, stores.location, htable_db))
     })?;
-    runtime.block_on(serve(settings, services, location))
+    runtime.block_on(serve(settings, services, location, htable_db))
 }
 
 /// The tenant's spec for the sandbox: its script read (the embedded
@@ -102,6 +105,7 @@ async fn serve(
     settings: Settings,
     services: Arc<Services>,
     location: Arc<dyn kemibox_store::LocationStore>,
+    htable_db: Option<Arc<dyn kemibox_store::HtableStore>>,
 ) -> anyhow::Result<ExitCode> {
     let defaults = ProxyConfig::default();
     let config = ProxyConfig {
@@ -135,9 +139,12 @@ async fn serve(
     let single = settings.tenants.len() == 1;
     let mut hosted = Vec::new();
     let mut tenants = Vec::new();
+    let mut states = Vec::new();
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
-        spec.state = Arc::new(crate::tenant_state::open(&tenant).await?);
+        spec.state = Arc::new(crate::tenant_state::open(&tenant, htable_db.clone()).await?);
+        crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
+        states.push((tenant.id.clone(), spec.state.clone()));
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);
@@ -198,6 +205,9 @@ async fn serve(
     }
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
+    for (id, state) in &states {
+        crate::tenant_state::close(id.as_str(), state).await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

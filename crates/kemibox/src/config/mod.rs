@@ -29,6 +29,10 @@
 //!
 //! unmatched_reply = { code = 404, reason = "Not Found" }   # before any table
 //!
+//! [[htable]]                           # every tenant's hash table
+//! name = "counters"
+//! initval = 0
+//!
 //! [[tenant]]                           # several tenants instead of `script`
 //! id = "a"
 //! script = "a.lua"
@@ -39,6 +43,12 @@
 //! fuel = 10000000
 //!
 //! admin_token = "…"                    # admin API token for this tenant only
+//! [[tenant.htable]]                    # its own hash table (docs/modules/htable.md)
+//! name = "ipban"
+//! size = 8
+//! autoexpire = 300
+//! dbtable = "ipban"                    # loaded at start
+//! dbmode = 1                           # and written back
 //!
 //! [metrics]                            # Prometheus endpoint; absent: none
 //! listen = "127.0.0.1:9090"
@@ -120,6 +130,9 @@ pub struct Tenant {
     pub auto_reload: bool,
     /// Its admin API token, if any.
     pub admin_token: Option<String>,
+    /// Its hash tables (`KSR.htable`): the top-level `[[htable]]`
+    /// entries with its own `[[tenant.htable]]` over them.
+    pub htables: Vec<kemibox_kemi::htable::TableSpec>,
 }
 
 /// The admin API's settings, checked.
@@ -189,6 +202,7 @@ impl Tenant {
             recreations_per_second: kemibox_sandbox::DEFAULT_RECREATIONS_PER_SECOND,
             auto_reload: false,
             admin_token: None,
+            htables: Vec::new(),
         }
     }
 }
@@ -242,6 +256,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     // overrides them: they are the default tenant's, or every tenant's
     // defaults.
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
+    let htables = validate::htables(Scope::Top, &file.htable)?;
     let tenants = if file.tenants.is_empty() {
         vec![Tenant {
             limits: defaults.limits,
@@ -249,12 +264,13 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             relay_to: defaults.relay_to,
             recreations_per_second: defaults.recreations_per_second,
             auto_reload: defaults.auto_reload,
+            htables,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
         return Err(validate::script_beside_tenants(script));
     } else {
-        tenants(&file, &listen, admin.as_ref(), base)?
+        tenants(&file, &listen, admin.as_ref(), &htables, base)?
     };
     let mut database = file.database;
     database.sqlite = database.sqlite.map(|s| resolve(base, &s));
@@ -278,6 +294,7 @@ fn tenants(
     file: &schema::File,
     listen: &[Listen],
     admin: Option<&AdminSettings>,
+    htables: &[kemibox_kemi::htable::TableSpec],
     base: &Path,
 ) -> Checked<Vec<Tenant>> {
     let mut out: Vec<Tenant> = Vec::new();
@@ -302,6 +319,7 @@ fn tenants(
             .map(|t| validate::tenant_token(scope, t, admin.is_some(), &tokens))
             .transpose()?;
         tokens.extend(admin_token.clone());
+        let own_htables = validate::htables(scope, &entry.htable)?;
         out.push(Tenant {
             id,
             script: Some(resolve(base, &entry.script)),
@@ -314,6 +332,7 @@ fn tenants(
             recreations_per_second: quotas.recreations_per_second,
             auto_reload: quotas.auto_reload,
             admin_token,
+            htables: validate::merge_htables(htables, own_htables),
         });
     }
     Ok(out)
