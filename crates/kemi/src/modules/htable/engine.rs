@@ -134,8 +134,10 @@ pub enum Matcher {
     Re(Regex),
     /// `sw`: starts with.
     Sw(String),
-    /// `ew`: ends with (`$shtcn(t=>%~x)`).
+    /// Ends with (`$shtcn(t=>~%x)`).
     Ew(String),
+    /// An integer value equal to this (`$shtcv(t=>eq5)`); never a name.
+    IntEq(i32),
     /// `fm`: shell wildcard, `*` and `?`.
     Fm(String),
     /// Everything (`$shtcn(t=>**)`).
@@ -156,9 +158,13 @@ impl Matcher {
         })
     }
 
-    /// A regular expression, bounded in size.
+    /// A regular expression, bounded in size; case-insensitive and `^`/`$`
+    /// matching at line ends, as Kamailio compiles htable's (POSIX
+    /// extended, REG_ICASE, REG_NEWLINE).
     pub fn regex(expr: &str) -> Result<Matcher, String> {
         RegexBuilder::new(expr)
+            .case_insensitive(true)
+            .multi_line(true)
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
@@ -166,18 +172,25 @@ impl Matcher {
             .map_err(|e| format!("bad regular expression {expr:?}: {e}"))
     }
 
-    /// The expression of `$shtcn`/`$shtcv`: `==x` equal, `~~re` regular
-    /// expression, `~%x` starts with, `%~x` ends with, `**` everything;
-    /// anything else is a regular expression.
+    /// The expression of `$shtcn`/`$shtcv`, as Kamailio reads it: `**`
+    /// everything, `==x` equal, `~~re` regular expression, `~%x` ends
+    /// with, `%~x` starts with, `eqN` an integer value equal to N (values
+    /// only); anything else is a regular expression.
     pub fn count_expr(expr: &str) -> Result<Matcher, String> {
         if expr == "**" {
             return Ok(Matcher::All);
         }
+        let rest = expr.get(2..).unwrap_or_default();
         match expr.get(..2) {
-            Some("==") => Ok(Matcher::Eq(expr[2..].into())),
-            Some("~~") => Matcher::regex(&expr[2..]),
-            Some("~%") => Ok(Matcher::Sw(expr[2..].into())),
-            Some("%~") => Ok(Matcher::Ew(expr[2..].into())),
+            Some("==") => Ok(Matcher::Eq(rest.into())),
+            Some("~~") => Matcher::regex(rest),
+            Some("~%") => Ok(Matcher::Ew(rest.into())),
+            Some("%~") => Ok(Matcher::Sw(rest.into())),
+            Some("eq") => rest
+                .trim()
+                .parse()
+                .map(Matcher::IntEq)
+                .map_err(|_| format!("{expr:?}: eq takes an integer")),
             _ => Matcher::regex(expr),
         }
     }
@@ -190,6 +203,7 @@ impl Matcher {
             Matcher::Sw(v) => text.starts_with(v.as_str()),
             Matcher::Ew(v) => text.ends_with(v.as_str()),
             Matcher::Fm(pattern) => wildcard(pattern.as_bytes(), text.as_bytes()),
+            Matcher::IntEq(_) => false,
             Matcher::All => true,
         }
     }
@@ -197,9 +211,11 @@ impl Matcher {
     fn matches_item(&self, target: Target, key: &str, item: &Item) -> bool {
         match target {
             Target::Name => self.matches(key),
-            Target::Value => match &item.value {
-                PvValue::Str(s) => self.matches(s),
-                PvValue::Int(_) => false,
+            Target::Value => match (&item.value, self) {
+                (PvValue::Int(i), Matcher::IntEq(n)) => i == n,
+                (PvValue::Int(_), Matcher::All) => true,
+                (PvValue::Str(s), _) => self.matches(s),
+                (PvValue::Int(_), _) => false,
             },
         }
     }
@@ -334,7 +350,9 @@ impl Table {
 
     /// Set `key` to `value`. `expires_in`: seconds from now (`Some(0)` or
     /// `None`: the table's rule: autoexpire for a new item, and for an
-    /// updated one too when updateexpire is set).
+    /// updated one too when updateexpire is set). In a table without
+    /// autoexpire items never expire, whatever `expires_in` (Kamailio's
+    /// rule).
     pub fn set(
         &self,
         key: &str,
@@ -369,7 +387,9 @@ impl Table {
         expires_in: Option<u64>,
         now: u64,
     ) -> Result<(), HtError> {
-        let explicit = expires_in.map(|e| now.saturating_add(e));
+        let explicit = expires_in
+            .filter(|_| self.spec.autoexpire > 0)
+            .map(|e| now.saturating_add(e));
         if let Some(item) = m.items.get_mut(key).filter(|i| i.alive(now)) {
             item.value = value;
             if let Some(at) = explicit {
@@ -391,8 +411,12 @@ impl Table {
     }
 
     /// Set the item's expiry to `secs` from now (0: never); nothing when
-    /// it is not set.
+    /// it is not set, or when the table has no autoexpire (as in
+    /// Kamailio, items of such tables never expire).
     pub fn set_expire(&self, key: &str, secs: u64, now: u64) {
+        if self.spec.autoexpire == 0 {
+            return;
+        }
         let mut m = self.memory();
         if let Some(item) = m.items.get_mut(key).filter(|i| i.alive(now)) {
             item.expires = if secs == 0 {
@@ -565,7 +589,7 @@ impl Table {
                 skipped += 1;
                 continue;
             }
-            let expires = if row.expires != 0 {
+            let expires = if row.expires != 0 && self.spec.autoexpire > 0 {
                 row.expires
             } else {
                 self.default_expiry(now)
@@ -833,13 +857,23 @@ mod tests {
         assert_eq!(kept.get("b", 105), None);
         kept.set_expire("missing", 5, 100);
         assert_eq!(kept.get("missing", 100), None);
+
+        // Without autoexpire nothing expires, as in Kamailio.
+        let never = table(|_| {});
+        never.set("a", PvValue::Int(1), Some(5), 100).unwrap();
+        never.set_expire("a", 5, 100);
+        assert_eq!(never.expires_in("a", 100), 0);
+        assert_eq!(never.get("a", 1_000_000), int(1));
     }
 
     /// A full table refuses new keys (updates still work) until an item
     /// expires or is removed.
     #[test]
     fn a_full_table_refuses_new_keys() {
-        let t = table(|s| s.max_items = 2);
+        let t = table(|s| {
+            s.max_items = 2;
+            s.autoexpire = 3600;
+        });
         t.set("a", PvValue::Int(1), Some(5), 100).unwrap();
         t.set("b", PvValue::Int(1), None, 100).unwrap();
         assert_eq!(
@@ -919,15 +953,23 @@ mod tests {
         assert!(c("**", "anything"));
         assert!(c("==ab", "ab") && !c("==ab", "abc"));
         assert!(c("~~^a.c$", "abc"));
-        assert!(c("~%ab", "abc") && !c("~%bc", "abc"));
-        assert!(c("%~bc", "abc") && !c("%~ab", "abc"));
-        assert!(c("b", "abc"), "a plain expression is a regular expression");
+        assert!(c("%~ab", "abc") && !c("%~bc", "abc"), "starts with");
+        assert!(c("~%bc", "abc") && !c("~%ab", "abc"), "ends with");
+        assert!(
+            c("B", "abc"),
+            "a plain expression is a regular expression, any case"
+        );
+        assert!(Matcher::count_expr("eqx").is_err());
+        assert!(
+            m("re", "^B$", "a\nb"),
+            "case-insensitive, ^ and $ at line ends"
+        );
     }
 
     /// Name matches look at keys; value matches at string values only.
     #[test]
     fn matching_counting_and_removing() {
-        let t = table(|_| {});
+        let t = table(|s| s.autoexpire = 3600);
         t.set("10.0.0.1", PvValue::Int(1), None, 1).unwrap();
         t.set("10.0.0.2", PvValue::Str("scanner".into()), None, 1)
             .unwrap();
@@ -942,6 +984,10 @@ mod tests {
             1,
             "the integer 1 is not the string 1"
         );
+        let int_one = Matcher::count_expr("eq1").unwrap();
+        assert_eq!(t.count_matching(Target::Value, &int_one, 1), 1);
+        assert_eq!(t.count_matching(Target::Name, &int_one, 1), 0);
+        assert_eq!(t.count_matching(Target::Value, &Matcher::All, 1), 3);
         assert!(
             !t.any_match(Target::Value, &one, 10),
             "expired items never match"
@@ -969,6 +1015,7 @@ mod tests {
         };
         let t = table(|s| {
             s.max_items = 6;
+            s.autoexpire = 1000;
             s.dbtable = Some("ht".into());
             s.dbmode = true;
         });
@@ -1001,7 +1048,7 @@ mod tests {
             changes,
             HtableChanges {
                 clear: false,
-                upserts: vec![row("a", KEY_PLAIN, VALUE_INT, "6", 0)],
+                upserts: vec![row("a", KEY_PLAIN, VALUE_INT, "6", 1100)],
                 deletes: vec!["b".into()],
             }
         );

@@ -360,10 +360,14 @@ impl Host for Ctx {
                 Some(item) => {
                     if let Some(value) = it.table.get(&item.key, now) {
                         let key = item.key.clone();
+                        let expires = match it.table.expires_in(&key, now) {
+                            0 => 0,
+                            left => now + left,
+                        };
                         it.current = Some(Listed {
-                            expires: now + it.table.expires_in(&key, now),
                             key,
                             value,
+                            expires,
                         });
                         return 1;
                     }
@@ -644,7 +648,11 @@ mod tests {
         assert_eq!(ready(c.sht_iterator_sets(ht("j"), ht("s"))), 1);
         assert_eq!(ready(c.sht_iterator_setex(ht("j"), 20)), 1);
         assert_eq!(table.get("a", unix_now()), s("s"));
-        assert!(table.expires_in("a", unix_now()) > 0);
+        assert_eq!(
+            table.expires_in("a", unix_now()),
+            0,
+            "counters has no autoexpire: its items never expire"
+        );
         for name in ["k", "l", "m"] {
             assert_eq!(ready(c.sht_iterator_start(ht(name), ht("counters"))), 1);
         }
@@ -698,13 +706,17 @@ mod tests {
         assert!(matches!(ex, Some(PvValue::Int(4..=5))), "{ex:?}");
         assert_eq!(value(ready(Pv::get(&mut c, ht("$shtcn(ipban=>**)")))), i(3));
         assert_eq!(
-            value(ready(Pv::get(&mut c, ht("$shtcn(ipban=>~%192.)")))),
+            value(ready(Pv::get(&mut c, ht("$shtcn(ipban=>%~192.)")))),
             i(1)
         );
         assert_eq!(
             value(ready(Pv::get(&mut c, ht("$shtcv(ipban=>==v)")))),
             i(1)
         );
+        let count = |c: &mut Ctx, name: &str| value(ready(Pv::get(c, name.to_string())));
+        assert_eq!(count(&mut c, "$shtcn(ipban=>~%xb)"), i(1), "ends with");
+        assert_eq!(count(&mut c, "$shtcn(ipban=>AX)"), i(1), "any case");
+        assert_eq!(count(&mut c, "$shtcv(ipban=>eq1)"), i(1));
         assert_eq!(
             value(ready(Pv::get(&mut c, ht("$shtinc(counters=>n)")))),
             i(1)
