@@ -411,6 +411,9 @@ pub struct Ctx {
     /// `KSR.ipops` DNS results (`$dns(...)`, `$srvquery(...)`,
     /// `$naptrquery(...)`), per instance as Kamailio keeps them per worker.
     pub(crate) dns: crate::modules::DnsContainers,
+    /// `KSR.htable.sht_iterator_*`: per instance, as Kamailio's are per
+    /// process.
+    pub(crate) htable_iterators: crate::modules::HtableIterators,
 }
 
 impl Ctx {
@@ -433,6 +436,7 @@ impl Ctx {
             state: Arc::default(),
             script_error: None,
             dns: Default::default(),
+            htable_iterators: Default::default(),
         }
     }
 

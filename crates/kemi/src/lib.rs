@@ -36,6 +36,12 @@ pub use services::{RegistrarSettings, Services};
 pub use tenant_id::{InvalidTenantId, TenantId};
 pub use tenant_state::TenantState;
 
+/// The htable engine (`KSR.htable`, `$sht`): tables, their declaration and
+/// what they owe the database, for the configuration and the admin API.
+pub mod htable {
+    pub use crate::modules::htable_engine::*;
+}
+
 /// Host bindings generated from `wit/` (world `ksr`).
 pub mod bindings {
     wasmtime::component::bindgen!({

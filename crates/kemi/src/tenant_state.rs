@@ -29,4 +29,6 @@ pub struct TenantState {
     /// Accounting settings and where its database records go (`KSR.acc`,
     /// and the proxy's transaction accounting).
     pub acc: crate::Acc,
+    /// `KSR.htable` and `$sht(...)`: the tenant's hash tables.
+    pub htable: crate::htable::Htables,
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use kemibox_admin::{Caller, Methods, Params, RpcError};
+use kemibox_kemi::PvValue;
 use kemibox_metrics::Registry;
 use kemibox_store::{Binding, LocationStore, unix_now};
 use serde_json::{Map, Value, json};
@@ -27,6 +28,17 @@ pub const METHODS: &[(&str, &[&str])] = &[
     ("permissions.addressReload", &["tenant"]),
     ("permissions.addressDump", &["tenant"]),
     ("permissions.subnetDump", &["tenant"]),
+    // Kamailio's htable RPCs, their parameters in Kamailio's order and
+    // the tenant last.
+    ("htable.dump", &["htable", "tenant"]),
+    ("htable.get", &["htable", "key", "tenant"]),
+    ("htable.sets", &["htable", "key", "value", "tenant"]),
+    ("htable.seti", &["htable", "key", "value", "tenant"]),
+    ("htable.delete", &["htable", "key", "tenant"]),
+    ("htable.flush", &["htable", "tenant"]),
+    ("htable.reload", &["htable", "tenant"]),
+    ("htable.listTables", &["tenant"]),
+    ("htable.stats", &["tenant"]),
 ];
 
 pub struct Admin {
@@ -189,11 +201,118 @@ impl Methods for Admin {
                 };
                 ul_dump(&self.ids(), only, &*self.location).await
             }
+            m if m.starts_with("htable.") => {
+                let t = self.tenant(caller, method, &params)?;
+                htable(t, method, &params).await
+            }
             _ => {
                 caller.check_process(method)?;
                 self.process_wide(method, &params)
             }
         }
+    }
+}
+
+/// The `htable.*` methods on tenant `t`'s tables.
+async fn htable(t: &HostedTenant, method: &str, params: &Params) -> Result<Value, RpcError> {
+    let state = t.pool.tenant().spec.state.clone();
+    let tables = &state.htable;
+    let id = t.id().as_str();
+    let now = unix_now();
+    if method == "htable.listTables" || method == "htable.stats" {
+        let list = tables.names().into_iter().filter_map(|name| {
+            let table = tables.table(name)?;
+            let spec = table.spec();
+            Some(if method == "htable.stats" {
+                json!({
+                    "name": name,
+                    "slots": 1u64 << spec.size.min(kemibox_kemi::htable::MAX_EFFECTIVE_SIZE),
+                    "items": table.len(now),
+                    "max_items": spec.max_items,
+                })
+            } else {
+                json!({
+                    "name": name,
+                    "dbtable": spec.dbtable,
+                    "dbmode": u8::from(spec.dbmode),
+                    "expire": spec.autoexpire,
+                    "updateexpire": u8::from(spec.updateexpire),
+                    "size": spec.size,
+                    "max_items": spec.max_items,
+                    "initval": spec.initval,
+                })
+            })
+        });
+        return Ok(json!({"tenant": id, "tables": list.collect::<Vec<_>>()}));
+    }
+    let name = params.required("htable")?;
+    let table = tables.table(&name).ok_or_else(|| {
+        RpcError::invalid_params(format!(
+            "tenant {id} has no htable {name:?}: one of {}",
+            tables.names().join(", ")
+        ))
+    })?;
+    let item = |key: &str, value: &PvValue, expires: u64| {
+        let value = match value {
+            PvValue::Int(i) => json!(i),
+            PvValue::Str(s) => json!(s),
+        };
+        json!({"name": key, "value": value, "expires": expires.saturating_sub(now)})
+    };
+    let set = |key: &str, value: PvValue| {
+        table
+            .set(key, value, None, now)
+            .map(|()| json!({"tenant": id, "htable": name, "name": key}))
+            .map_err(|e| RpcError::failed(format!("htable {name}, key {key:?}: {e}")))
+    };
+    match method {
+        "htable.dump" => {
+            let items: Vec<Value> = (table.items(now).iter())
+                .map(|i| item(&i.key, &i.value, i.expires))
+                .collect();
+            Ok(json!({"tenant": id, "htable": name, "items": items}))
+        }
+        "htable.get" => {
+            let key = params.required("key")?;
+            let value = table
+                .get(&key, now)
+                .ok_or_else(|| RpcError::failed(format!("no item {key:?} in htable {name}")))?;
+            let expires = match table.expires_in(&key, now) {
+                0 => 0,
+                left => now + left,
+            };
+            Ok(item(&key, &value, expires))
+        }
+        "htable.sets" => {
+            let key = params.required("key")?;
+            set(&key, PvValue::Str(params.required("value")?))
+        }
+        "htable.seti" => {
+            let key = params.required("key")?;
+            let text = params.required("value")?;
+            let value = text.trim().parse().map_err(|_| {
+                RpcError::invalid_params(format!("value {text:?} is not a 32-bit integer"))
+            })?;
+            set(&key, PvValue::Int(value))
+        }
+        "htable.delete" => {
+            let key = params.required("key")?;
+            let deleted = table.remove(&key, now);
+            Ok(json!({"tenant": id, "htable": name, "name": key, "deleted": deleted}))
+        }
+        "htable.flush" => {
+            let removed = table.len(now);
+            table.reset();
+            Ok(json!({"tenant": id, "htable": name, "removed": removed}))
+        }
+        "htable.reload" => {
+            let items = tables
+                .reload(&name, now)
+                .await
+                .map_err(|e| RpcError::failed(format!("{e:#}")))?;
+            Ok(json!({"tenant": id, "htable": name, "items": items}))
+        }
+        _ => Err(RpcError::method_not_found(method)),
     }
 }
 

@@ -70,15 +70,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (services, location, addresses, acc) = runtime.block_on(async {
+    let (services, location, addresses, acc, htable_db) = runtime.block_on(async {
         let stores = crate::storage::open(&settings.database).await?;
         tracing::info!("{}", stores.describe);
         let services = crate::storage::services(&stores, settings.registrar, &settings.auth)?;
         crate::storage::spawn_expiry(stores.location.clone());
         let acc = crate::storage::acc_writer(&settings.database).await?;
-        anyhow::Ok((services, stores.location, stores.addresses, acc))
+        let needed =
+            (settings.tenants.iter()).any(|t| t.htables.iter().any(|h| h.dbtable.is_some()));
+        let htable_db = crate::storage::htable_store(&settings.database, &stores, needed)?;
+        anyhow::Ok((services, stores.location, stores.addresses, acc, htable_db))
     })?;
-    runtime.block_on(serve(settings, services, location, addresses, acc))
+    runtime.block_on(serve(settings, services, location, addresses, acc, htable_db))
 }
 
 /// The tenant's spec for the sandbox: its script read (the embedded
@@ -108,6 +111,7 @@ async fn serve(
     location: Arc<dyn kemibox_store::LocationStore>,
     addresses: Arc<dyn kemibox_store::AddressStore>,
     acc: kemibox_store::AccWriter,
+    htable_db: Option<Arc<dyn kemibox_store::HtableStore>>,
 ) -> anyhow::Result<ExitCode> {
     let defaults = ProxyConfig::default();
     let config = ProxyConfig {
@@ -141,9 +145,14 @@ async fn serve(
     let single = settings.tenants.len() == 1;
     let mut hosted = Vec::new();
     let mut tenants = Vec::new();
+    let mut states = Vec::new();
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
-        spec.state = Arc::new(crate::tenant_state::open(&tenant, &addresses, &acc).await?);
+        spec.state = Arc::new(
+            crate::tenant_state::open(&tenant, &addresses, &acc, htable_db.clone()).await?,
+        );
+        crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
+        states.push((tenant.id.clone(), spec.state.clone()));
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);
@@ -205,6 +214,9 @@ async fn serve(
     }
     tracing::info!(addresses = ?proxy.local_addrs(), "kemibox proxy started");
     proxy.serve(shutdown_signal()).await?;
+    for (id, state) in &states {
+        crate::tenant_state::close(id.as_str(), state).await;
+    }
     let left = acc.flush(ACC_FLUSH).await;
     if left > 0 {
         tracing::error!(

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use kemibox_kemi::{Nonces, Services};
 use kemibox_store::{
-    AddressStore, LocationStore, PostgresSubscribers, RedisLocation, SqliteStore, SubscriberStore,
+    AddressStore, HtableStore, LocationStore, PostgresSubscribers, RedisLocation, SqliteStore,
+    SubscriberStore,
 };
 
 use crate::config::{Auth, Database, Registrar};
@@ -37,6 +38,8 @@ pub struct Stores {
     pub location: Arc<dyn LocationStore>,
     /// The permissions address table (beside the subscribers).
     pub addresses: Arc<dyn AddressStore>,
+    /// The SQLite file, when a kind of data is kept there.
+    pub sqlite: Option<Arc<SqliteStore>>,
     /// Where each kind lives, for the start-up log line.
     pub describe: String,
 }
@@ -79,7 +82,7 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
             "Redis".into(),
         ),
         None => (
-            sqlite.expect("opened when redis is not set"),
+            sqlite.clone().expect("opened when redis is not set"),
             sqlite_path.display().to_string(),
         ),
     };
@@ -87,6 +90,7 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
         subscribers,
         location,
         addresses,
+        sqlite,
         describe: format!("subscribers and addresses in {subs_at}, locations in {loc_at}"),
     })
 }
@@ -118,6 +122,25 @@ pub async fn acc_writer(db: &Database) -> anyhow::Result<kemibox_store::AccWrite
 
 fn open_sqlite(path: &Path) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
+}
+
+/// Where htable tables with a `dbtable` keep their rows: the SQLite file
+/// (also when PostgreSQL and Redis hold the rest), opened only when
+/// `needed`.
+pub fn htable_store(
+    db: &Database,
+    stores: &Stores,
+    needed: bool,
+) -> anyhow::Result<Option<Arc<dyn HtableStore>>> {
+    if !needed {
+        return Ok(None);
+    }
+    Ok(Some(match &stores.sqlite {
+        Some(sqlite) => sqlite.clone(),
+        None => Arc::new(open_sqlite(
+            &db.sqlite.clone().unwrap_or_else(default_sqlite),
+        )?),
+    }))
 }
 
 /// The services the KEMI modules use, from opened stores and settings.

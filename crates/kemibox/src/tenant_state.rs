@@ -3,26 +3,32 @@
 //! (htable, pike, permissions, acc, ...) turns its settings into that state.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use kemibox_kemi::htable::Htables;
 use kemibox_kemi::{Ipops, Permissions, Pike, TenantState};
-use kemibox_store::AddressStore;
+use kemibox_store::{AddressStore, HtableStore, unix_now};
 
 use crate::config::Tenant;
 
 /// The module state `tenant`'s configuration asks for, its address table
 /// read from `addresses`. Errors name the tenant and the setting. `acc`:
 /// the process's accounting writer, which every tenant's records go to
-/// (the tenant a column).
+/// (the tenant a column). `htable_db` keeps the rows of its tables with a
+/// `dbtable` (`None` when no tenant has one).
 pub async fn open(
     tenant: &Tenant,
     addresses: &Arc<dyn AddressStore>,
     acc: &kemibox_store::AccWriter,
+    htable_db: Option<Arc<dyn HtableStore>>,
 ) -> anyhow::Result<TenantState> {
     let id = tenant.id.as_str();
     let sec = &tenant.sec;
     let permissions = Permissions::open(id, addresses.clone(), sec.peer_tag_avp.clone())
         .await
         .map_err(|e| anyhow::anyhow!("tenant {id}: loading the permissions address table: {e}"))?;
+    let htable = Htables::new(tenant.htables.clone(), id, htable_db);
+    htable.load(unix_now()).await?;
     Ok(TenantState {
         pike: Pike::new(sec.pike),
         permissions,
@@ -34,5 +40,62 @@ pub async fn open(
             settings: tenant.acc.clone(),
             writer: Some(acc.clone()),
         },
+        htable,
     })
+}
+
+/// How often the upkeep writes htable changes back.
+const WRITE_BACK_EVERY: Duration = Duration::from_secs(1);
+/// How many write-back periods between removals of expired htable items
+/// (they are invisible from the moment they expire).
+const PURGE_EVERY: u64 = 5;
+
+/// Keep `state` for as long as the proxy runs (and it is held): expired
+/// htable items removed, changes of tables with `dbmode` written back.
+/// A failed write stays pending, is retried at the next period, and is
+/// logged once until a write succeeds again.
+pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
+    if state.htable.is_empty() {
+        return;
+    }
+    let tenant = tenant.to_string();
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WRITE_BACK_EVERY);
+        let mut failing = false;
+        for n in 0u64.. {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            let now = unix_now();
+            if n % PURGE_EVERY == 0 {
+                let removed = state.htable.purge_expired(now);
+                if removed > 0 {
+                    tracing::debug!(tenant, removed, "expired htable items removed");
+                }
+            }
+            match state.htable.write_back(now).await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!(tenant, "htable write-back works again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(tenant, "{e:#}; retrying every second");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
+/// At shutdown: write back what is still pending.
+pub async fn close(tenant: &str, state: &TenantState) {
+    match state.htable.write_back(unix_now()).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(tenant, rows, "htable changes written back at shutdown"),
+        Err(e) => tracing::error!(tenant, "{e:#}: lost at shutdown"),
+    }
 }

@@ -8,9 +8,13 @@
 //!
 //! Several kemibox nodes share their users and registrations through
 //! networked stores instead: [`PostgresSubscribers`] and [`RedisLocation`].
+//!
+//! [`HtableStore`] keeps the rows of htable tables declared with a
+//! `dbtable`, so they survive a restart.
 
 mod address;
 mod acc;
+mod htable;
 mod location;
 mod postgres;
 mod redis;
@@ -22,6 +26,9 @@ pub use address::{AddressRow, AddressStore};
 pub use acc::{
     AccBackend, AccRecord, AccWriter, DEFAULT_QUEUE, MAX_REFUSALS, PostgresAcc, SqliteAcc,
     is_core_column, is_identifier,
+};
+pub use htable::{
+    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, VALUE_INT, VALUE_STR,
 };
 pub use location::{Binding, Located, LocationStore};
 pub use postgres::PostgresSubscribers;

@@ -108,6 +108,7 @@ impl SqliteStore {
     fn with(db: Connection) -> Result<SqliteStore, StoreError> {
         db.execute_batch(SCHEMA)?;
         db.execute_batch(crate::address::SCHEMA)?;
+        db.execute_batch(crate::htable::SQLITE_SCHEMA)?;
         let cache = load_locations(&db)?;
         Ok(SqliteStore {
             db: Mutex::new(db),

@@ -14,6 +14,7 @@ mod core;
 mod corex;
 mod hdr;
 mod ipops;
+mod htable;
 mod kx;
 mod maxfwd;
 mod nathelper;
@@ -40,6 +41,8 @@ pub use permissions::{AddressDump, Permissions};
 pub use pike::{Pike, PikeSettings, Verdict};
 pub(crate) use acc::capture as acc_capture;
 pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
+pub(crate) use htable::Iterators as HtableIterators;
+pub(crate) use htable::engine as htable_engine;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::Ctx;

@@ -5,13 +5,16 @@
 //! per instance and starts at 0; `$avp(x)` is per message, a stack of values
 //! (an assignment pushes, reads see the newest).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kemibox_sip::Uri;
+use kemibox_store::unix_now;
 
 use crate::bindings::kemibox::ksr::pv::Host;
 use crate::bindings::kemibox::ksr::types::Xval;
 use crate::pv_format::{self, Piece};
+use crate::htable::{Matcher, Table, Target};
 use crate::pv_name::{self, PvName};
 use crate::{Ctx, Event, Message, PvValue};
 
@@ -20,6 +23,8 @@ pub(crate) enum PvError {
     Malformed,
     Unknown,
     ReadOnly,
+    /// A `$sht*` name or operation the tenant's tables refuse.
+    Htable(String),
 }
 
 impl std::fmt::Display for PvError {
@@ -28,6 +33,7 @@ impl std::fmt::Display for PvError {
             PvError::Malformed => "malformed pseudo-variable name",
             PvError::Unknown => "unknown pseudo-variable",
             PvError::ReadOnly => "pseudo-variable is read-only",
+            PvError::Htable(why) => why,
         })
     }
 }
@@ -255,12 +261,102 @@ impl Ctx {
             PvName::Named("naptrquery", inner) => {
                 self.dns.naptr(inner).map_err(|()| PvError::Unknown)
             }
+            PvName::Named(class @ ("shtitkey" | "shtitval"), iterator) => {
+                Ok(self.ht_iterator_item(iterator).map(|item| match class {
+                    "shtitkey" => PvValue::Str(item.key.clone()),
+                    _ => item.value.clone(),
+                }))
+            }
+            PvName::Named(class, inner) if class.starts_with("sht") => self.sht_read(class, inner),
             PvName::Plain(class) => match &self.message {
                 Some(m) => read_message(m, class),
                 None => Ok(None),
             },
             PvName::Named(..) => Err(PvError::Unknown),
         }
+    }
+
+    /// `table=>key` of a `$sht*` name, the key's pseudo-variables
+    /// expanded, and the table.
+    fn sht_name(&self, inner: &str) -> Result<(Arc<Table>, String), PvError> {
+        let (table, key) = inner
+            .split_once("=>")
+            .ok_or_else(|| PvError::Htable(format!("{inner:?} is not table=>key")))?;
+        let key = self.expand(key)?;
+        let found = self.state.htable.table(table).cloned();
+        let table = found.ok_or_else(|| PvError::Htable(format!("no htable {table:?}")))?;
+        Ok((table, key))
+    }
+
+    /// `$sht`, `$shtex`, `$shtcn`, `$shtcv`, `$shtinc`, `$shtdec`.
+    fn sht_read(&self, class: &str, inner: &str) -> Result<Option<PvValue>, PvError> {
+        let now = unix_now();
+        let (table, key) = self.sht_name(inner)?;
+        let count = |target| {
+            let matcher = Matcher::count_expr(&key).map_err(PvError::Htable)?;
+            Ok(int(table.count_matching(target, &matcher, now)))
+        };
+        let add = |delta| {
+            table
+                .add(&key, delta, now)
+                .map(|n| Some(PvValue::Int(n)))
+                .map_err(|e| PvError::Htable(e.to_string()))
+        };
+        match class {
+            "sht" => Ok(table.get_or_initval(&key, now)),
+            "shtex" => Ok(int(table.expires_in(&key, now))),
+            "shtcn" => count(Target::Name),
+            "shtcv" => count(Target::Value),
+            "shtinc" => add(1),
+            "shtdec" => add(-1),
+            _ => Err(PvError::Unknown),
+        }
+    }
+
+    /// `$sht(t=>k) = v` (`$null` removes) and `$shtex(t=>k) = seconds`.
+    fn sht_write(&self, class: &str, inner: &str, value: Option<PvValue>) -> Result<(), PvError> {
+        let now = unix_now();
+        let (table, key) = self.sht_name(inner)?;
+        match (class, value) {
+            ("sht", Some(v)) => table
+                .set(&key, v, None, now)
+                .map_err(|e| PvError::Htable(format!("key {key:?}: {e}"))),
+            ("sht", None) => {
+                table.remove(&key, now);
+                Ok(())
+            }
+            ("shtex", v) => {
+                let secs = v.and_then(|v| v.as_text().trim().parse::<u64>().ok());
+                let secs =
+                    secs.ok_or_else(|| PvError::Htable("$shtex takes a number of seconds".into()))?;
+                table.set_expire(&key, secs, now);
+                Ok(())
+            }
+            ("shtcn" | "shtcv" | "shtinc" | "shtdec", _) => Err(PvError::ReadOnly),
+            _ => Err(PvError::Unknown),
+        }
+    }
+
+    /// `text` with each pseudo-variable in it replaced by its value
+    /// (`<null>` for `$null`, as Kamailio prints it).
+    fn expand(&self, text: &str) -> Result<String, PvError> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            let len = pv_len(tail);
+            if len <= 1 {
+                out.push('$');
+                rest = &tail[1..];
+                continue;
+            }
+            let value = self.pv_read(&tail[..len])?;
+            out.push_str(&value.map_or_else(|| "<null>".into(), |v| v.as_text()));
+            rest = &tail[len..];
+        }
+        out.push_str(rest);
+        Ok(out)
     }
 
     /// Assign a pseudo-variable; `None` assigns `$null`.
@@ -329,8 +425,14 @@ impl Ctx {
                     },
                 );
             }
-            PvName::Named("hdr" | "hdrc" | "dns" | "srvquery" | "naptrquery", _) => {
+            PvName::Named(
+                "hdr" | "hdrc" | "dns" | "srvquery" | "naptrquery" | "shtitkey" | "shtitval",
+                _,
+            ) => {
                 return Err(PvError::ReadOnly);
+            }
+            PvName::Named(class, inner) if class.starts_with("sht") => {
+                self.sht_write(class, inner, value)?;
             }
             PvName::Named(..) => return Err(PvError::Unknown),
         }
@@ -360,6 +462,34 @@ impl Ctx {
             self.script_error_now(function, format!("{e}: {name}"));
         }
     }
+}
+
+/// The length of the pseudo-variable name at the start of `text` (which
+/// starts with `$`): `$xx`, `$xx(inner)` or `$(inner)`, parentheses
+/// balanced; 1 when no name follows the `$`.
+fn pv_len(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = 1;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+        i += 1;
+    }
+    if bytes.get(i) != Some(&b'(') {
+        return i;
+    }
+    let mut depth = 0;
+    for (j, &b) in bytes.iter().enumerate().skip(i) {
+        match b {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return j + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    1
 }
 
 fn or_default(value: Option<PvValue>, default: Xval) -> Xval {

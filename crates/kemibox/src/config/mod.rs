@@ -37,6 +37,10 @@
 //! [env]                                # os.getenv / KSR.kx.get_env; per tenant: [tenant.env]
 //! REGION = "eu-1"
 //!
+//! [[htable]]                           # every tenant's hash table
+//! name = "counters"
+//! initval = 0
+//!
 //! [[tenant]]                           # several tenants instead of `script`
 //! id = "a"
 //! script = "a.lua"
@@ -47,6 +51,12 @@
 //! fuel = 10000000
 //!
 //! admin_token = "…"                    # admin API token for this tenant only
+//! [[tenant.htable]]                    # its own hash table (docs/modules/htable.md)
+//! name = "ipban"
+//! size = 8
+//! autoexpire = 300
+//! dbtable = "ipban"                    # loaded at start
+//! dbmode = 1                           # and written back
 //!
 //! [metrics]                            # Prometheus endpoint; absent: none
 //! listen = "127.0.0.1:9090"
@@ -144,6 +154,9 @@ pub struct Tenant {
     pub lua_path: Vec<PathBuf>,
     /// Its acc module settings (`[acc]`, `[tenant.acc]`).
     pub acc: kemibox_kemi::AccSettings,
+    /// Its hash tables (`KSR.htable`): the top-level `[[htable]]`
+    /// entries with its own `[[tenant.htable]]` over them.
+    pub htables: Vec<kemibox_kemi::htable::TableSpec>,
 }
 
 /// The admin API's settings, checked.
@@ -218,6 +231,7 @@ impl Tenant {
             defines: BTreeMap::new(),
             lua_path: Vec::new(),
             acc: kemibox_kemi::AccSettings::default(),
+            htables: Vec::new(),
         }
     }
 }
@@ -273,6 +287,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let default_acc = acc::settings(file.acc.as_ref(), None)?;
+    let htables = validate::htables(Scope::Top, &file.htable)?;
     let tenants = if file.tenants.is_empty() {
         let lua = validate::lua_settings(file.defaults(), None, base)?;
         vec![Tenant {
@@ -286,12 +301,13 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             auto_reload: defaults.auto_reload,
             sec: sec_defaults,
             acc: default_acc,
+            htables,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
         return Err(validate::script_beside_tenants(script));
     } else {
-        tenants(&file, &listen, admin.as_ref(), base)?
+        tenants(&file, &listen, admin.as_ref(), &htables, base)?
     };
     let mut database = file.database;
     database.sqlite = database.sqlite.map(|s| resolve(base, &s));
@@ -315,6 +331,7 @@ fn tenants(
     file: &schema::File,
     listen: &[Listen],
     admin: Option<&AdminSettings>,
+    htables: &[kemibox_kemi::htable::TableSpec],
     base: &Path,
 ) -> Checked<Vec<Tenant>> {
     let mut out: Vec<Tenant> = Vec::new();
@@ -341,6 +358,7 @@ fn tenants(
         tokens.extend(admin_token.clone());
         let sec = sec::sec_modules(file.sec_tables(), Some((scope, entry.sec_tables())))?;
         let lua = validate::lua_settings(file.defaults(), Some((scope, entry.settings())), base)?;
+        let own_htables = validate::htables(scope, &entry.htable)?;
         out.push(Tenant {
             env: lua.env,
             defines: lua.defines,
@@ -358,6 +376,7 @@ fn tenants(
             admin_token,
             sec,
             acc: acc::settings(file.acc.as_ref(), entry.acc.as_ref().map(|a| (scope, a)))?,
+            htables: validate::merge_htables(htables, own_htables),
         });
     }
     Ok(out)

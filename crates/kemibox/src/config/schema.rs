@@ -50,6 +50,10 @@ pub struct File {
     pub metrics: Option<Spanned<MetricsTable>>,
     #[serde(default)]
     pub admin: AdminTable,
+    /// `[[htable]]`: every tenant's tables (a tenant's own of the same
+    /// name replace them).
+    #[serde(default)]
+    pub htable: Vec<HtableEntry>,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantEntry>,
     /// `[pike]`, `[permissions]`, `[ipops]`: every tenant's defaults.
@@ -159,6 +163,27 @@ pub struct TenantEntry {
     pub lua_path: Option<SpannedList>,
     /// Its own acc settings, key by key over the top level's `[acc]`.
     pub acc: Option<super::acc::AccTable>,
+    /// `[[tenant.htable]]`: its own tables, beside or replacing the
+    /// top level's.
+    #[serde(default)]
+    pub htable: Vec<HtableEntry>,
+}
+
+/// `[[htable]]` and `[[tenant.htable]]`: one hash table, with Kamailio's
+/// table options (its `htable` parameter,
+/// `name=>size=..;autoexpire=..;...`). Integers are read wide and checked
+/// in validate.rs, so a refusal says the allowed range.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HtableEntry {
+    pub name: Spanned<String>,
+    pub size: Option<Spanned<i64>>,
+    pub max_items: Option<Spanned<i64>>,
+    pub autoexpire: Option<Spanned<i64>>,
+    pub initval: Option<Spanned<i64>>,
+    pub updateexpire: Option<Spanned<i64>>,
+    pub dbtable: Option<Spanned<String>>,
+    pub dbmode: Option<Spanned<i64>>,
 }
 
 /// `[limits]` and `[tenant.limits]`.

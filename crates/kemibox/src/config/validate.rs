@@ -758,3 +758,146 @@ pub fn lua_settings(
         lua_path,
     })
 }
+
+/// The most items a table may be configured to hold.
+const MAX_HTABLE_ITEMS: i64 = 10_000_000;
+/// The longest autoexpire accepted: ten years, in seconds.
+const MAX_AUTOEXPIRE: i64 = 315_360_000;
+
+/// The `[[htable]]` entries of one scope, checked: a name (unique in the
+/// scope, no `=>`, blanks or parentheses), each option in its range, and
+/// `dbmode = 1` only with a `dbtable`.
+pub fn htables(
+    scope: Scope<'_>,
+    entries: &[schema::HtableEntry],
+) -> Checked<Vec<kemibox_kemi::htable::TableSpec>> {
+    use kemibox_kemi::htable::TableSpec;
+    let mut out: Vec<TableSpec> = Vec::new();
+    for e in entries {
+        let name = e.name.get_ref();
+        let bad_name = name.is_empty()
+            || name.len() > 64
+            || name.contains("=>")
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '(' | ')' | '$'));
+        if bad_name {
+            return Err(Problem::new(
+                scope.at("htable.name", &e.name),
+                format!("{}htable: name {name:?} cannot name a table", scope.label()),
+                "give 1 to 64 characters without blanks, `=>`, `$` or parentheses, e.g. \"ipban\"",
+            ));
+        }
+        if out.iter().any(|t| &t.name == name) {
+            return Err(Problem::new(
+                scope.at("htable.name", &e.name),
+                format!("{}htable: {name:?} is declared twice", scope.label()),
+                "keep one [[htable]] entry per name",
+            ));
+        }
+        let range = |key: &str, v: &Spanned<i64>, min: i64, max: i64, what: &str| {
+            let n = *v.get_ref();
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(Problem::new(
+                    scope.at(&format!("htable.{key}"), v),
+                    format!(
+                        "{}htable {name}: {key} = {n} is out of range ({min} to {max})",
+                        scope.label()
+                    ),
+                    format!("give {what}"),
+                ))
+            }
+        };
+        let mut spec = TableSpec::new(name.clone());
+        if let Some(v) = &e.size {
+            spec.size = range(
+                "size",
+                v,
+                2,
+                31,
+                "2 to 31 (2^size slots; above 14 counts as 14)",
+            )? as u32;
+            spec.max_items = TableSpec::default_max_items(spec.size);
+        }
+        if let Some(v) = &e.max_items {
+            spec.max_items = range(
+                "max_items",
+                v,
+                1,
+                MAX_HTABLE_ITEMS,
+                "the most items the table may hold, e.g. 10000",
+            )? as usize;
+        }
+        if let Some(v) = &e.autoexpire {
+            spec.autoexpire =
+                range("autoexpire", v, 0, MAX_AUTOEXPIRE, "seconds, 0 for never")? as u64;
+        }
+        if let Some(v) = &e.initval {
+            spec.initval = Some(range(
+                "initval",
+                v,
+                i64::from(i32::MIN),
+                i64::from(i32::MAX),
+                "a 32-bit integer",
+            )? as i32);
+        }
+        if let Some(v) = &e.updateexpire {
+            spec.updateexpire = range(
+                "updateexpire",
+                v,
+                0,
+                1,
+                "1 (updates restart the expiry) or 0",
+            )? == 1;
+        }
+        if let Some(v) = &e.dbtable {
+            let t = v.get_ref();
+            if t.is_empty()
+                || t.len() > 64
+                || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(Problem::new(
+                    scope.at("htable.dbtable", v),
+                    format!(
+                        "{}htable {name}: dbtable {t:?} is not a table name",
+                        scope.label()
+                    ),
+                    "give 1 to 64 letters, digits or underscores, e.g. \"ipban\"",
+                ));
+            }
+            spec.dbtable = Some(t.clone());
+        }
+        if let Some(v) = &e.dbmode {
+            spec.dbmode = range("dbmode", v, 0, 1, "1 (write changes back to dbtable) or 0")? == 1;
+            if spec.dbmode && spec.dbtable.is_none() {
+                return Err(Problem::new(
+                    scope.at("htable.dbmode", v),
+                    format!(
+                        "{}htable {name}: dbmode = 1 without a dbtable",
+                        scope.label()
+                    ),
+                    "add dbtable = \"NAME\", or remove dbmode",
+                ));
+            }
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// A tenant's tables: the top level's, each replaced by the tenant's own
+/// of the same name, then the tenant's others.
+pub fn merge_htables(
+    top: &[kemibox_kemi::htable::TableSpec],
+    own: Vec<kemibox_kemi::htable::TableSpec>,
+) -> Vec<kemibox_kemi::htable::TableSpec> {
+    let mut out: Vec<_> = top
+        .iter()
+        .filter(|t| !own.iter().any(|o| o.name == t.name))
+        .cloned()
+        .collect();
+    out.extend(own);
+    out
+}
