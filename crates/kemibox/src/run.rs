@@ -81,7 +81,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let htable_db = crate::storage::htable_store(&settings.database, &stores, needed)?;
         anyhow::Ok((services, stores.location, stores.addresses, acc, htable_db))
     })?;
-    runtime.block_on(serve(settings, services, location, addresses, acc, htable_db))
+    runtime.block_on(serve(
+        settings, services, location, addresses, acc, htable_db,
+    ))
 }
 
 /// The tenant's spec for the sandbox: its script read (the embedded

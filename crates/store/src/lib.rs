@@ -12,8 +12,8 @@
 //! [`HtableStore`] keeps the rows of htable tables declared with a
 //! `dbtable`, so they survive a restart.
 
-mod address;
 mod acc;
+mod address;
 mod htable;
 mod location;
 mod postgres;
@@ -22,11 +22,11 @@ mod sqlite;
 mod subscriber;
 
 pub use self::redis::RedisLocation;
-pub use address::{AddressRow, AddressStore};
 pub use acc::{
     AccBackend, AccRecord, AccWriter, DEFAULT_QUEUE, MAX_REFUSALS, PostgresAcc, SqliteAcc,
     is_core_column, is_identifier,
 };
+pub use address::{AddressRow, AddressStore};
 pub use htable::{
     HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, VALUE_INT, VALUE_STR,
 };

@@ -13,8 +13,8 @@ use kemibox_store::unix_now;
 
 use crate::bindings::kemibox::ksr::pv::Host;
 use crate::bindings::kemibox::ksr::types::Xval;
-use crate::pv_format::{self, Piece};
 use crate::htable::{Matcher, Table, Target};
+use crate::pv_format::{self, Piece};
 use crate::pv_name::{self, PvName};
 use crate::{Ctx, Event, Message, PvValue};
 
