@@ -8,11 +8,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::probe::{free_tcp_port, free_udp_port, options};
 use common::sipp::{Running, kemibox_run};
 use kemibox_store::{HtableChanges, HtableRow, HtableStore, SqliteStore};
 use serde_json::{Value, json};
@@ -42,55 +43,6 @@ end
 /// The banned client's address, and a client that stays served.
 const SCANNER: &str = "127.0.0.2";
 const CLIENT: &str = "127.0.0.3";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kemibox-htable-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Send an OPTIONS from `from` (an IP) with `ua` as User-Agent; the
-/// status line of the answer, if one comes within `wait`.
-fn options(proxy: SocketAddr, from: &str, ua: &str, wait: Duration) -> Option<String> {
-    let sock = UdpSocket::bind((from, 0)).unwrap();
-    let local = sock.local_addr().unwrap();
-    let branch = format!("z9hG4bK{}", local.port());
-    let request = format!(
-        "OPTIONS sip:{proxy} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch={branch}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:probe@{from}>;tag=t{port}\r\n\
-         To: <sip:{proxy}>\r\n\
-         Call-ID: {branch}@{from}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         User-Agent: {ua}\r\n\
-         Content-Length: 0\r\n\r\n",
-        port = local.port()
-    );
-    sock.send_to(request.as_bytes(), proxy).unwrap();
-    sock.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    text.lines().next().map(str::to_string)
-}
 
 /// The answer to a client that must be served.
 fn served(proxy: SocketAddr, from: &str) -> String {
@@ -138,7 +90,7 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Setup {
-    let dir = temp_dir(name);
+    let dir = common::temp_dir(&format!("htable-{name}"));
     std::fs::write(dir.join("ban.lua"), SCRIPT).unwrap();
     let (port, admin_port) = (free_udp_port(), free_tcp_port());
     let config = dir.join("proxy.toml");
@@ -178,27 +130,6 @@ fn start(s: &Setup, log: &str) -> Running {
     kemibox_run(&s.dir, &["--config", config.as_str()], &s.dir.join(log))
 }
 
-/// SIGTERM, and wait for the graceful exit.
-fn stop(mut proxy: Running) {
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = proxy.0.try_wait().unwrap() {
-            assert!(status.success(), "kemibox exited with {status}");
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The stored rows of the tenant's `ipban` dbtable.
 fn stored(sqlite: &Path) -> Vec<HtableRow> {
     let store = SqliteStore::open(sqlite).unwrap();
@@ -229,7 +160,7 @@ fn a_scanner_is_banned_and_the_ban_survives_a_restart() {
     assert!((295..=300).contains(&left), "autoexpire 300: {left}");
 
     // SIGTERM: the table is written back; the restarted proxy loads it.
-    stop(proxy);
+    proxy.stop();
     let rows = stored(&s.sqlite);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(
@@ -357,7 +288,7 @@ fn admin_methods_read_write_flush_and_reload_tables() {
 
 #[test]
 fn bad_htable_entries_are_refused_with_the_line() {
-    let dir = temp_dir("refused");
+    let dir = common::temp_dir("htable-refused");
     for (config, line, what) in [
         (
             "[[htable]]\nname = \"ipban\"\nsize = 40\n",

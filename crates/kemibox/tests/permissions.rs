@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::UdpSocket;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,29 +23,6 @@ function ksr_request_route()
     KSR.sl.sl_send_reply(403, "Forbidden")
 end
 "#;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kemibox-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An OPTIONS from `from` (an address of the loopback network) to the
 /// proxy: the status line of the answer.
@@ -94,9 +71,12 @@ fn ctl(config: &Path, method: &str) -> Value {
 
 #[test]
 fn an_added_address_is_trusted_and_a_reload_picks_up_changes() {
-    let dir = temp_dir("permissions");
+    let dir = common::temp_dir("permissions");
     let db = dir.join("kemibox.sqlite");
-    let (port, admin) = (free_udp_port(), free_tcp_port());
+    let (port, admin) = (
+        common::probe::free_udp_port(),
+        common::probe::free_tcp_port(),
+    );
     std::fs::write(dir.join("trust.lua"), SCRIPT).unwrap();
     let config = dir.join("proxy.toml");
     std::fs::write(

@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::sipp::kemibox_run;
@@ -21,21 +20,6 @@ function ksr_request_route()
     KSR.sl.sl_send_reply(200, "OK")
 end
 "#;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kemibox-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Send an OPTIONS from `ua` to the proxy; the status line of its answer.
 fn options(ua: &UdpSocket, port: u16, n: usize) -> String {
@@ -55,8 +39,8 @@ fn options(ua: &UdpSocket, port: u16, n: usize) -> String {
 
 #[test]
 fn a_flooding_source_is_refused_while_another_is_served() {
-    let dir = temp_dir("pike");
-    let port = free_udp_port();
+    let dir = common::temp_dir("pike");
+    let port = common::probe::free_udp_port();
     std::fs::write(dir.join("pike.lua"), SCRIPT).unwrap();
     // A long unit, so the burst below never straddles two.
     std::fs::write(
@@ -106,7 +90,7 @@ fn a_flooding_source_is_refused_while_another_is_served() {
 
 #[test]
 fn bad_pike_settings_are_refused_at_start_with_the_line() {
-    let dir = temp_dir("pike-config");
+    let dir = common::temp_dir("pike-config");
     let (path, err) = common::refused_config(
         &dir,
         "listen = [\"udp:127.0.0.1:0\"]\n\n[pike]\nreqs_density_per_unit = 0\n",

@@ -175,7 +175,17 @@ fn diff(expected: &str, actual: &str) -> String {
     }
     out
 }
+pub mod probe;
 pub mod sipp;
+
+/// A fresh, empty directory for one test: `kemibox-NAME-PID` in the
+/// system's temporary directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kemibox-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 /// `GET path` over HTTP/1.1 to `addr`: the whole response, or `None` when
 /// the server does not answer (yet).

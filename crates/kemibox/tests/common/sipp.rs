@@ -17,6 +17,30 @@ impl Running {
     }
 }
 
+impl Running {
+    /// SIGTERM, and wait (up to 40 s) for a graceful exit with status 0:
+    /// what the proxy writes at shutdown is written.
+    pub fn stop(mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert!(status.success(), "kemibox exited with {status}");
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
