@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -24,27 +23,14 @@ function ksr_request_route()
 end
 "#;
 
+/// `kemibox address ARGS... --db` on the test's SQLite file.
 /// An OPTIONS from `from` (an address of the loopback network) to the
-/// proxy: the status line of the answer.
+/// proxy on `port`: the status line of its answer, which must come.
 fn options(from: &str, port: u16) -> String {
-    let ua = UdpSocket::bind((from, 0)).unwrap();
-    ua.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let me = ua.local_addr().unwrap();
-    let request = format!(
-        "OPTIONS sip:proxy@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{}\r\nMax-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:proxy@127.0.0.1>\r\nCall-ID: perm-{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-        me.port()
-    );
-    ua.send_to(request.as_bytes(), ("127.0.0.1", port)).unwrap();
-    let mut buf = [0u8; 4096];
-    let len = ua.recv(&mut buf).expect("an answer");
-    String::from_utf8_lossy(&buf[..len])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    common::probe::options(proxy, from, "phone/1.0", Duration::from_secs(10)).expect("an answer")
 }
 
-/// `kemibox address ARGS... --db` on the test's SQLite file.
 fn address(db: &Path, args: &[&str]) -> (bool, String) {
     let db = db.display().to_string();
     let mut all = vec!["address"];
