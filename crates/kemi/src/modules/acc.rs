@@ -630,14 +630,7 @@ mod tests {
                 "bob"
             ])]
         );
-        let logs: Vec<String> = ctx
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                crate::Event::Log { message, .. } => Some(message.clone()),
-                _ => None,
-            })
-            .collect();
+        let logs = crate::testing::logs(&ctx);
         assert_eq!(logs.len(), 4, "one error line per refusal: {logs:?}");
 
         // Without a database, the database functions fail and the log
