@@ -13,8 +13,8 @@ mod auth_db;
 mod core;
 mod corex;
 mod hdr;
-mod ipops;
 mod htable;
+mod ipops;
 mod kx;
 mod maxfwd;
 mod nathelper;
@@ -35,14 +35,14 @@ mod types;
 mod x;
 mod xlog;
 
-pub(crate) use ipops::DnsContainers;
-pub use ipops::{Ipops, Subnet};
-pub use permissions::{AddressDump, Permissions};
-pub use pike::{Pike, PikeSettings, Verdict};
 pub(crate) use acc::capture as acc_capture;
 pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
 pub(crate) use htable::Iterators as HtableIterators;
 pub(crate) use htable::engine as htable_engine;
+pub(crate) use ipops::DnsContainers;
+pub use ipops::{Ipops, Subnet};
+pub use permissions::{AddressDump, Permissions};
+pub use pike::{Pike, PikeSettings, Verdict};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::Ctx;
