@@ -31,7 +31,8 @@ pub use acc::{
 };
 pub use address::{AddressRow, AddressStore};
 pub use htable::{
-    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, VALUE_INT, VALUE_STR,
+    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, PostgresHtable, VALUE_INT,
+    VALUE_STR,
 };
 pub use location::{Binding, Located, LocationStore};
 pub use postgres::PostgresSubscribers;
