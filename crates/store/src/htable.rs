@@ -170,7 +170,7 @@ CREATE TABLE IF NOT EXISTS htable (
 /// How long a load or a write may take, reconnecting included: they run
 /// at start, on `htable.reload` and in the background write-back, never
 /// on a message's path, and a write may carry a whole table.
-const PG_TIMEOUT: Duration = Duration::from_secs(10);
+const PG_TIMEOUT: Duration = Duration::from_secs(5);
 
 const PG_BACKEND: &str = "postgresql";
 

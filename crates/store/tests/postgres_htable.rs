@@ -87,13 +87,22 @@ async fn rows_are_scoped_replaced_and_shared_between_nodes() {
 }
 
 #[tokio::test]
-async fn an_outage_is_unavailable_until_the_database_is_back() {
+async fn a_hung_or_lost_database_is_unavailable_until_it_is_back() {
     let mut server = postgres();
     let store = PostgresHtable::connect(&url(&server)).await.unwrap();
     store
         .write("t", "h", &upserts(vec![row("a", "1", VALUE_INT, 0)]))
         .await
         .unwrap();
+    // A database that hangs: the call gives up within its bound.
+    server.pause();
+    let started = Instant::now();
+    assert!(matches!(
+        store.load("t", "h").await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    assert!(started.elapsed() < Duration::from_secs(8));
+    server.resume();
     server.kill();
     match store.load("t", "h").await {
         Err(StoreError::Unavailable { backend, .. }) => assert_eq!(backend, "postgresql"),
