@@ -287,7 +287,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let default_acc = acc::settings(file.acc.as_ref(), None)?;
-    let htables = validate::htables(Scope::Top, &file.htable)?;
+    let htables = validate::htables(Scope::Top, &file.htable, file.database.redis.is_some())?;
     let tenants = if file.tenants.is_empty() {
         let lua = validate::lua_settings(file.defaults(), None, base)?;
         vec![Tenant {
@@ -358,7 +358,7 @@ fn tenants(
         tokens.extend(admin_token.clone());
         let sec = sec::sec_modules(file.sec_tables(), Some((scope, entry.sec_tables())))?;
         let lua = validate::lua_settings(file.defaults(), Some((scope, entry.settings())), base)?;
-        let own_htables = validate::htables(scope, &entry.htable)?;
+        let own_htables = validate::htables(scope, &entry.htable, file.database.redis.is_some())?;
         out.push(Tenant {
             env: lua.env,
             defines: lua.defines,
