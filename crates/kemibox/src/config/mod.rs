@@ -17,7 +17,7 @@
 //! [database]                           # default: SQLite in the data directory
 //! sqlite = "kemibox.sqlite"
 //! postgres = "postgresql://kemibox@127.0.0.1/kemibox"   # subscribers
-//! redis = "redis://127.0.0.1:6379/"                     # locations
+//! redis = "redis://127.0.0.1:6379/"                     # locations, htable backend = "redis"
 //!
 //! [registrar]
 //! default_expires = 3600
@@ -40,6 +40,7 @@
 //! [[htable]]                           # every tenant's hash table
 //! name = "counters"
 //! initval = 0
+//! backend = "redis"                    # kept in [database] redis, shared by the nodes
 //!
 //! [[tenant]]                           # several tenants instead of `script`
 //! id = "a"
