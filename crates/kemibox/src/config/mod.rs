@@ -392,9 +392,9 @@ pub struct Database {
     /// SQLite file, relative to the config file (default: kemibox.sqlite
     /// in the data directory).
     pub sqlite: Option<PathBuf>,
-    /// PostgreSQL URL for subscribers.
+    /// PostgreSQL URL for subscribers (and htable `dbtable` rows, acc).
     pub postgres: Option<String>,
-    /// Redis URL for locations.
+    /// Redis URL for locations and htable tables with `backend = "redis"`.
     pub redis: Option<String>,
 }
 
