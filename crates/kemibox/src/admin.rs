@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kemibox_admin::{Caller, Methods, Params, RpcError};
 use kemibox_kemi::PvValue;
+use kemibox_kemi::htable::HtError;
 use kemibox_metrics::Registry;
 use kemibox_store::{Binding, LocationStore, unix_now};
 use serde_json::{Map, Value, json};
@@ -219,15 +220,19 @@ async fn htable(t: &HostedTenant, method: &str, params: &Params) -> Result<Value
     let tables = &state.htable;
     let id = t.id().as_str();
     let now = unix_now();
+    let failed = |name: &str, e: HtError| RpcError::failed(format!("htable {name}: {e}"));
     if method == "htable.listTables" || method == "htable.stats" {
-        let list = tables.names().into_iter().filter_map(|name| {
-            let table = tables.table(name)?;
+        let mut list = Vec::new();
+        for name in tables.names() {
+            let Some(table) = tables.get(name) else {
+                continue;
+            };
             let spec = table.spec();
-            Some(if method == "htable.stats" {
+            list.push(if method == "htable.stats" {
                 json!({
                     "name": name,
                     "slots": 1u64 << spec.size.min(kemibox_kemi::htable::MAX_EFFECTIVE_SIZE),
-                    "items": table.len(now),
+                    "items": table.len(now).await.map_err(|e| failed(name, e))?,
                     "max_items": spec.max_items,
                 })
             } else {
@@ -241,12 +246,12 @@ async fn htable(t: &HostedTenant, method: &str, params: &Params) -> Result<Value
                     "max_items": spec.max_items,
                     "initval": spec.initval,
                 })
-            })
-        });
-        return Ok(json!({"tenant": id, "tables": list.collect::<Vec<_>>()}));
+            });
+        }
+        return Ok(json!({"tenant": id, "tables": list}));
     }
     let name = params.required("htable")?;
-    let table = tables.table(&name).ok_or_else(|| {
+    let table = tables.get(&name).ok_or_else(|| {
         RpcError::invalid_params(format!(
             "tenant {id} has no htable {name:?}: one of {}",
             tables.names().join(", ")
@@ -259,33 +264,34 @@ async fn htable(t: &HostedTenant, method: &str, params: &Params) -> Result<Value
         };
         json!({"name": key, "value": value, "expires": expires.saturating_sub(now)})
     };
-    let set = |key: &str, value: PvValue| {
-        table
-            .set(key, value, None, now)
+    let set = async |key: &str, value: PvValue| {
+        (table.set(key, value, None, now).await)
             .map(|()| json!({"tenant": id, "htable": name, "name": key}))
             .map_err(|e| RpcError::failed(format!("htable {name}, key {key:?}: {e}")))
     };
     match method {
         "htable.dump" => {
-            let items: Vec<Value> = (table.items(now).iter())
+            let items = table.items(now).await.map_err(|e| failed(&name, e))?;
+            let items: Vec<Value> = (items.iter())
                 .map(|i| item(&i.key, &i.value, i.expires))
                 .collect();
             Ok(json!({"tenant": id, "htable": name, "items": items}))
         }
         "htable.get" => {
             let key = params.required("key")?;
-            let value = table
-                .get(&key, now)
+            let value = (table.get(&key, now).await)
+                .map_err(|e| failed(&name, e))?
                 .ok_or_else(|| RpcError::failed(format!("no item {key:?} in htable {name}")))?;
-            let expires = match table.expires_in(&key, now) {
-                0 => 0,
-                left => now + left,
+            let expires = match table.expires_in(&key, now).await {
+                Ok(0) => 0,
+                Ok(left) => now + left,
+                Err(e) => return Err(failed(&name, e)),
             };
             Ok(item(&key, &value, expires))
         }
         "htable.sets" => {
             let key = params.required("key")?;
-            set(&key, PvValue::Str(params.required("value")?))
+            set(&key, PvValue::Str(params.required("value")?)).await
         }
         "htable.seti" => {
             let key = params.required("key")?;
@@ -293,16 +299,18 @@ async fn htable(t: &HostedTenant, method: &str, params: &Params) -> Result<Value
             let value = text.trim().parse().map_err(|_| {
                 RpcError::invalid_params(format!("value {text:?} is not a 32-bit integer"))
             })?;
-            set(&key, PvValue::Int(value))
+            set(&key, PvValue::Int(value)).await
         }
         "htable.delete" => {
             let key = params.required("key")?;
-            let deleted = table.remove(&key, now);
+            let deleted = table
+                .remove(&key, now)
+                .await
+                .map_err(|e| failed(&name, e))?;
             Ok(json!({"tenant": id, "htable": name, "name": key, "deleted": deleted}))
         }
         "htable.flush" => {
-            let removed = table.len(now);
-            table.reset();
+            let removed = table.reset(now).await.map_err(|e| failed(&name, e))?;
             Ok(json!({"tenant": id, "htable": name, "removed": removed}))
         }
         "htable.reload" => {

@@ -70,20 +70,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (services, location, addresses, acc, htable_db) = runtime.block_on(async {
+    let (services, location, addresses, acc, htables) = runtime.block_on(async {
         let stores = crate::storage::open(&settings.database).await?;
         tracing::info!("{}", stores.describe);
         let services = crate::storage::services(&stores, settings.registrar, &settings.auth)?;
         crate::storage::spawn_expiry(stores.location.clone());
         let acc = crate::storage::acc_writer(&settings.database).await?;
-        let needed =
-            (settings.tenants.iter()).any(|t| t.htables.iter().any(|h| h.dbtable.is_some()));
-        let htable_db = crate::storage::htable_store(&settings.database, &stores, needed)?;
-        anyhow::Ok((services, stores.location, stores.addresses, acc, htable_db))
+        let htables =
+            crate::storage::htable_backends(&settings.database, &stores, &settings.tenants).await?;
+        anyhow::Ok((services, stores.location, stores.addresses, acc, htables))
     })?;
-    runtime.block_on(serve(
-        settings, services, location, addresses, acc, htable_db,
-    ))
+    runtime.block_on(serve(settings, services, location, addresses, acc, htables))
 }
 
 /// The tenant's spec for the sandbox: its script read (the embedded
@@ -113,7 +110,7 @@ async fn serve(
     location: Arc<dyn kemibox_store::LocationStore>,
     addresses: Arc<dyn kemibox_store::AddressStore>,
     acc: kemibox_store::AccWriter,
-    htable_db: Option<Arc<dyn kemibox_store::HtableStore>>,
+    htables: crate::storage::HtableBackends,
 ) -> anyhow::Result<ExitCode> {
     let defaults = ProxyConfig::default();
     let config = ProxyConfig {
@@ -150,9 +147,8 @@ async fn serve(
     let mut states = Vec::new();
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
-        spec.state = Arc::new(
-            crate::tenant_state::open(&tenant, &addresses, &acc, htable_db.clone()).await?,
-        );
+        spec.state =
+            Arc::new(crate::tenant_state::open(&tenant, &addresses, &acc, &htables).await?);
         crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
         states.push((tenant.id.clone(), spec.state.clone()));
         let mut myself = Proxy::myself(&transports);

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kemibox_kemi::htable::TableBackend;
 use kemibox_kemi::{Nonces, Services};
 use kemibox_store::{
-    AddressStore, HtableStore, LocationStore, PostgresSubscribers, RedisLocation, SqliteStore,
-    SubscriberStore,
+    AddressStore, HtableStore, LocationStore, PostgresHtable, PostgresSubscribers, RedisHtables,
+    RedisLocation, SqliteStore, SubscriberStore,
 };
 
 use crate::config::{Auth, Database, Registrar};
@@ -124,23 +125,57 @@ fn open_sqlite(path: &Path) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))
 }
 
-/// Where htable tables with a `dbtable` keep their rows: the SQLite file
-/// (also when PostgreSQL and Redis hold the rest), opened only when
-/// `needed`.
-pub fn htable_store(
+/// Where the tenants' htable tables keep what they keep.
+#[derive(Default, Clone)]
+pub struct HtableBackends {
+    /// The rows of tables with a `dbtable`: PostgreSQL when
+    /// `[database] postgres` is set (nodes sharing it load the same rows),
+    /// else the SQLite file.
+    pub db: Option<Arc<dyn HtableStore>>,
+    /// The tables declared with `backend = "redis"`: the Redis of
+    /// `[database] redis`.
+    pub redis: Option<Arc<RedisHtables>>,
+}
+
+/// Open what the tenants' tables need: a `dbtable` store when some table
+/// has a `dbtable`, a Redis connection when some table has
+/// `backend = "redis"`; nothing otherwise.
+pub async fn htable_backends(
     db: &Database,
     stores: &Stores,
-    needed: bool,
-) -> anyhow::Result<Option<Arc<dyn HtableStore>>> {
-    if !needed {
-        return Ok(None);
-    }
-    Ok(Some(match &stores.sqlite {
-        Some(sqlite) => sqlite.clone(),
-        None => Arc::new(open_sqlite(
-            &db.sqlite.clone().unwrap_or_else(default_sqlite),
-        )?),
-    }))
+    tenants: &[crate::config::Tenant],
+) -> anyhow::Result<HtableBackends> {
+    let specs = || tenants.iter().flat_map(|t| &t.htables);
+    let rows_needed = specs().any(|h| h.dbtable.is_some());
+    let redis_needed = specs().any(|h| h.backend == TableBackend::Redis);
+    let db_store: Option<Arc<dyn HtableStore>> = match (&db.postgres, rows_needed) {
+        (_, false) => None,
+        (Some(url), true) => {
+            Some(Arc::new(PostgresHtable::connect(url).await.map_err(
+                |e| anyhow::anyhow!("database.postgres (htable rows): {e}"),
+            )?))
+        }
+        (None, true) => Some(match &stores.sqlite {
+            Some(sqlite) => sqlite.clone(),
+            None => Arc::new(open_sqlite(
+                &db.sqlite.clone().unwrap_or_else(default_sqlite),
+            )?),
+        }),
+    };
+    let redis = match (&db.redis, redis_needed) {
+        (Some(url), true) => {
+            Some(Arc::new(RedisHtables::connect(url).await.map_err(|e| {
+                anyhow::anyhow!("database.redis (htable): {e}")
+            })?))
+        }
+        // Refused by the configuration check: a redis table needs one.
+        (None, true) => anyhow::bail!("htable: backend = \"redis\" without [database] redis"),
+        (_, false) => None,
+    };
+    Ok(HtableBackends {
+        db: db_store,
+        redis,
+    })
 }
 
 /// The services the KEMI modules use, from opened stores and settings.

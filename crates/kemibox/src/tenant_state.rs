@@ -7,27 +7,32 @@ use std::time::Duration;
 
 use kemibox_kemi::htable::Htables;
 use kemibox_kemi::{Ipops, Permissions, Pike, TenantState};
-use kemibox_store::{AddressStore, HtableStore, unix_now};
+use kemibox_store::{AddressStore, unix_now};
 
 use crate::config::Tenant;
+use crate::storage::HtableBackends;
 
 /// The module state `tenant`'s configuration asks for, its address table
 /// read from `addresses`. Errors name the tenant and the setting. `acc`:
 /// the process's accounting writer, which every tenant's records go to
-/// (the tenant a column). `htable_db` keeps the rows of its tables with a
-/// `dbtable` (`None` when no tenant has one).
+/// (the tenant a column). `htables`: where its tables with a `dbtable`
+/// keep their rows, and the Redis of those with `backend = "redis"`.
 pub async fn open(
     tenant: &Tenant,
     addresses: &Arc<dyn AddressStore>,
     acc: &kemibox_store::AccWriter,
-    htable_db: Option<Arc<dyn HtableStore>>,
+    htables: &HtableBackends,
 ) -> anyhow::Result<TenantState> {
     let id = tenant.id.as_str();
     let sec = &tenant.sec;
     let permissions = Permissions::open(id, addresses.clone(), sec.peer_tag_avp.clone())
         .await
         .map_err(|e| anyhow::anyhow!("tenant {id}: loading the permissions address table: {e}"))?;
-    let htable = Htables::new(tenant.htables.clone(), id, htable_db);
+    let (specs, db) = (tenant.htables.clone(), htables.db.clone());
+    let htable = match &htables.redis {
+        Some(redis) => Htables::with_redis(specs, id, db, redis.clone()),
+        None => Htables::new(specs, id, db),
+    };
     htable.load(unix_now()).await?;
     Ok(TenantState {
         pike: Pike::new(sec.pike),

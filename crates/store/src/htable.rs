@@ -6,10 +6,16 @@
 //! `key_value`, `expires`), scoped by tenant and by the `dbtable` name, so
 //! tenants sharing a database never load each other's rows.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use async_trait::async_trait;
 use rusqlite::params;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
 
 use crate::StoreError;
+use crate::postgres::{address, describe};
 use crate::sqlite::SqliteStore;
 
 /// `value_type` of a string value (Kamailio's 0).
@@ -54,8 +60,8 @@ impl HtableChanges {
     }
 }
 
-/// Where htable tables with a `dbtable` keep their rows. A second backend
-/// (PostgreSQL) implements the same two calls.
+/// Where htable tables with a `dbtable` keep their rows: the SQLite file
+/// ([`SqliteStore`]) or PostgreSQL ([`PostgresHtable`], several nodes).
 #[async_trait]
 pub trait HtableStore: Send + Sync {
     /// Every row of `tenant`'s `table` (the `dbtable` name), in the order
@@ -142,6 +148,212 @@ impl HtableStore for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// The table behind [`HtableStore`] in PostgreSQL: SQLite's, plus `id`,
+/// the order rows were first written in (SQLite's rowid).
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS htable (
+    id BIGSERIAL,
+    tenant TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    key_type INTEGER NOT NULL DEFAULT 0,
+    value_type INTEGER NOT NULL DEFAULT 0,
+    key_value TEXT NOT NULL,
+    expires BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, table_name, key_name)
+);
+";
+
+/// How long a load or a write may take, reconnecting included: they run
+/// at start, on `htable.reload` and in the background write-back, never
+/// on a message's path, and a write may carry a whole table.
+const PG_TIMEOUT: Duration = Duration::from_secs(5);
+
+const PG_BACKEND: &str = "postgresql";
+
+/// htable rows in PostgreSQL (`[database] postgres`), so that nodes
+/// sharing the database load the same tables. Its own connection (a
+/// write is a transaction), opened again by the first call after a loss;
+/// every call is bounded by [`PG_TIMEOUT`].
+pub struct PostgresHtable {
+    config: Config,
+    /// `host:port/dbname` for logs and errors: never the password.
+    address: String,
+    client: tokio::sync::Mutex<Option<Client>>,
+    /// Whether the last call failed, to log losses and recoveries once.
+    down: AtomicBool,
+}
+
+impl PostgresHtable {
+    /// Connect to `url` and create the `htable` table when missing; fails
+    /// when the database cannot be reached now.
+    pub async fn connect(url: &str) -> Result<PostgresHtable, StoreError> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("PostgreSQL URL: {}", describe(&e))))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(PG_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("kemibox");
+        }
+        let store = PostgresHtable {
+            address: address(&config),
+            config,
+            client: tokio::sync::Mutex::new(None),
+            down: AtomicBool::new(false),
+        };
+        store.run(async |_| Ok(())).await?;
+        Ok(store)
+    }
+
+    async fn open(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        let address = self.address.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(backend = PG_BACKEND, %address, error = describe(&e), "htable connection lost");
+            }
+        });
+        // Checked first: CREATE ... IF NOT EXISTS needs the CREATE
+        // privilege even when the table exists.
+        let exists: bool = client
+            .query_one("SELECT to_regclass('htable') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        if !exists {
+            match client.batch_execute(POSTGRES_SCHEMA).await {
+                // Another node created it at the same moment.
+                Err(e)
+                    if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                        || e.code() == Some(&SqlState::DUPLICATE_TABLE) => {}
+                other => other?,
+            }
+        }
+        Ok(client)
+    }
+
+    /// `op` on the connection (opened when there is none or it closed),
+    /// bounded by [`PG_TIMEOUT`]; a failure drops the connection, is
+    /// [`StoreError::Unavailable`], and is logged once until a call
+    /// succeeds again.
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.client.lock().await;
+        // Taken out while in use: put back only after a success, so a
+        // failure or a timeout leaves a new connection to open.
+        let attempt = async {
+            let mut client = match slot.take() {
+                Some(client) if !client.is_closed() => client,
+                _ => self.open().await?,
+            };
+            let value = op(&mut client).await?;
+            *slot = Some(client);
+            Ok(value)
+        };
+        let detail = match tokio::time::timeout(PG_TIMEOUT, attempt).await {
+            Ok(Ok(value)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(backend = PG_BACKEND, address = %self.address, "htable rows available again");
+                }
+                return Ok(value);
+            }
+            Ok(Err(e)) => describe(&e),
+            Err(_) => format!("no answer within {PG_TIMEOUT:?}"),
+        };
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(backend = PG_BACKEND, address = %self.address, error = %detail, "htable rows unavailable");
+        }
+        Err(StoreError::Unavailable {
+            backend: PG_BACKEND,
+            detail: format!("{}: {detail}", self.address),
+        })
+    }
+}
+
+#[async_trait]
+impl HtableStore for PostgresHtable {
+    async fn load(&self, tenant: &str, table: &str) -> Result<Vec<HtableRow>, StoreError> {
+        self.run(async |client| {
+            let rows = client
+                .query(
+                    "SELECT key_name, key_type, value_type, key_value, expires FROM htable
+                     WHERE tenant = $1 AND table_name = $2 ORDER BY id",
+                    &[&tenant, &table],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(HtableRow {
+                        key_name: r.try_get(0)?,
+                        key_type: r.try_get(1)?,
+                        value_type: r.try_get(2)?,
+                        key_value: r.try_get(3)?,
+                        expires: u64::try_from(r.try_get::<_, i64>(4)?).unwrap_or(0),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        tenant: &str,
+        table: &str,
+        changes: &HtableChanges,
+    ) -> Result<(), StoreError> {
+        self.run(async |client| {
+            let tx = client.transaction().await?;
+            if changes.clear {
+                tx.execute(
+                    "DELETE FROM htable WHERE tenant = $1 AND table_name = $2",
+                    &[&tenant, &table],
+                )
+                .await?;
+            }
+            if !changes.deletes.is_empty() {
+                tx.execute(
+                    "DELETE FROM htable WHERE tenant = $1 AND table_name = $2
+                     AND key_name = ANY($3)",
+                    &[&tenant, &table, &changes.deletes],
+                )
+                .await?;
+            }
+            let upsert = tx
+                .prepare(
+                    "INSERT INTO htable
+                     (tenant, table_name, key_name, key_type, value_type, key_value, expires)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (tenant, table_name, key_name) DO UPDATE SET
+                     key_type = EXCLUDED.key_type, value_type = EXCLUDED.value_type,
+                     key_value = EXCLUDED.key_value, expires = EXCLUDED.expires",
+                )
+                .await?;
+            for row in &changes.upserts {
+                let expires = i64::try_from(row.expires).unwrap_or(i64::MAX);
+                tx.execute(
+                    &upsert,
+                    &[
+                        &tenant,
+                        &table,
+                        &row.key_name,
+                        &row.key_type,
+                        &row.value_type,
+                        &row.key_value,
+                        &expires,
+                    ],
+                )
+                .await?;
+            }
+            tx.commit().await
+        })
+        .await
     }
 }
 

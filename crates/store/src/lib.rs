@@ -10,7 +10,8 @@
 //! networked stores instead: [`PostgresSubscribers`] and [`RedisLocation`].
 //!
 //! [`HtableStore`] keeps the rows of htable tables declared with a
-//! `dbtable`, so they survive a restart.
+//! `dbtable`, so they survive a restart; [`RedisHtables`] keeps whole
+//! tables in Redis, shared by several nodes.
 
 mod acc;
 mod address;
@@ -18,17 +19,20 @@ mod htable;
 mod location;
 mod postgres;
 mod redis;
+mod redis_htable;
 mod sqlite;
 mod subscriber;
 
 pub use self::redis::RedisLocation;
+pub use self::redis_htable::{AddOutcome, HtableValue, RedisHtables, RedisItem, RedisTableRules};
 pub use acc::{
     AccBackend, AccRecord, AccWriter, DEFAULT_QUEUE, MAX_REFUSALS, PostgresAcc, SqliteAcc,
     is_core_column, is_identifier,
 };
 pub use address::{AddressRow, AddressStore};
 pub use htable::{
-    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, VALUE_INT, VALUE_STR,
+    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, PostgresHtable, VALUE_INT,
+    VALUE_STR,
 };
 pub use location::{Binding, Located, LocationStore};
 pub use postgres::PostgresSubscribers;

@@ -114,11 +114,7 @@ return removed
 /// server. The connection reconnects by itself after a loss; meanwhile
 /// calls fail fast with [`StoreError::Unavailable`].
 pub struct RedisLocation {
-    redis: ConnectionManager,
-    /// `host:port` for logs and errors: never the password.
-    address: String,
-    /// Whether the last call failed, to log losses and recoveries once.
-    down: AtomicBool,
+    conn: RedisConn,
     save: Script,
     remove: Script,
     expire: Script,
@@ -144,11 +140,20 @@ struct BindingJson {
     updated: u64,
 }
 
-impl RedisLocation {
-    /// Connect to `url` (`redis://[:password@]host:port[/db]`). Fails when
-    /// Redis cannot be reached now, so a wrong address shows at start-up;
-    /// later losses are survived by reconnecting.
-    pub async fn connect(url: &str) -> Result<RedisLocation, StoreError> {
+/// One connection to a Redis server, shared by the stores kept there
+/// (locations, htable tables): bounded round trips, reconnection after a
+/// loss, and one log line when Redis goes away and one when it is back.
+pub(crate) struct RedisConn {
+    redis: ConnectionManager,
+    /// `host:port` for logs and errors: never the password.
+    pub(crate) address: String,
+    /// Whether the last call failed, to log losses and recoveries once.
+    down: AtomicBool,
+}
+
+impl RedisConn {
+    /// Connect to `url`; fails when Redis cannot be reached now.
+    pub(crate) async fn connect(url: &str) -> Result<RedisConn, StoreError> {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Invalid(format!("Redis URL: {e}")))?;
         let address = client.get_connection_info().addr().to_string();
@@ -170,13 +175,10 @@ impl RedisLocation {
             Err(_) => return Err(unavailable(&address, &no_answer())),
         };
         tracing::info!(backend = BACKEND, %address, "connected");
-        Ok(RedisLocation {
+        Ok(RedisConn {
             redis,
             address,
             down: AtomicBool::new(false),
-            save: Script::new(&format!("{LUA_PRELUDE}{LUA_SAVE}")),
-            remove: Script::new(&format!("{LUA_PRELUDE}{LUA_REMOVE}")),
-            expire: Script::new(&format!("{LUA_PRELUDE}{LUA_EXPIRE}")),
         })
     }
 
@@ -191,13 +193,39 @@ impl RedisLocation {
     /// started. Every operation here may run twice: a command lost with
     /// the connection either never ran or leaves the same state when run
     /// again (only a count or `remove`'s answer may then be low).
-    async fn call<T, F>(&self, op: impl Fn(ConnectionManager) -> F) -> Result<T, StoreError>
+    pub(crate) async fn call<T, F>(
+        &self,
+        op: impl Fn(ConnectionManager) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        self.bounded(op, true).await
+    }
+
+    /// [`RedisConn::call`] for an operation that must not run twice (an
+    /// increment): a dropped connection fails the call instead.
+    pub(crate) async fn call_once<T, F>(
+        &self,
+        op: impl Fn(ConnectionManager) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        self.bounded(op, false).await
+    }
+
+    async fn bounded<T, F>(
+        &self,
+        op: impl Fn(ConnectionManager) -> F,
+        retry: bool,
+    ) -> Result<T, StoreError>
     where
         F: Future<Output = RedisResult<T>>,
     {
         let attempts = async {
             match op(self.redis.clone()).await {
-                Err(e) if e.is_connection_dropped() => op(self.redis.clone()).await,
+                Err(e) if retry && e.is_connection_dropped() => op(self.redis.clone()).await,
                 done => done,
             }
         };
@@ -218,9 +246,28 @@ impl RedisLocation {
     }
 
     /// `cmd`, as one bounded round trip.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+    pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         self.call(|mut redis| async move { cmd.query_async(&mut redis).await })
             .await
+    }
+}
+
+impl RedisLocation {
+    /// Connect to `url` (`redis://[:password@]host:port[/db]`). Fails when
+    /// Redis cannot be reached now, so a wrong address shows at start-up;
+    /// later losses are survived by reconnecting.
+    pub async fn connect(url: &str) -> Result<RedisLocation, StoreError> {
+        Ok(RedisLocation {
+            conn: RedisConn::connect(url).await?,
+            save: Script::new(&format!("{LUA_PRELUDE}{LUA_SAVE}")),
+            remove: Script::new(&format!("{LUA_PRELUDE}{LUA_REMOVE}")),
+            expire: Script::new(&format!("{LUA_PRELUDE}{LUA_EXPIRE}")),
+        })
+    }
+
+    /// `cmd`, as one bounded round trip.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        self.conn.query(cmd).await
     }
 
     /// One SCAN step over the keys matching `pattern`: the next cursor
@@ -243,7 +290,7 @@ impl RedisLocation {
             .filter_map(|json| {
                 BindingJson::deserialize(&mut serde_json::Deserializer::from_str(&json))
                     .inspect_err(|e| {
-                        tracing::warn!(backend = BACKEND, address = %self.address, key, error = %e, "skipping a binding that does not decode")
+                        tracing::warn!(backend = BACKEND, address = %self.conn.address, key, error = %e, "skipping a binding that does not decode")
                     })
                     .ok()
             })
@@ -345,7 +392,8 @@ impl LocationStore for RedisLocation {
         let mut script = self.save.key(aor_key(tenant, table, &binding.aor));
         script.arg(field(binding)).arg(json);
         let script = &script;
-        self.call(|mut redis| async move { script.invoke_async::<()>(&mut redis).await })
+        self.conn
+            .call(|mut redis| async move { script.invoke_async::<()>(&mut redis).await })
             .await
     }
 
@@ -360,6 +408,7 @@ impl LocationStore for RedisLocation {
         script.arg(contact);
         let script = &script;
         let removed: usize = self
+            .conn
             .call(|mut redis| async move { script.invoke_async(&mut redis).await })
             .await?;
         Ok(removed > 0)
@@ -376,6 +425,7 @@ impl LocationStore for RedisLocation {
             .ignore();
         let pipe = &pipe;
         let (count,): (usize,) = self
+            .conn
             .call(|mut redis| async move { pipe.query_async(&mut redis).await })
             .await?;
         Ok(count)
@@ -406,6 +456,7 @@ impl LocationStore for RedisLocation {
             }
             let pipe = &pipe;
             let hashes: Vec<HashMap<String, String>> = self
+                .conn
                 .call(|mut redis| async move { pipe.query_async(&mut redis).await })
                 .await?;
             for (key, fields) in chunk.iter().zip(hashes) {
@@ -448,6 +499,7 @@ impl LocationStore for RedisLocation {
                 script.arg(now);
                 let script = &script;
                 let n: usize = self
+                    .conn
                     .call(|mut redis| async move { script.invoke_async(&mut redis).await })
                     .await?;
                 removed += n;

@@ -5,7 +5,6 @@
 //! per instance and starts at 0; `$avp(x)` is per message, a stack of values
 //! (an assignment pushes, reads see the newest).
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kemibox_sip::Uri;
@@ -13,7 +12,7 @@ use kemibox_store::unix_now;
 
 use crate::bindings::kemibox::ksr::pv::Host;
 use crate::bindings::kemibox::ksr::types::Xval;
-use crate::htable::{Matcher, Table, Target};
+use crate::htable::{HtError, Matcher, TableRef, Target};
 use crate::pv_format::{self, Piece};
 use crate::pv_name::{self, PvName};
 use crate::{Ctx, Event, Message, PvValue};
@@ -25,6 +24,50 @@ pub(crate) enum PvError {
     ReadOnly,
     /// A `$sht*` name or operation the tenant's tables refuse.
     Htable(String),
+    /// A Redis outage already logged for the table: not logged again.
+    Repeated(String),
+}
+
+impl PvError {
+    /// `key {key:?}: ` before what went wrong.
+    fn with_key(self, key: &str) -> PvError {
+        match self {
+            PvError::Htable(why) => PvError::Htable(format!("key {key:?}: {why}")),
+            PvError::Repeated(why) => PvError::Repeated(format!("key {key:?}: {why}")),
+            other => other,
+        }
+    }
+
+    fn htable(e: HtError) -> PvError {
+        if e.should_log() {
+            PvError::Htable(e.to_string())
+        } else {
+            PvError::Repeated(e.to_string())
+        }
+    }
+}
+
+/// `f`'s output when it is ready at once, as every operation on a table
+/// in memory is; `None` when it would wait.
+fn ready_now<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A `$sht*` pseudo-variable that reads or writes a table (not an
+/// iterator's `$shtitkey`/`$shtitval`): what may wait on Redis.
+fn table_pv(name: &str) -> Option<(&str, &str)> {
+    match pv_name::parse(name)? {
+        PvName::Named("shtitkey" | "shtitval", _) => None,
+        PvName::Named(class, inner) if class.starts_with("sht") => Some((class, inner)),
+        _ => None,
+    }
 }
 
 impl std::fmt::Display for PvError {
@@ -33,7 +76,7 @@ impl std::fmt::Display for PvError {
             PvError::Malformed => "malformed pseudo-variable name",
             PvError::Unknown => "unknown pseudo-variable",
             PvError::ReadOnly => "pseudo-variable is read-only",
-            PvError::Htable(why) => why,
+            PvError::Htable(why) | PvError::Repeated(why) => why,
         })
     }
 }
@@ -267,7 +310,12 @@ impl Ctx {
                     _ => item.value.clone(),
                 }))
             }
-            PvName::Named(class, inner) if class.starts_with("sht") => self.sht_read(class, inner),
+            PvName::Named(class, inner) if class.starts_with("sht") => {
+                let (table, key) = self.sht_name(inner)?;
+                self.in_memory(&table)?;
+                ready_now(self.sht_read(class, &table, key))
+                    .unwrap_or_else(|| Err(PvError::Htable("the table did not answer".into())))
+            }
             PvName::Plain(class) => match &self.message {
                 Some(m) => read_message(m, class),
                 None => Ok(None),
@@ -278,59 +326,83 @@ impl Ctx {
 
     /// `table=>key` of a `$sht*` name, the key's pseudo-variables
     /// expanded, and the table.
-    fn sht_name(&self, inner: &str) -> Result<(Arc<Table>, String), PvError> {
+    fn sht_name(&self, inner: &str) -> Result<(TableRef, String), PvError> {
         let (table, key) = inner
             .split_once("=>")
             .ok_or_else(|| PvError::Htable(format!("{inner:?} is not table=>key")))?;
         let key = self.expand(key)?;
-        let found = self.state.htable.table(table).cloned();
+        let found = self.state.htable.get(table);
         let table = found.ok_or_else(|| PvError::Htable(format!("no htable {table:?}")))?;
         Ok((table, key))
     }
 
-    /// `$sht`, `$shtex`, `$shtcn`, `$shtcv`, `$shtinc`, `$shtdec`.
-    fn sht_read(&self, class: &str, inner: &str) -> Result<Option<PvValue>, PvError> {
+    /// A table in Redis is read and written through `KSR.pv.*` (which
+    /// wait on it), never from a format string or a module's synchronous
+    /// read (xlog, acc's extra columns, sdpops' results).
+    fn in_memory(&self, table: &TableRef) -> Result<(), PvError> {
+        match table {
+            TableRef::Memory(_) => Ok(()),
+            TableRef::Shared(t) => Err(PvError::Htable(format!(
+                "htable {:?} is in Redis: read it with KSR.pv.get or KSR.htable.sht_get, \
+                 not inside a formatted string",
+                t.spec().name
+            ))),
+        }
+    }
+
+    /// `$sht`, `$shtex`, `$shtcn`, `$shtcv`, `$shtinc`, `$shtdec` of
+    /// `table`, `key` expanded.
+    async fn sht_read(
+        &self,
+        class: &str,
+        table: &TableRef,
+        key: String,
+    ) -> Result<Option<PvValue>, PvError> {
         let now = unix_now();
-        let (table, key) = self.sht_name(inner)?;
-        let count = |target| {
+        let count = async |target| {
             let matcher = Matcher::count_expr(&key).map_err(PvError::Htable)?;
-            Ok(int(table.count_matching(target, &matcher, now)))
+            let n = (table.count_matching(target, &matcher, now).await).map_err(PvError::htable)?;
+            Ok(int(n))
         };
-        let add = |delta| {
-            table
-                .add(&key, delta, now)
+        let add = async |delta| {
+            (table.add(&key, delta, now).await)
                 .map(|n| Some(PvValue::Int(n)))
-                .map_err(|e| PvError::Htable(e.to_string()))
+                .map_err(PvError::htable)
         };
         match class {
-            "sht" => Ok(table.get_or_initval(&key, now)),
-            "shtex" => Ok(int(table.expires_in(&key, now))),
-            "shtcn" => count(Target::Name),
-            "shtcv" => count(Target::Value),
-            "shtinc" => add(1),
-            "shtdec" => add(-1),
+            "sht" => (table.get_or_initval(&key, now).await).map_err(PvError::htable),
+            "shtex" => (table.expires_in(&key, now).await)
+                .map(int)
+                .map_err(PvError::htable),
+            "shtcn" => count(Target::Name).await,
+            "shtcv" => count(Target::Value).await,
+            "shtinc" => add(1).await,
+            "shtdec" => add(-1).await,
             _ => Err(PvError::Unknown),
         }
     }
 
     /// `$sht(t=>k) = v` (`$null` removes) and `$shtex(t=>k) = seconds`.
-    fn sht_write(&self, class: &str, inner: &str, value: Option<PvValue>) -> Result<(), PvError> {
+    async fn sht_write(
+        &self,
+        class: &str,
+        table: &TableRef,
+        key: String,
+        value: Option<PvValue>,
+    ) -> Result<(), PvError> {
         let now = unix_now();
-        let (table, key) = self.sht_name(inner)?;
         match (class, value) {
-            ("sht", Some(v)) => table
-                .set(&key, v, None, now)
-                .map_err(|e| PvError::Htable(format!("key {key:?}: {e}"))),
-            ("sht", None) => {
-                table.remove(&key, now);
-                Ok(())
+            ("sht", Some(v)) => {
+                (table.set(&key, v, None, now).await).map_err(|e| PvError::htable(e).with_key(&key))
             }
+            ("sht", None) => (table.remove(&key, now).await)
+                .map(|_| ())
+                .map_err(PvError::htable),
             ("shtex", v) => {
                 let secs = v.and_then(|v| v.as_text().trim().parse::<u64>().ok());
                 let secs =
                     secs.ok_or_else(|| PvError::Htable("$shtex takes a number of seconds".into()))?;
-                table.set_expire(&key, secs, now);
-                Ok(())
+                (table.set_expire(&key, secs, now).await).map_err(PvError::htable)
             }
             ("shtcn" | "shtcv" | "shtinc" | "shtdec", _) => Err(PvError::ReadOnly),
             _ => Err(PvError::Unknown),
@@ -432,7 +504,10 @@ impl Ctx {
                 return Err(PvError::ReadOnly);
             }
             PvName::Named(class, inner) if class.starts_with("sht") => {
-                self.sht_write(class, inner, value)?;
+                let (table, key) = self.sht_name(inner)?;
+                self.in_memory(&table)?;
+                ready_now(self.sht_write(class, &table, key, value))
+                    .unwrap_or_else(|| Err(PvError::Htable("the table did not answer".into())))?;
             }
             PvName::Named(..) => return Err(PvError::Unknown),
         }
@@ -446,9 +521,20 @@ impl Ctx {
     /// Read for `KSR.pv.get*`, logging bad names: with the script line for
     /// `KSR.pv.get` (nil shows the failure), at once for the functions that
     /// answer a default instead.
-    fn pv_get(&mut self, function: &str, name: &str) -> Option<PvValue> {
-        self.pv_read(name).unwrap_or_else(|e| {
-            if function == "KSR.pv.get" {
+    /// `$sht*` of a table wait on it here (a table in Redis answers
+    /// asynchronously).
+    async fn pv_get(&mut self, function: &str, name: &str) -> Option<PvValue> {
+        let read = match table_pv(name) {
+            Some((class, inner)) => match self.sht_name(inner) {
+                Ok((table, key)) => self.sht_read(class, &table, key).await,
+                Err(e) => Err(e),
+            },
+            None => self.pv_read(name),
+        };
+        read.unwrap_or_else(|e| {
+            if matches!(e, PvError::Repeated(_)) {
+                // A Redis outage, logged at its start.
+            } else if function == "KSR.pv.get" {
                 self.script_error(function, format!("{e}: {name}"));
             } else {
                 self.script_error_now(function, format!("{e}: {name}"));
@@ -457,9 +543,27 @@ impl Ctx {
         })
     }
 
-    fn pv_set(&mut self, function: &str, name: &str, value: Option<PvValue>) {
-        if let Err(e) = self.pv_write(name, value) {
-            self.script_error_now(function, format!("{e}: {name}"));
+    /// `$sht*` of a table wait on it here, as in [`Ctx::pv_get`].
+    async fn pv_set(&mut self, function: &str, name: &str, value: Option<PvValue>) {
+        let written = match table_pv(name) {
+            Some((class, inner)) => {
+                let recorded = value.as_ref().map(PvValue::as_text);
+                let written = match self.sht_name(inner) {
+                    Ok((table, key)) => self.sht_write(class, &table, key, value).await,
+                    Err(e) => Err(e),
+                };
+                written.map(|()| {
+                    self.events.push(Event::PvSet {
+                        name: name.to_string(),
+                        value: recorded,
+                    })
+                })
+            }
+            None => self.pv_write(name, value),
+        };
+        match written {
+            Err(PvError::Repeated(_)) | Ok(()) => {}
+            Err(e) => self.script_error_now(function, format!("{e}: {name}")),
         }
     }
 }
@@ -498,37 +602,39 @@ fn or_default(value: Option<PvValue>, default: Xval) -> Xval {
 
 impl Host for Ctx {
     async fn get(&mut self, pvname: String) -> Xval {
-        or_default(self.pv_get("KSR.pv.get", &pvname), Xval::Null)
+        or_default(self.pv_get("KSR.pv.get", &pvname).await, Xval::Null)
     }
     async fn gete(&mut self, pvname: String) -> Xval {
         or_default(
-            self.pv_get("KSR.pv.gete", &pvname),
+            self.pv_get("KSR.pv.gete", &pvname).await,
             Xval::Str(String::new()),
         )
     }
     async fn getvn(&mut self, pvname: String, vn: i32) -> Xval {
-        or_default(self.pv_get("KSR.pv.getvn", &pvname), Xval::Int(vn))
+        or_default(self.pv_get("KSR.pv.getvn", &pvname).await, Xval::Int(vn))
     }
     async fn getvs(&mut self, pvname: String, vs: String) -> Xval {
-        or_default(self.pv_get("KSR.pv.getvs", &pvname), Xval::Str(vs))
+        or_default(self.pv_get("KSR.pv.getvs", &pvname).await, Xval::Str(vs))
     }
     async fn getw(&mut self, pvname: String) -> Xval {
         or_default(
-            self.pv_get("KSR.pv.getw", &pvname),
+            self.pv_get("KSR.pv.getw", &pvname).await,
             Xval::Str("<<null>>".into()),
         )
     }
     async fn seti(&mut self, pvname: String, val: i32) {
-        self.pv_set("KSR.pv.seti", &pvname, Some(PvValue::Int(val)));
+        self.pv_set("KSR.pv.seti", &pvname, Some(PvValue::Int(val)))
+            .await;
     }
     async fn sets(&mut self, pvname: String, val: String) {
-        self.pv_set("KSR.pv.sets", &pvname, Some(PvValue::Str(val)));
+        self.pv_set("KSR.pv.sets", &pvname, Some(PvValue::Str(val)))
+            .await;
     }
     async fn unset(&mut self, pvname: String) {
-        self.pv_set("KSR.pv.unset", &pvname, None);
+        self.pv_set("KSR.pv.unset", &pvname, None).await;
     }
     async fn is_null(&mut self, pvname: String) -> bool {
-        self.pv_get("KSR.pv.is_null", &pvname).is_none()
+        self.pv_get("KSR.pv.is_null", &pvname).await.is_none()
     }
 }
 

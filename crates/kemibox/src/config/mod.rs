@@ -17,7 +17,7 @@
 //! [database]                           # default: SQLite in the data directory
 //! sqlite = "kemibox.sqlite"
 //! postgres = "postgresql://kemibox@127.0.0.1/kemibox"   # subscribers
-//! redis = "redis://127.0.0.1:6379/"                     # locations
+//! redis = "redis://127.0.0.1:6379/"                     # locations, htable backend = "redis"
 //!
 //! [registrar]
 //! default_expires = 3600
@@ -40,6 +40,7 @@
 //! [[htable]]                           # every tenant's hash table
 //! name = "counters"
 //! initval = 0
+//! backend = "redis"                    # kept in [database] redis, shared by the nodes
 //!
 //! [[tenant]]                           # several tenants instead of `script`
 //! id = "a"
@@ -287,7 +288,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let default_acc = acc::settings(file.acc.as_ref(), None)?;
-    let htables = validate::htables(Scope::Top, &file.htable)?;
+    let htables = validate::htables(Scope::Top, &file.htable, file.database.redis.is_some())?;
     let tenants = if file.tenants.is_empty() {
         let lua = validate::lua_settings(file.defaults(), None, base)?;
         vec![Tenant {
@@ -358,7 +359,7 @@ fn tenants(
         tokens.extend(admin_token.clone());
         let sec = sec::sec_modules(file.sec_tables(), Some((scope, entry.sec_tables())))?;
         let lua = validate::lua_settings(file.defaults(), Some((scope, entry.settings())), base)?;
-        let own_htables = validate::htables(scope, &entry.htable)?;
+        let own_htables = validate::htables(scope, &entry.htable, file.database.redis.is_some())?;
         out.push(Tenant {
             env: lua.env,
             defines: lua.defines,
@@ -391,9 +392,9 @@ pub struct Database {
     /// SQLite file, relative to the config file (default: kemibox.sqlite
     /// in the data directory).
     pub sqlite: Option<PathBuf>,
-    /// PostgreSQL URL for subscribers.
+    /// PostgreSQL URL for subscribers (and htable `dbtable` rows, acc).
     pub postgres: Option<String>,
-    /// Redis URL for locations.
+    /// Redis URL for locations and htable tables with `backend = "redis"`.
     pub redis: Option<String>,
 }
 

@@ -184,6 +184,9 @@ pub struct HtableEntry {
     pub updateexpire: Option<Spanned<i64>>,
     pub dbtable: Option<Spanned<String>>,
     pub dbmode: Option<Spanned<i64>>,
+    /// `"memory"` (the default) or `"redis"`: the table lives in the
+    /// Redis of `[database] redis`, shared by every node using it.
+    pub backend: Option<Spanned<String>>,
 }
 
 /// `[limits]` and `[tenant.limits]`.

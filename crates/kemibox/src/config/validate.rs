@@ -765,13 +765,16 @@ const MAX_HTABLE_ITEMS: i64 = 10_000_000;
 const MAX_AUTOEXPIRE: i64 = 315_360_000;
 
 /// The `[[htable]]` entries of one scope, checked: a name (unique in the
-/// scope, no `=>`, blanks or parentheses), each option in its range, and
-/// `dbmode = 1` only with a `dbtable`.
+/// scope, no `=>`, blanks or parentheses), each option in its range,
+/// `dbmode = 1` only with a `dbtable`, and `backend = "redis"` only with
+/// a `[database] redis` (`redis`) and without `dbtable`/`dbmode` (Redis
+/// is its storage).
 pub fn htables(
     scope: Scope<'_>,
     entries: &[schema::HtableEntry],
+    redis: bool,
 ) -> Checked<Vec<kemibox_kemi::htable::TableSpec>> {
-    use kemibox_kemi::htable::TableSpec;
+    use kemibox_kemi::htable::{TableBackend, TableSpec};
     let mut out: Vec<TableSpec> = Vec::new();
     for e in entries {
         let name = e.name.get_ref();
@@ -880,6 +883,50 @@ pub fn htables(
                     ),
                     "add dbtable = \"NAME\", or remove dbmode",
                 ));
+            }
+        }
+        if let Some(v) = &e.backend {
+            spec.backend = match v.get_ref().as_str() {
+                "memory" => TableBackend::Memory,
+                "redis" => TableBackend::Redis,
+                other => {
+                    return Err(Problem::new(
+                        scope.at("htable.backend", v),
+                        format!(
+                            "{}htable {name}: backend {other:?} is not one",
+                            scope.label()
+                        ),
+                        "give \"memory\" (the default) or \"redis\"",
+                    ));
+                }
+            };
+            if spec.backend == TableBackend::Redis {
+                if !redis {
+                    return Err(Problem::new(
+                        scope.at("htable.backend", v),
+                        format!(
+                            "{}htable {name}: backend = \"redis\" without a Redis server",
+                            scope.label()
+                        ),
+                        "add redis = \"redis://HOST:6379/\" to [database], or remove backend",
+                    ));
+                }
+                let stored = |key: &str, origin: Origin| {
+                    Problem::new(
+                        origin,
+                        format!(
+                            "{}htable {name}: {key} with backend = \"redis\": Redis is the table's storage",
+                            scope.label()
+                        ),
+                        format!("remove {key}, or the backend"),
+                    )
+                };
+                if let Some(v) = &e.dbtable {
+                    return Err(stored("dbtable", scope.at("htable.dbtable", v)));
+                }
+                if let Some(v) = &e.dbmode {
+                    return Err(stored("dbmode", scope.at("htable.dbmode", v)));
+                }
             }
         }
         out.push(spec);

@@ -8,17 +8,20 @@
 //! clock (`now`, Unix seconds) is a parameter, so expiry is tested without
 //! waiting.
 //!
-//! Storage is one [`Backend`] per table: memory today; a table shared by
-//! several nodes (Redis) is a second variant behind the same methods.
+//! A table lives in this process's memory ([`Table`]) or, declared with
+//! `backend = "redis"`, in Redis ([`SharedTable`], shared by every node
+//! pointed at the same server); [`TableRef`] is either, behind one set of
+//! async methods that the host functions, pseudo-variables and RPCs use.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kemibox_store::{
-    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, VALUE_INT, VALUE_STR,
+    HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, RedisHtables, VALUE_INT, VALUE_STR,
 };
 use regex::{Regex, RegexBuilder};
 
+pub use super::shared::SharedTable;
 use crate::PvValue;
 
 /// The longest key accepted, in bytes.
@@ -57,6 +60,20 @@ pub struct TableSpec {
     /// Kamailio's `dbmode = 1`: changes are written back to `dbtable`
     /// (within a second, and at shutdown), so they survive a restart.
     pub dbmode: bool,
+    /// Where the items live (`backend` in the configuration).
+    pub backend: TableBackend,
+}
+
+/// Where a table's items live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TableBackend {
+    /// This process's memory: the tenant's instances share it, other
+    /// nodes do not.
+    #[default]
+    Memory,
+    /// The Redis of `[database] redis`: every node pointed at it shares
+    /// the table (a ban set through one holds on all).
+    Redis,
 }
 
 impl TableSpec {
@@ -71,6 +88,7 @@ impl TableSpec {
             updateexpire: true,
             dbtable: None,
             dbmode: false,
+            backend: TableBackend::Memory,
         }
     }
 
@@ -95,6 +113,21 @@ pub enum HtError {
     ValueTooLong(usize),
     /// `sht_inc`/`sht_dec` on a string item.
     NotInteger,
+    /// The table is in Redis and Redis did not answer. `log` is false for
+    /// the failures after the first of a burst, so an outage does not
+    /// flood the log (see [`SharedTable`]).
+    Unavailable {
+        detail: String,
+        log: bool,
+    },
+}
+
+impl HtError {
+    /// Whether the failure deserves its log line (all but the repeats of
+    /// a Redis outage).
+    pub fn should_log(&self) -> bool {
+        !matches!(self, HtError::Unavailable { log: false, .. })
+    }
 }
 
 impl std::fmt::Display for HtError {
@@ -111,6 +144,7 @@ impl std::fmt::Display for HtError {
                 )
             }
             HtError::NotInteger => f.write_str("item is not an integer"),
+            HtError::Unavailable { detail, .. } => f.write_str(detail),
         }
     }
 }
@@ -209,9 +243,14 @@ impl Matcher {
     }
 
     fn matches_item(&self, target: Target, key: &str, item: &Item) -> bool {
+        self.matches_value(target, key, &item.value)
+    }
+
+    /// Whether the item `key` = `value` matches on `target`.
+    pub fn matches_value(&self, target: Target, key: &str, value: &PvValue) -> bool {
         match target {
             Target::Name => self.matches(key),
-            Target::Value => match (&item.value, self) {
+            Target::Value => match (value, self) {
                 (PvValue::Int(i), Matcher::IntEq(n)) => i == n,
                 (PvValue::Int(_), Matcher::All) => true,
                 (PvValue::Str(s), _) => self.matches(s),
@@ -650,6 +689,155 @@ impl Table {
     }
 }
 
+/// A table wherever it lives: what the host functions, pseudo-variables
+/// and RPCs work on. On a table in memory every method is ready at once
+/// (nothing to await); on one in Redis each is one or a few bounded round
+/// trips, and a Redis failure is [`HtError::Unavailable`].
+#[derive(Debug, Clone)]
+pub enum TableRef {
+    Memory(Arc<Table>),
+    Shared(Arc<SharedTable>),
+}
+
+impl TableRef {
+    pub fn spec(&self) -> &TableSpec {
+        match self {
+            TableRef::Memory(t) => t.spec(),
+            TableRef::Shared(t) => t.spec(),
+        }
+    }
+
+    /// The item's value, if set and not expired.
+    pub async fn get(&self, key: &str, now: u64) -> Result<Option<PvValue>, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.get(key, now)),
+            TableRef::Shared(t) => t.get(key).await,
+        }
+    }
+
+    /// [`TableRef::get`], else the table's `initval`.
+    pub async fn get_or_initval(&self, key: &str, now: u64) -> Result<Option<PvValue>, HtError> {
+        let found = self.get(key, now).await?;
+        Ok(found.or_else(|| self.spec().initval.map(PvValue::Int)))
+    }
+
+    /// See [`Table::set`].
+    pub async fn set(
+        &self,
+        key: &str,
+        value: PvValue,
+        expires_in: Option<u64>,
+        now: u64,
+    ) -> Result<(), HtError> {
+        match self {
+            TableRef::Memory(t) => t.set(key, value, expires_in, now),
+            TableRef::Shared(t) => t.set(key, value, expires_in).await,
+        }
+    }
+
+    /// See [`Table::set_expire`].
+    pub async fn set_expire(&self, key: &str, secs: u64, now: u64) -> Result<(), HtError> {
+        match self {
+            TableRef::Memory(t) => {
+                t.set_expire(key, secs, now);
+                Ok(())
+            }
+            TableRef::Shared(t) => t.set_expire(key, secs).await,
+        }
+    }
+
+    /// Seconds until the item expires; 0 when it never does or is not set.
+    pub async fn expires_in(&self, key: &str, now: u64) -> Result<u64, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.expires_in(key, now)),
+            TableRef::Shared(t) => t.expires_in(key).await,
+        }
+    }
+
+    /// Remove the item; whether it was set.
+    pub async fn remove(&self, key: &str, now: u64) -> Result<bool, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.remove(key, now)),
+            TableRef::Shared(t) => t.remove(key).await,
+        }
+    }
+
+    /// See [`Table::add`].
+    pub async fn add(&self, key: &str, delta: i32, now: u64) -> Result<i32, HtError> {
+        match self {
+            TableRef::Memory(t) => t.add(key, delta, now),
+            TableRef::Shared(t) => t.add(key, delta).await,
+        }
+    }
+
+    /// Remove every live item `matcher` matches; how many.
+    pub async fn remove_matching(
+        &self,
+        target: Target,
+        matcher: &Matcher,
+        now: u64,
+    ) -> Result<usize, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.remove_matching(target, matcher, now)),
+            TableRef::Shared(t) => t.remove_matching(target, matcher).await,
+        }
+    }
+
+    /// Whether some live item matches.
+    pub async fn any_match(
+        &self,
+        target: Target,
+        matcher: &Matcher,
+        now: u64,
+    ) -> Result<bool, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.any_match(target, matcher, now)),
+            TableRef::Shared(t) => Ok(t.count_matching(target, matcher).await? > 0),
+        }
+    }
+
+    /// How many live items match.
+    pub async fn count_matching(
+        &self,
+        target: Target,
+        matcher: &Matcher,
+        now: u64,
+    ) -> Result<usize, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.count_matching(target, matcher, now)),
+            TableRef::Shared(t) => t.count_matching(target, matcher).await,
+        }
+    }
+
+    /// Remove every item; how many there were.
+    pub async fn reset(&self, now: u64) -> Result<usize, HtError> {
+        match self {
+            TableRef::Memory(t) => {
+                let removed = t.len(now);
+                t.reset();
+                Ok(removed)
+            }
+            TableRef::Shared(t) => t.reset().await,
+        }
+    }
+
+    /// The live items, by key.
+    pub async fn items(&self, now: u64) -> Result<Vec<Listed>, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.items(now)),
+            TableRef::Shared(t) => t.items().await,
+        }
+    }
+
+    /// How many live items.
+    pub async fn len(&self, now: u64) -> Result<usize, HtError> {
+        match self {
+            TableRef::Memory(t) => Ok(t.len(now)),
+            TableRef::Shared(t) => t.item_count().await,
+        }
+    }
+}
+
 fn row(key: &str, item: &Item) -> HtableRow {
     let (value_type, key_value) = match &item.value {
         PvValue::Int(i) => (VALUE_INT, i.to_string()),
@@ -667,7 +855,10 @@ fn row(key: &str, item: &Item) -> HtableRow {
 /// A tenant's tables, and the database the ones with a `dbtable` use.
 #[derive(Default)]
 pub struct Htables {
+    /// The tables kept in memory.
     tables: HashMap<String, Arc<Table>>,
+    /// The tables kept in Redis (`backend = "redis"`).
+    shared: HashMap<String, Arc<SharedTable>>,
     persistence: Option<Persistence>,
 }
 
@@ -685,8 +876,10 @@ impl std::fmt::Debug for Htables {
 }
 
 impl Htables {
-    /// `tenant`'s tables as declared, empty; those with a `dbtable` load
-    /// from and write to `store` ([`Htables::load`]).
+    /// `tenant`'s tables as declared, empty, every one in memory (also
+    /// one declared with `backend = "redis"`: [`Htables::with_redis`] is
+    /// what puts those in Redis); those with a `dbtable` load from and
+    /// write to `store` ([`Htables::load`]).
     pub fn new(
         specs: Vec<TableSpec>,
         tenant: &str,
@@ -697,6 +890,7 @@ impl Htables {
                 .into_iter()
                 .map(|s| (s.name.clone(), Arc::new(Table::new(s))))
                 .collect(),
+            shared: HashMap::new(),
             persistence: store.map(|store| Persistence {
                 store,
                 tenant: tenant.to_string(),
@@ -704,18 +898,52 @@ impl Htables {
         }
     }
 
+    /// As [`Htables::new`], the tables declared with `backend = "redis"`
+    /// kept in `redis`, under `tenant`'s keys.
+    pub fn with_redis(
+        specs: Vec<TableSpec>,
+        tenant: &str,
+        store: Option<Arc<dyn HtableStore>>,
+        redis: Arc<RedisHtables>,
+    ) -> Htables {
+        let (shared, memory): (Vec<TableSpec>, Vec<TableSpec>) = specs
+            .into_iter()
+            .partition(|s| s.backend == TableBackend::Redis);
+        let mut tables = Htables::new(memory, tenant, store);
+        tables.shared = shared
+            .into_iter()
+            .map(|s| {
+                let name = s.name.clone();
+                (name, Arc::new(SharedTable::new(s, tenant, redis.clone())))
+            })
+            .collect();
+        tables
+    }
+
+    /// Table `name` if it is kept in memory.
     pub fn table(&self, name: &str) -> Option<&Arc<Table>> {
         self.tables.get(name)
     }
 
+    /// Table `name`, wherever it lives.
+    pub fn get(&self, name: &str) -> Option<TableRef> {
+        match self.tables.get(name) {
+            Some(t) => Some(TableRef::Memory(t.clone())),
+            None => self.shared.get(name).cloned().map(TableRef::Shared),
+        }
+    }
+
     /// The tables' names, sorted.
     pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.tables.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = (self.tables.keys().chain(self.shared.keys()))
+            .map(String::as_str)
+            .collect();
         names.sort_unstable();
         names
     }
 
-    /// Whether there is no table (and so no upkeep to do).
+    /// Whether no table is kept in memory (and so there is no upkeep to
+    /// do: Redis expires the others itself).
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()
     }
@@ -723,7 +951,7 @@ impl Htables {
     /// Load every table with a `dbtable` from the database; the error
     /// names the table.
     pub async fn load(&self, now: u64) -> anyhow::Result<()> {
-        for name in self.names() {
+        for name in self.tables.keys() {
             self.reload(name, now).await?;
         }
         Ok(())
@@ -733,6 +961,10 @@ impl Htables {
     /// changes are dropped); how many items it has then. A table without
     /// a `dbtable` is left as it is.
     pub async fn reload(&self, name: &str, now: u64) -> anyhow::Result<usize> {
+        if let Some(shared) = self.shared.get(name) {
+            // Redis is the table's storage: nothing to load.
+            return (shared.item_count().await).map_err(|e| anyhow::anyhow!("htable {name}: {e}"));
+        }
         let table = self
             .table(name)
             .ok_or_else(|| anyhow::anyhow!("no htable {name:?}"))?;

@@ -1,19 +1,19 @@
 //! `KSR.htable`: Kamailio's htable functions over the tenant's tables
-//! ([`engine`]), and the reads and writes behind `$sht(...)` and friends
-//! (called from pv.rs).
+//! ([`engine`]: in memory, or in Redis through [`shared`]), and the reads
+//! and writes behind `$sht(...)` and friends (called from pv.rs).
 //!
 //! Return codes are Kamailio's: 1 for success and for a match, -1 for
-//! failure, no match, an unknown table, a bad operator or expression;
-//! `sht_inc`/`sht_dec` return the new value or -255. Every failure the
-//! script caused is logged with the function's name.
+//! failure, no match, an unknown table, a bad operator or expression, or
+//! a Redis that does not answer; `sht_inc`/`sht_dec` return the new value
+//! or -255. Every failure the script caused is logged with the function's
+//! name (a Redis outage once per table per ten seconds).
 
 pub mod engine;
-
-use std::sync::Arc;
+mod shared;
 
 use kemibox_store::unix_now;
 
-use self::engine::{Listed, Matcher, Table, Target};
+use self::engine::{HtError, Listed, Matcher, TableRef, Target};
 use crate::bindings::kemibox::ksr::htable::Host;
 use crate::bindings::kemibox::ksr::types::Xval;
 use crate::{Ctx, PvValue};
@@ -26,7 +26,7 @@ const MAX_ITERATORS: usize = 4;
 /// One `sht_iterator_*` iterator: the table's items when it started.
 struct HtIterator {
     name: String,
-    table: Arc<Table>,
+    table: TableRef,
     pending: std::vec::IntoIter<Listed>,
     current: Option<Listed>,
 }
@@ -48,24 +48,54 @@ fn secs(n: i32) -> u64 {
 
 impl Ctx {
     /// Table `name`, or a logged error.
-    fn ht_table(&mut self, function: &str, name: &str) -> Option<Arc<Table>> {
-        let found = self.state.htable.table(name).cloned();
+    fn ht_table(&mut self, function: &str, name: &str) -> Option<TableRef> {
+        let found = self.state.htable.get(name);
         if found.is_none() {
             self.script_error(function, format!("no htable {name:?}"));
         }
         found
     }
 
-    fn ht_get(&mut self, function: &str, table: &str, key: &str, missing: Xval) -> Xval {
-        match self.ht_table(function, table) {
-            Some(t) => t
-                .get_or_initval(key, unix_now())
-                .map_or(missing, |v| v.to_xval()),
+    /// Log `e`, a failure on `table` (and `key`), unless it repeats a
+    /// Redis outage already logged.
+    fn ht_failed(&mut self, function: &str, table: &str, key: Option<&str>, e: &HtError) {
+        if e.should_log() {
+            match key {
+                Some(key) => {
+                    self.script_error(function, format!("htable {table:?}, key {key:?}: {e}"))
+                }
+                None => self.script_error(function, format!("htable {table:?}: {e}")),
+            }
+        }
+    }
+
+    /// The value of `result`, or `failed` after logging its error.
+    fn ht_or<T>(
+        &mut self,
+        function: &str,
+        table: &str,
+        key: Option<&str>,
+        result: Result<T, HtError>,
+        failed: T,
+    ) -> T {
+        result.unwrap_or_else(|e| {
+            self.ht_failed(function, table, key, &e);
+            failed
+        })
+    }
+
+    async fn ht_get(&mut self, function: &str, table: &str, key: &str, missing: Xval) -> Xval {
+        let Some(t) = self.ht_table(function, table) else {
+            return missing;
+        };
+        let found = t.get_or_initval(key, unix_now()).await;
+        match self.ht_or(function, table, Some(key), found, None) {
+            Some(v) => v.to_xval(),
             None => missing,
         }
     }
 
-    fn ht_set(
+    async fn ht_set(
         &mut self,
         function: &str,
         table: &str,
@@ -76,26 +106,16 @@ impl Ctx {
         let Some(t) = self.ht_table(function, table) else {
             return -1;
         };
-        match t.set(key, value, expires_in, unix_now()) {
-            Ok(()) => 1,
-            Err(e) => {
-                self.script_error(function, format!("htable {table:?}, key {key:?}: {e}"));
-                -1
-            }
-        }
+        let done = t.set(key, value, expires_in, unix_now()).await.map(|()| 1);
+        self.ht_or(function, table, Some(key), done, -1)
     }
 
-    fn ht_add(&mut self, function: &str, table: &str, key: &str, delta: i32) -> i32 {
+    async fn ht_add(&mut self, function: &str, table: &str, key: &str, delta: i32) -> i32 {
         let Some(t) = self.ht_table(function, table) else {
             return INC_ERROR;
         };
-        match t.add(key, delta, unix_now()) {
-            Ok(n) => n,
-            Err(e) => {
-                self.script_error(function, format!("htable {table:?}, key {key:?}: {e}"));
-                INC_ERROR
-            }
-        }
+        let done = t.add(key, delta, unix_now()).await;
+        self.ht_or(function, table, Some(key), done, INC_ERROR)
     }
 
     /// The table and a matcher built by `build`, or a logged error.
@@ -104,7 +124,7 @@ impl Ctx {
         function: &str,
         table: &str,
         build: impl FnOnce() -> Result<Matcher, String>,
-    ) -> Option<(Arc<Table>, Matcher)> {
+    ) -> Option<(TableRef, Matcher)> {
         let t = self.ht_table(function, table)?;
         match build() {
             Ok(m) => Some((t, m)),
@@ -115,23 +135,21 @@ impl Ctx {
         }
     }
 
-    fn ht_remove_matching(
+    async fn ht_remove_matching(
         &mut self,
         function: &str,
         table: &str,
         target: Target,
         build: impl FnOnce() -> Result<Matcher, String>,
     ) -> i32 {
-        match self.ht_matcher(function, table, build) {
-            Some((t, m)) => {
-                t.remove_matching(target, &m, unix_now());
-                1
-            }
-            None => -1,
-        }
+        let Some((t, m)) = self.ht_matcher(function, table, build) else {
+            return -1;
+        };
+        let done = t.remove_matching(target, &m, unix_now()).await.map(|_| 1);
+        self.ht_or(function, table, None, done, -1)
     }
 
-    fn ht_match(
+    async fn ht_match(
         &mut self,
         function: &str,
         table: &str,
@@ -139,14 +157,15 @@ impl Ctx {
         op: &str,
         value: &str,
     ) -> i32 {
-        match self.ht_matcher(function, table, || Matcher::new(op, value)) {
-            Some((t, m)) => crate::modules::kemi(t.any_match(target, &m, unix_now())),
-            None => -1,
-        }
+        let Some((t, m)) = self.ht_matcher(function, table, || Matcher::new(op, value)) else {
+            return -1;
+        };
+        let found = t.any_match(target, &m, unix_now()).await;
+        crate::modules::kemi(self.ht_or(function, table, None, found, false))
     }
 
     /// The current item of iterator `name`, or a logged error.
-    fn ht_current(&mut self, function: &str, name: &str) -> Option<(Arc<Table>, String)> {
+    fn ht_current(&mut self, function: &str, name: &str) -> Option<(TableRef, String)> {
         let found = self
             .htable_iterators
             .find(name)
@@ -171,6 +190,7 @@ impl Ctx {
 impl Host for Ctx {
     async fn sht_get(&mut self, htname: String, itname: String) -> Xval {
         self.ht_get("KSR.htable.sht_get", &htname, &itname, Xval::Null)
+            .await
     }
     async fn sht_gete(&mut self, htname: String, itname: String) -> Xval {
         self.ht_get(
@@ -179,6 +199,7 @@ impl Host for Ctx {
             &itname,
             Xval::Str(String::new()),
         )
+        .await
     }
     async fn sht_getw(&mut self, htname: String, itname: String) -> Xval {
         self.ht_get(
@@ -187,6 +208,7 @@ impl Host for Ctx {
             &itname,
             Xval::Str("<null>".into()),
         )
+        .await
     }
     async fn sht_sets(&mut self, htname: String, itname: String, itval: String) -> i32 {
         self.ht_set(
@@ -196,6 +218,7 @@ impl Host for Ctx {
             PvValue::Str(itval),
             None,
         )
+        .await
     }
     async fn sht_seti(&mut self, htname: String, itname: String, itval: i32) -> i32 {
         self.ht_set(
@@ -205,13 +228,15 @@ impl Host for Ctx {
             PvValue::Int(itval),
             None,
         )
+        .await
     }
     async fn sht_setex(&mut self, htname: String, itname: String, itval: i32) -> i32 {
-        let Some(t) = self.ht_table("KSR.htable.sht_setex", &htname) else {
+        const F: &str = "KSR.htable.sht_setex";
+        let Some(t) = self.ht_table(F, &htname) else {
             return -1;
         };
-        t.set_expire(&itname, secs(itval), unix_now());
-        1
+        let done = t.set_expire(&itname, secs(itval), unix_now()).await;
+        self.ht_or(F, &htname, Some(&itname), done.map(|()| 1), -1)
     }
     async fn sht_setxs(
         &mut self,
@@ -227,6 +252,7 @@ impl Host for Ctx {
             PvValue::Str(itval),
             Some(secs(exval)),
         )
+        .await
     }
     async fn sht_setxi(&mut self, htname: String, itname: String, itval: i32, exval: i32) -> i32 {
         self.ht_set(
@@ -236,45 +262,54 @@ impl Host for Ctx {
             PvValue::Int(itval),
             Some(secs(exval)),
         )
+        .await
     }
     async fn sht_inc(&mut self, htname: String, itname: String) -> i32 {
-        self.ht_add("KSR.htable.sht_inc", &htname, &itname, 1)
+        self.ht_add("KSR.htable.sht_inc", &htname, &itname, 1).await
     }
     async fn sht_dec(&mut self, htname: String, itname: String) -> i32 {
         self.ht_add("KSR.htable.sht_dec", &htname, &itname, -1)
+            .await
     }
     async fn sht_is_null(&mut self, htname: String, itname: String) -> i32 {
-        match self.ht_table("KSR.htable.sht_is_null", &htname) {
-            Some(t) => crate::modules::kemi(t.get(&itname, unix_now()).is_none()),
-            None => -1,
-        }
-    }
-    async fn sht_rm(&mut self, hname: String, iname: String) -> i32 {
-        let Some(t) = self.ht_table("KSR.htable.sht_rm", &hname) else {
+        const F: &str = "KSR.htable.sht_is_null";
+        let Some(t) = self.ht_table(F, &htname) else {
             return -1;
         };
-        t.remove(&iname, unix_now());
-        1
+        let found = t.get(&itname, unix_now()).await.map(|v| v.is_none());
+        crate::modules::kemi(self.ht_or(F, &htname, Some(&itname), found, false))
+    }
+    async fn sht_rm(&mut self, hname: String, iname: String) -> i32 {
+        const F: &str = "KSR.htable.sht_rm";
+        let Some(t) = self.ht_table(F, &hname) else {
+            return -1;
+        };
+        let done = t.remove(&iname, unix_now()).await.map(|_| 1);
+        self.ht_or(F, &hname, Some(&iname), done, -1)
     }
     async fn sht_rm_name_re(&mut self, htname: String, rexp: String) -> i32 {
         self.ht_remove_matching("KSR.htable.sht_rm_name_re", &htname, Target::Name, || {
             Matcher::regex(&rexp)
         })
+        .await
     }
     async fn sht_rm_value_re(&mut self, htname: String, rexp: String) -> i32 {
         self.ht_remove_matching("KSR.htable.sht_rm_value_re", &htname, Target::Value, || {
             Matcher::regex(&rexp)
         })
+        .await
     }
     async fn sht_rm_name(&mut self, sname: String, sop: String, sval: String) -> i32 {
         self.ht_remove_matching("KSR.htable.sht_rm_name", &sname, Target::Name, || {
             Matcher::new(&sop, &sval)
         })
+        .await
     }
     async fn sht_rm_value(&mut self, sname: String, sop: String, sval: String) -> i32 {
         self.ht_remove_matching("KSR.htable.sht_rm_value", &sname, Target::Value, || {
             Matcher::new(&sop, &sval)
         })
+        .await
     }
     async fn sht_match_name(&mut self, sname: String, sop: String, sval: String) -> i32 {
         self.ht_match(
@@ -284,6 +319,7 @@ impl Host for Ctx {
             &sop,
             &sval,
         )
+        .await
     }
     async fn sht_match_str_value(&mut self, sname: String, sop: String, sval: String) -> i32 {
         self.ht_match(
@@ -293,9 +329,11 @@ impl Host for Ctx {
             &sop,
             &sval,
         )
+        .await
     }
     async fn sht_has_name(&mut self, sname: String, sop: String, sval: String) -> i32 {
         self.ht_match("KSR.htable.sht_has_name", &sname, Target::Name, &sop, &sval)
+            .await
     }
     async fn sht_has_str_value(&mut self, sname: String, sop: String, sval: String) -> i32 {
         self.ht_match(
@@ -305,13 +343,15 @@ impl Host for Ctx {
             &sop,
             &sval,
         )
+        .await
     }
     async fn sht_reset(&mut self, hname: String) -> i32 {
-        let Some(t) = self.ht_table("KSR.htable.sht_reset", &hname) else {
+        const F: &str = "KSR.htable.sht_reset";
+        let Some(t) = self.ht_table(F, &hname) else {
             return -1;
         };
-        t.reset();
-        1
+        let done = t.reset(unix_now()).await.map(|_| 1);
+        self.ht_or(F, &hname, None, done, -1)
     }
     async fn sht_iterator_start(&mut self, iname: String, hname: String) -> i32 {
         const F: &str = "KSR.htable.sht_iterator_start";
@@ -322,7 +362,11 @@ impl Host for Ctx {
         let Some(table) = self.ht_table(F, &hname) else {
             return -1;
         };
-        let pending = table.items(unix_now()).into_iter();
+        let items = table.items(unix_now()).await;
+        let Some(items) = self.ht_or(F, &hname, None, items.map(Some), None) else {
+            return -1;
+        };
+        let pending = items.into_iter();
         let started = HtIterator {
             name: iname.clone(),
             table,
@@ -344,34 +388,47 @@ impl Host for Ctx {
         1
     }
     async fn sht_iterator_next(&mut self, iname: String) -> i32 {
+        const F: &str = "KSR.htable.sht_iterator_next";
         let Some(it) = self.htable_iterators.find(&iname) else {
-            self.script_error(
-                "KSR.htable.sht_iterator_next",
-                format!("no iterator {iname:?}"),
-            );
+            self.script_error(F, format!("no iterator {iname:?}"));
             return -1;
         };
+        let table = it.table.clone();
         // Items removed or expired since the start are skipped.
         let now = unix_now();
         loop {
+            let Some(it) = self.htable_iterators.find(&iname) else {
+                return -1;
+            };
             it.current = it.pending.next();
-            match &it.current {
-                None => return -1,
-                Some(item) => {
-                    if let Some(value) = it.table.get(&item.key, now) {
-                        let key = item.key.clone();
-                        let expires = match it.table.expires_in(&key, now) {
-                            0 => 0,
-                            left => now + left,
-                        };
-                        it.current = Some(Listed {
-                            key,
-                            value,
-                            expires,
-                        });
-                        return 1;
-                    }
+            let Some(key) = it.current.as_ref().map(|i| i.key.clone()) else {
+                return -1;
+            };
+            let found = match table.get(&key, now).await {
+                Ok(Some(value)) => table
+                    .expires_in(&key, now)
+                    .await
+                    .map(|left| Some((value, left))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let name = table.spec().name.clone();
+            let Some(found) = self.ht_or(F, &name, Some(&key), found.map(Some), None) else {
+                return -1;
+            };
+            if let Some((value, left)) = found {
+                let expires = match left {
+                    0 => 0,
+                    left => now + left,
+                };
+                if let Some(it) = self.htable_iterators.find(&iname) {
+                    it.current = Some(Listed {
+                        key,
+                        value,
+                        expires,
+                    });
                 }
+                return 1;
             }
         }
     }
@@ -388,11 +445,12 @@ impl Host for Ctx {
         1
     }
     async fn sht_iterator_rm(&mut self, iname: String) -> i32 {
-        let Some((table, key)) = self.ht_current("KSR.htable.sht_iterator_rm", &iname) else {
+        const F: &str = "KSR.htable.sht_iterator_rm";
+        let Some((table, key)) = self.ht_current(F, &iname) else {
             return -1;
         };
-        table.remove(&key, unix_now());
-        1
+        let done = table.remove(&key, unix_now()).await.map(|_| 1);
+        self.ht_or(F, &table.spec().name.clone(), Some(&key), done, -1)
     }
     async fn sht_iterator_sets(&mut self, iname: String, sval: String) -> i32 {
         const F: &str = "KSR.htable.sht_iterator_sets";
@@ -400,7 +458,7 @@ impl Host for Ctx {
             return -1;
         };
         let name = table.spec().name.clone();
-        self.ht_set(F, &name, &key, PvValue::Str(sval), None)
+        self.ht_set(F, &name, &key, PvValue::Str(sval), None).await
     }
     async fn sht_iterator_seti(&mut self, iname: String, ival: i32) -> i32 {
         const F: &str = "KSR.htable.sht_iterator_seti";
@@ -408,14 +466,21 @@ impl Host for Ctx {
             return -1;
         };
         let name = table.spec().name.clone();
-        self.ht_set(F, &name, &key, PvValue::Int(ival), None)
+        self.ht_set(F, &name, &key, PvValue::Int(ival), None).await
     }
     async fn sht_iterator_setex(&mut self, iname: String, exval: i32) -> i32 {
-        let Some((table, key)) = self.ht_current("KSR.htable.sht_iterator_setex", &iname) else {
+        const F: &str = "KSR.htable.sht_iterator_setex";
+        let Some((table, key)) = self.ht_current(F, &iname) else {
             return -1;
         };
-        table.set_expire(&key, secs(exval), unix_now());
-        1
+        let done = table.set_expire(&key, secs(exval), unix_now()).await;
+        self.ht_or(
+            F,
+            &table.spec().name.clone(),
+            Some(&key),
+            done.map(|()| 1),
+            -1,
+        )
     }
 }
 
