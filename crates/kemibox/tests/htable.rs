@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::probe::{free_tcp_port, free_udp_port, options};
+use common::probe::{free_tcp_port, free_udp_port, ignored, served};
 use common::sipp::{Running, kemibox_run};
 use kemibox_store::{HtableChanges, HtableRow, HtableStore, SqliteStore};
 use serde_json::{Value, json};
@@ -43,17 +43,6 @@ end
 /// The banned client's address, and a client that stays served.
 const SCANNER: &str = "127.0.0.2";
 const CLIENT: &str = "127.0.0.3";
-
-/// The answer to a client that must be served.
-fn served(proxy: SocketAddr, from: &str) -> String {
-    options(proxy, from, "phone/1.0", Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("{from} got no answer"))
-}
-
-/// Whether a request from `from` goes unanswered.
-fn ignored(proxy: SocketAddr, from: &str, ua: &str) -> bool {
-    options(proxy, from, ua, Duration::from_millis(1500)).is_none()
-}
 
 /// Call the admin API: the JSON-RPC response.
 fn rpc(admin: SocketAddr, method: &str, params: Value) -> Value {

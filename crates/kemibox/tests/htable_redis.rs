@@ -14,10 +14,11 @@ mod common;
 #[allow(dead_code, reason = "this test uses only some of the store servers")]
 mod db;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::probe::{free_udp_port, ignored, options, served};
 use common::sipp::kemibox_run;
 use db::servers::{redis, redis_url};
 
@@ -50,61 +51,6 @@ const CLIENT: &str = "127.0.0.3";
 /// The ban's lifetime in the test.
 const AUTOEXPIRE: u64 = 6;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "kemibox-htable-redis-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Send an OPTIONS from `from` (an IP) with `ua` as User-Agent; the
-/// status line of the answer, if one comes within `wait`.
-fn options(proxy: SocketAddr, from: &str, ua: &str, wait: Duration) -> Option<String> {
-    let sock = UdpSocket::bind((from, 0)).unwrap();
-    let local = sock.local_addr().unwrap();
-    let branch = format!("z9hG4bK{}", local.port());
-    let request = format!(
-        "OPTIONS sip:{proxy} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch={branch}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:probe@{from}>;tag=t{port}\r\n\
-         To: <sip:{proxy}>\r\n\
-         Call-ID: {branch}@{from}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         User-Agent: {ua}\r\n\
-         Content-Length: 0\r\n\r\n",
-        port = local.port()
-    );
-    sock.send_to(request.as_bytes(), proxy).unwrap();
-    sock.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    text.lines().next().map(str::to_string)
-}
-
-/// The answer to a client that must be served.
-fn served(proxy: SocketAddr, from: &str) -> String {
-    options(proxy, from, "phone/1.0", Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("{from} got no answer from {proxy}"))
-}
-
-/// Whether a request from `from` goes unanswered.
-fn ignored(proxy: SocketAddr, from: &str, ua: &str) -> bool {
-    options(proxy, from, ua, Duration::from_millis(1500)).is_none()
-}
-
 /// A node's config in `dir`: the script on `port`, `ipban` in Redis.
 fn config(dir: &Path, name: &str, port: u16, redis: &str) -> String {
     let path = dir.join(name);
@@ -134,7 +80,7 @@ backend = "redis"
 fn a_ban_set_through_one_node_holds_on_the_other_until_it_expires() {
     let mut rd = redis();
     let url = redis_url(&rd);
-    let dir = temp_dir("nodes");
+    let dir = common::temp_dir("htable-redis-nodes");
     std::fs::write(dir.join("ban.lua"), SCRIPT).unwrap();
     let (port_a, port_b) = (free_udp_port(), free_udp_port());
     let a = config(&dir, "a.toml", port_a, &url);
@@ -208,7 +154,7 @@ fn a_ban_set_through_one_node_holds_on_the_other_until_it_expires() {
 
 #[test]
 fn tables_that_cannot_live_in_redis_are_refused_with_the_line() {
-    let dir = temp_dir("refused");
+    let dir = common::temp_dir("htable-redis-refused");
     let redis = "listen = [\"udp:127.0.0.1:0\"]\n[database]\nredis = \"redis://127.0.0.1:1/\"\n";
     for (config, line, what) in [
         (

@@ -66,3 +66,15 @@ pub fn options_from(
         }
     }
 }
+
+/// The answer to a request from `from` that must be served (within 10 s).
+pub fn served(proxy: SocketAddr, from: &str) -> String {
+    options(proxy, from, "phone/1.0", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{from} got no answer from {proxy}"))
+}
+
+/// Whether a request from `from` with User-Agent `ua` goes unanswered
+/// (nothing within 1.5 s).
+pub fn ignored(proxy: SocketAddr, from: &str, ua: &str) -> bool {
+    options(proxy, from, ua, Duration::from_millis(1500)).is_none()
+}
