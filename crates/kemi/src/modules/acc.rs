@@ -330,19 +330,7 @@ pub(crate) fn capture(ctx: &mut Ctx) {
     if !m.sip.is_request() || !acc.captures(m.flags) {
         return;
     }
-    let read = |extras: &[AccExtra]| {
-        extras
-            .iter()
-            .map(|e| {
-                let value = ctx.pv_read(&e.pv).ok().flatten().map(|v| v.as_text());
-                (e.name.clone(), value)
-            })
-            .collect()
-    };
-    let captured = AccCaptured {
-        log: read(&acc.settings.log_extra),
-        db: read(&acc.settings.db_extra),
-    };
+    let captured = ctx.acc_extras();
     if let Some(m) = ctx.message.as_mut() {
         m.acc = Some(captured);
     }
@@ -366,6 +354,24 @@ fn parse_comment(comment: &str) -> Result<(String, &str), &'static str> {
 }
 
 impl Ctx {
+    /// The tenant's extra columns (log and database) read on the message
+    /// being routed, now.
+    fn acc_extras(&self) -> AccCaptured {
+        let read = |extras: &[AccExtra]| {
+            extras
+                .iter()
+                .map(|e| {
+                    let value = self.pv_read(&e.pv).ok().flatten().map(|v| v.as_text());
+                    (e.name.clone(), value)
+                })
+                .collect()
+        };
+        AccCaptured {
+            log: read(&self.state.acc.settings.log_extra),
+            db: read(&self.state.acc.settings.db_extra),
+        }
+    }
+
     /// The facts of a record of the current request for `comment`, or the
     /// error logged under `function`.
     fn acc_request_facts<T>(
@@ -385,22 +391,8 @@ impl Ctx {
             }
         };
         let m = self.message.as_ref()?;
-        let captured = {
-            // Extras at the time of the call, as Kamailio evaluates them.
-            let read = |extras: &[AccExtra]| {
-                extras
-                    .iter()
-                    .map(|e| {
-                        let value = self.pv_read(&e.pv).ok().flatten().map(|v| v.as_text());
-                        (e.name.clone(), value)
-                    })
-                    .collect()
-            };
-            AccCaptured {
-                log: read(&self.state.acc.settings.log_extra),
-                db: read(&self.state.acc.settings.db_extra),
-            }
-        };
+        // Extras at the time of the call, as Kamailio evaluates them.
+        let captured = self.acc_extras();
         match Facts::of(&m.sip, code, reason, None) {
             Some(facts) => Some(then(self, &facts, &captured)),
             None => {
