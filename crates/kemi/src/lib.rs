@@ -20,6 +20,7 @@ mod tenant_id;
 mod tenant_state;
 #[cfg(test)]
 mod testing;
+pub mod uac;
 
 pub use ctx::{
     AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,

@@ -31,4 +31,7 @@ pub struct TenantState {
     pub acc: crate::Acc,
     /// `KSR.htable` and `$sht(...)`: the tenant's hash tables.
     pub htable: crate::htable::Htables,
+    /// The proxy, for requests modules send on their own (dispatcher
+    /// probes, dialog BYEs).
+    pub uac: crate::uac::UacHandle,
 }

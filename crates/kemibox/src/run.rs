@@ -145,10 +145,11 @@ async fn serve(
     let mut hosted = Vec::new();
     let mut tenants = Vec::new();
     let mut states = Vec::new();
+    let uac = kemibox_kemi::uac::UacHandle::default();
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
         spec.state =
-            Arc::new(crate::tenant_state::open(&tenant, &addresses, &acc, &htables).await?);
+            Arc::new(crate::tenant_state::open(&tenant, &addresses, &acc, &htables, &uac).await?);
         crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
         states.push((tenant.id.clone(), spec.state.clone()));
         let mut myself = Proxy::myself(&transports);

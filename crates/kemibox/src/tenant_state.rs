@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kemibox_kemi::htable::Htables;
+use kemibox_kemi::uac::UacHandle;
 use kemibox_kemi::{Ipops, Permissions, Pike, TenantState};
 use kemibox_store::{AddressStore, unix_now};
 
@@ -17,11 +18,13 @@ use crate::storage::HtableBackends;
 /// the process's accounting writer, which every tenant's records go to
 /// (the tenant a column). `htables`: where its tables with a `dbtable`
 /// keep their rows, and the Redis of those with `backend = "redis"`.
+/// `uac`: the proxy, set once it runs.
 pub async fn open(
     tenant: &Tenant,
     addresses: &Arc<dyn AddressStore>,
     acc: &kemibox_store::AccWriter,
     htables: &HtableBackends,
+    uac: &UacHandle,
 ) -> anyhow::Result<TenantState> {
     let id = tenant.id.as_str();
     let sec = &tenant.sec;
@@ -46,6 +49,7 @@ pub async fn open(
             writer: Some(acc.clone()),
         },
         htable,
+        uac: uac.clone(),
     })
 }
 
