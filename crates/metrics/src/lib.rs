@@ -419,6 +419,47 @@ pub struct ProcessMetrics {
     pub unmatched: Counter,
     /// The accounting writer's, once one runs ([`ProcessMetrics::set_acc`]).
     acc: std::sync::OnceLock<Arc<AccMetrics>>,
+    /// The proxy's own requests', once a proxy runs
+    /// ([`ProcessMetrics::set_local_requests`]).
+    local_requests: std::sync::OnceLock<Arc<LocalRequestMetrics>>,
+}
+
+/// Requests the proxy sends on its own (dispatcher probes, dialog BYEs and
+/// keep-alives): whether peers answer them is how operators see probing
+/// and call teardown work.
+#[derive(Debug, Default)]
+pub struct LocalRequestMetrics {
+    /// Sent in a client transaction.
+    pub sent: Counter,
+    /// Final replies received, by class: index 0 is 2xx ... 4 is 6xx.
+    replies: [Counter; 5],
+    /// Ended by Timer B/F without a final reply (the made-up 408).
+    pub timeouts: Counter,
+    /// Not sent, or lost to a transport error: unroutable, malformed,
+    /// over the limit of outstanding requests, no connection.
+    pub failed: Counter,
+    /// Waiting for their final reply now.
+    pub pending: Gauge,
+}
+
+impl LocalRequestMetrics {
+    /// Count a final reply received (statuses outside 200..=699 are not).
+    pub fn reply(&self, status: u16) {
+        if let Some(c) = (status / 100)
+            .checked_sub(2)
+            .and_then(|i| self.replies.get(usize::from(i)))
+        {
+            c.inc();
+        }
+    }
+
+    /// Final replies of `class` (2 to 6) received so far.
+    pub fn replies(&self, class: u16) -> u64 {
+        class
+            .checked_sub(2)
+            .and_then(|i| self.replies.get(usize::from(i)))
+            .map_or(0, Counter::get)
+    }
 }
 
 impl ProcessMetrics {
@@ -435,6 +476,12 @@ impl ProcessMetrics {
     /// before the proxy that owns this registry; the first call wins).
     pub fn set_acc(&self, acc: Arc<AccMetrics>) {
         let _ = self.acc.set(acc);
+    }
+
+    /// Export the counters of the requests the proxy sends on its own
+    /// (the proxy calls it as it is built; the first call wins).
+    pub fn set_local_requests(&self, local: Arc<LocalRequestMetrics>) {
+        let _ = self.local_requests.set(local);
     }
 }
 
@@ -788,6 +835,48 @@ impl Metrics {
             ),
             vec![(Vec::new(), Reading::Count(p.unmatched.get()))],
         ));
+        if let Some(local) = p.local_requests.get() {
+            families.push((
+                desc(
+                    "kemibox_local_requests_total",
+                    Kind::Counter,
+                    "Requests the proxy sent on its own (dispatcher probes, dialog BYEs and keep-alives).",
+                ),
+                vec![(Vec::new(), Reading::Count(local.sent.get()))],
+            ));
+            let mut series: Vec<(Labels, Reading)> = (2..=6)
+                .map(|class| {
+                    (
+                        vec![("outcome", format!("{class}xx"))],
+                        Reading::Count(local.replies(class)),
+                    )
+                })
+                .collect();
+            series.push((
+                vec![("outcome", "timeout".to_string())],
+                Reading::Count(local.timeouts.get()),
+            ));
+            series.push((
+                vec![("outcome", "failed".to_string())],
+                Reading::Count(local.failed.get()),
+            ));
+            families.push((
+                desc(
+                    "kemibox_local_request_outcomes_total",
+                    Kind::Counter,
+                    "How the proxy's own requests ended: final reply class, timeout, or failed (not sent).",
+                ),
+                series,
+            ));
+            families.push((
+                desc(
+                    "kemibox_local_requests_pending",
+                    Kind::Gauge,
+                    "The proxy's own requests waiting for their final reply.",
+                ),
+                vec![(Vec::new(), Reading::Count(local.pending.get()))],
+            ));
+        }
         if let Some(acc) = p.acc.get() {
             let acc_families: [(&'static str, Kind, &'static str, u64); 5] = [
                 (
@@ -1095,6 +1184,38 @@ mod tests {
             "kemibox_acc_records_failed_total 0",
             "kemibox_acc_records_queued 1",
             "# TYPE kemibox_acc_records_queued gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_requests_render_by_outcome() {
+        let registry = Registry::new();
+        assert!(!registry.render().contains("kemibox_local_"));
+        let local = Arc::new(LocalRequestMetrics::default());
+        registry.process.set_local_requests(local.clone());
+        local.sent.add(5);
+        for status in [200, 202, 404, 503, 603, 180, 99, 700] {
+            local.reply(status);
+        }
+        local.timeouts.inc();
+        local.pending.add(2);
+        let text = registry.render();
+        for line in [
+            "kemibox_local_requests_total 5",
+            r#"kemibox_local_request_outcomes_total{outcome="2xx"} 2"#,
+            r#"kemibox_local_request_outcomes_total{outcome="3xx"} 0"#,
+            r#"kemibox_local_request_outcomes_total{outcome="4xx"} 1"#,
+            r#"kemibox_local_request_outcomes_total{outcome="5xx"} 1"#,
+            r#"kemibox_local_request_outcomes_total{outcome="6xx"} 1"#,
+            r#"kemibox_local_request_outcomes_total{outcome="timeout"} 1"#,
+            r#"kemibox_local_request_outcomes_total{outcome="failed"} 0"#,
+            "kemibox_local_requests_pending 2",
+            "# TYPE kemibox_local_requests_pending gauge",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
