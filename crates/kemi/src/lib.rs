@@ -26,6 +26,7 @@ pub use ctx::{
     AppendedBranch, CallbackKind, Ctx, Event, FrTimers, Level, Message, Myself, PvValue,
     TmFunction, TmInfo, Transport,
 };
+pub use modules::parse_socket;
 pub use modules::{
     ALWAYS_GRANTED, Acc, AccCaptured, AccCompletion, AccExtra, AccSettings, AddressDump, Ipops,
     MODULES, Permissions, Pike, PikeSettings, Subnet, Verdict, add_to_linker, parse_extra,

@@ -194,6 +194,8 @@ async fn serve(
     hosting.spawn_trim();
     // A single tenant owns no sockets or domains, so it takes every message.
     let proxy = Proxy::with_tenants(config, hosted, transports)?;
+    // The modules' requests of their own (dispatcher probes, dialog BYEs).
+    uac.set(proxy.uac());
     proxy.metrics().process.set_acc(acc.metrics().clone());
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");

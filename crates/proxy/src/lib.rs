@@ -48,6 +48,10 @@ pub struct ProxyConfig {
     pub unmatched_reply: (u16, String),
     /// Transaction timers and limits (RFC 3261 defaults).
     pub transactions: kemibox_tm::Config,
+    /// The most requests of the proxy's own (dispatcher probes, dialog
+    /// BYEs) waiting for their final response at once; more are refused
+    /// (`UacError::Send`) rather than queued. Default 16,384.
+    pub max_local_requests: usize,
 }
 
 impl Default for ProxyConfig {
@@ -57,6 +61,7 @@ impl Default for ProxyConfig {
             error_reply: (500, "Server Error".into()),
             unmatched_reply: (404, "Not Found".into()),
             transactions: proxy_transactions(),
+            max_local_requests: 16_384,
         }
     }
 }
@@ -139,11 +144,14 @@ impl Proxy {
         let settings = stateful::Settings {
             transactions: config.transactions,
             error_reply: config.error_reply.clone(),
+            max_local_requests: config.max_local_requests,
         };
         let egress = egress::Egress::new(Arc::new(transports));
+        let local = Arc::new(kemibox_metrics::LocalRequestMetrics::default());
+        metrics.process.set_local_requests(local.clone());
         Proxy {
             shared: Arc::new(Shared {
-                core: Arc::new(stateful::Stateful::new(settings, egress)),
+                core: Arc::new(stateful::Stateful::new(settings, egress, local)),
                 tenants,
                 config,
                 dispatch: dispatch::Dispatch::new(
@@ -155,6 +163,13 @@ impl Proxy {
                 metrics,
             }),
         }
+    }
+
+    /// What sends requests of the proxy's own (dispatcher probes, dialog
+    /// BYEs) for the modules: put into the tenants' `UacHandle`. Cheap; it
+    /// stops working (an error, no panic) once the proxy stopped.
+    pub fn uac(&self) -> Arc<dyn kemibox_kemi::uac::Uac> {
+        Arc::new(stateful::ProxyUac(Arc::downgrade(&self.shared.core)))
     }
 
     /// Bound addresses with their transports.
@@ -185,6 +200,7 @@ impl Proxy {
             }
         }
         self.drain().await;
+        self.shared.core.stop_local();
         tasks.abort_all();
         self.shared.dispatch.stop();
         Ok(())

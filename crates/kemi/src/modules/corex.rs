@@ -47,8 +47,10 @@ const MAX_XFLAG: i32 = 63;
 
 /// A socket specification `[proto:]host[:port]` (Kamailio's
 /// `parse_phostport`): the protocol name if given, the host (brackets
-/// removed) and the port (`None`: any).
-fn parse_socket(spec: &str) -> Option<(Option<String>, String, Option<u16>)> {
+/// removed) and the port (`None`: any). Shared with the proxy, which reads
+/// a local request's socket (`kemibox_kemi::uac::LocalRequest::socket`)
+/// as `set_send_socket` reads the script's.
+pub fn parse_socket(spec: &str) -> Option<(Option<String>, String, Option<u16>)> {
     let (proto, rest) = match spec.split_once(':') {
         Some((p, rest))
             if ["udp", "tcp", "tls", "sctp", "ws", "wss"]

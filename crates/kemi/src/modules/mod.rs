@@ -37,6 +37,7 @@ mod xlog;
 
 pub(crate) use acc::capture as acc_capture;
 pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
+pub use corex::parse_socket;
 pub(crate) use htable::Iterators as HtableIterators;
 pub(crate) use htable::engine as htable_engine;
 pub(crate) use ipops::DnsContainers;

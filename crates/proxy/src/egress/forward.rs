@@ -7,7 +7,7 @@ use kemibox_metrics::TenantMetrics;
 use kemibox_sandbox::Script;
 use kemibox_sip::{Received, Uri, Via, render};
 
-use super::{Egress, forward_options, onsend, reply};
+use super::{Egress, forward_options, onsend};
 use crate::transport::SendOptions;
 
 /// A resolved next hop.
@@ -17,10 +17,11 @@ pub struct Hop {
     pub addr: SocketAddr,
 }
 
-/// Where the request goes: `$du` if set, else the R-URI (port 5060 when
-/// none is given; `;transport=tcp` for TCP). Host names are resolved
-/// through the system resolver.
-async fn resolve(uri: &str) -> Result<Hop, String> {
+/// Where a request for `uri` (`$du` if set, else the R-URI; a local
+/// request's next hop) goes: port 5060 when none is given,
+/// `;transport=tcp` for TCP. Host names are resolved through the system
+/// resolver.
+pub async fn resolve(uri: &str) -> Result<Hop, String> {
     let parsed = Uri::parse(uri).map_err(|e| format!("bad destination URI {uri:?}: {e}"))?;
     let transport = match parsed.param("transport") {
         Some(Some(t)) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
@@ -84,6 +85,19 @@ fn host_text(ip: IpAddr) -> String {
     }
 }
 
+/// The Via value of ours naming socket `from` for `transport`, with
+/// `branch` (magic cookie included) and, when `rport`, an empty `rport`
+/// asking the next hop to answer to the port we sent from (RFC 3581).
+pub fn our_via(transport: Transport, from: SocketAddr, branch: &str, rport: bool) -> String {
+    format!(
+        "SIP/2.0/{} {}:{};branch={branch}{}",
+        transport.as_str().to_ascii_uppercase(),
+        host_text(from.ip()),
+        from.port(),
+        if rport { ";rport" } else { "" }
+    )
+}
+
 impl Egress {
     /// Stamp the sender's Via with received/rport (RFC 3581), add our own
     /// Via naming `from` with a branch derived from `branch_key`, and
@@ -105,18 +119,8 @@ impl Egress {
                 force_rport: message.force_rport,
             },
         );
-        let branch = reply::salted_hash(&self.branch_salt, &[branch_key]);
-        let rport = if message.add_local_rport {
-            ";rport"
-        } else {
-            ""
-        };
-        let via = format!(
-            "SIP/2.0/{} {}:{};branch=z9hG4bK{branch:016x}{rport}",
-            hop.transport.as_str().to_ascii_uppercase(),
-            host_text(from.ip()),
-            from.port()
-        );
+        let branch = format!("z9hG4bK{:016x}", self.branch_hash(branch_key));
+        let via = our_via(hop.transport, from, &branch, message.add_local_rport);
         if let Err(e) = message.edits.add_via(sip, &via) {
             tracing::warn!(error = %e, "cannot add Via");
             return None;

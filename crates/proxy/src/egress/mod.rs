@@ -15,7 +15,7 @@ use kemibox_kemi::{Message, Transport};
 
 use crate::transport::{SendOptions, Transports};
 
-pub use forward::{Hop, next_hop};
+pub use forward::{Hop, next_hop, our_via, resolve};
 pub use onsend::allows as onsend_allows;
 pub use reply::build as build_reply;
 
@@ -44,7 +44,20 @@ impl Egress {
     /// when its transport is the hop's, else our first of that transport
     /// and IP family. `None` (logged) when there is no such listener.
     pub fn sending_socket(&self, message: &Message, hop: Hop) -> Option<SocketAddr> {
-        if let Some((transport, local)) = message.send_socket {
+        self.socket_for(message.send_socket, message.local, hop)
+    }
+
+    /// [`Egress::sending_socket`] from its parts: the socket `chosen` (the
+    /// script's or a local request's), and `near`, the address whose
+    /// socket (or IP family) is preferred: the one a relayed request
+    /// arrived on, or a local request's destination.
+    pub fn socket_for(
+        &self,
+        chosen: Option<(Transport, SocketAddr)>,
+        near: SocketAddr,
+        hop: Hop,
+    ) -> Option<SocketAddr> {
+        if let Some((transport, local)) = chosen {
             if transport == hop.transport && self.transports.has_socket(transport, local) {
                 return Some(local);
             }
@@ -55,11 +68,19 @@ impl Egress {
                 "the send socket the script set cannot reach this hop: using the usual one"
             );
         }
-        let own = self.transports.own_address(hop.transport, message.local);
+        let own = self.transports.own_address(hop.transport, near);
         if own.is_none() {
             tracing::warn!(peer = %hop.addr, "cannot relay: no {} listener", hop.transport.as_str());
         }
         own
+    }
+
+    /// A Via branch (without the magic cookie) for `key`: the same key
+    /// gives the same branch in this process, and no one outside can tell
+    /// the next one (the hash is salted at start), so responses cannot be
+    /// forged ahead of the request.
+    pub fn branch_hash(&self, key: &str) -> u64 {
+        reply::salted_hash(&self.branch_salt, &[key])
     }
 
     /// Send `bytes` from our socket `from` (or the nearest of that

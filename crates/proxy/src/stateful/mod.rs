@@ -2,7 +2,8 @@
 //! layer (`kemibox-tm`), split by job: server transactions and replies
 //! ([`server`]), carrying out what a route asked for ([`act`]), branches
 //! ([`branches`]), responses and failure routes ([`responses`]), CANCEL
-//! ([`cancel`]) and suspended transactions ([`suspend`]).
+//! ([`cancel`]), suspended transactions ([`suspend`]) and requests of the
+//! proxy's own ([`uac`]).
 //!
 //! What the proxy keeps per server transaction ([`Proxied`]) is the
 //! transaction's user data in the table, and a branch's client transaction
@@ -20,6 +21,9 @@ mod cancel;
 mod responses;
 mod server;
 mod suspend;
+mod uac;
+
+pub use uac::ProxyUac;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -176,6 +180,9 @@ pub struct Settings {
     pub transactions: Config,
     /// The reply sent when a route fails (`500 Server Error` by default).
     pub error_reply: (u16, String),
+    /// The most requests of the proxy's own waiting for their final
+    /// response at once.
+    pub max_local_requests: usize,
 }
 
 /// The transaction layer and what the proxy keeps with it.
@@ -186,6 +193,8 @@ pub struct Stateful {
     timer_added: Notify,
     egress: Egress,
     settings: Settings,
+    /// Requests of the proxy's own waiting for their final response.
+    local: uac::Local,
 }
 
 /// What a received request is, for the handler.
@@ -200,8 +209,14 @@ pub enum Verdict {
 }
 
 impl Stateful {
-    pub fn new(settings: Settings, egress: Egress) -> Stateful {
+    /// The core over `egress`, counting its own requests in `local`.
+    pub fn new(
+        settings: Settings,
+        egress: Egress,
+        local: Arc<kemibox_metrics::LocalRequestMetrics>,
+    ) -> Stateful {
         Stateful {
+            local: uac::Local::new(settings.max_local_requests, local),
             table: Mutex::new(TransactionTable::with_user_data(settings.transactions)),
             epoch: Instant::now(),
             timers: Mutex::new(BTreeMap::new()),
@@ -327,6 +342,9 @@ impl Stateful {
     /// Events from the transaction layer that need the proxy core.
     async fn tu_event(&self, event: TuEvent) {
         match event {
+            TuEvent::Timeout { client } if client.branch_of().is_none() => {
+                self.local_timeout(client)
+            }
             TuEvent::Timeout { client } => self.branch_final(client, 408, None).await,
             TuEvent::TimerC { client } => {
                 let cancel = {
@@ -346,7 +364,17 @@ impl Stateful {
             }
             TuEvent::TransportError {
                 id: TxId::Client(client),
+            } if client.branch_of().is_none() => self.local_failed(client, "transport error"),
+            TuEvent::TransportError {
+                id: TxId::Client(client),
             } => self.branch_final(client, 503, None).await,
+            // Once a local request's transaction is gone nothing can end
+            // it: its waiter learns now (a final response came first).
+            TuEvent::Terminated {
+                id: TxId::Client(client),
+            } if client.branch_of().is_none() => {
+                self.local_failed(client, "transaction ended without a final response")
+            }
             TuEvent::AckTimeout { server } => {
                 tracing::info!(
                     server = server.get(),
@@ -388,6 +416,13 @@ impl Stateful {
         let now = self.now();
         let received = self.lock().on_received(&m.sip, now);
         match received {
+            // Ours (a local request, a CANCEL): it ends here. The waiter
+            // learns before the effects may terminate the transaction.
+            Received::Response { client, effects } if client.branch_of().is_none() => {
+                self.local_response(client, &m.sip);
+                self.run(effects).await;
+                None
+            }
             Received::Response { client, effects } => {
                 self.run(effects).await;
                 self.branch_response(client, m).await;
@@ -395,6 +430,11 @@ impl Stateful {
             }
             Received::Absorbed { effects, .. } => {
                 self.run(effects).await;
+                None
+            }
+            // A late response to a local request is not relayed by Via.
+            _ if Self::answers_local(&m.sip) => {
+                tracing::debug!(peer = %m.source, "dropping a late response to a request of our own");
                 None
             }
             _ => Some(m),
