@@ -483,3 +483,29 @@ async fn shutdown_ends_pending_requests_with_an_error() {
         .await;
     assert!(matches!(after, Err(UacError::Send(_))), "{after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_tcp_connection_fails_the_request_at_once() {
+    let proxy = start(&["tcp:127.0.0.1:0"], ProxyConfig::default()).await;
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let got = proxy
+        .uac
+        .send(options(&format!("sip:gw@{closed};transport=tcp"), "refused"))
+        .await;
+    assert!(matches!(got, Err(UacError::Send(_))), "{got:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for a timeout"
+    );
+    let text = proxy.metrics.render();
+    assert!(
+        text.contains(r#"kemibox_local_request_outcomes_total{outcome="failed"} 1"#)
+            && text.contains("kemibox_local_requests_pending 0"),
+        "{text}"
+    );
+}
