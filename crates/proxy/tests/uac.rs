@@ -495,7 +495,10 @@ async fn a_refused_tcp_connection_fails_the_request_at_once() {
     let started = Instant::now();
     let got = proxy
         .uac
-        .send(options(&format!("sip:gw@{closed};transport=tcp"), "refused"))
+        .send(options(
+            &format!("sip:gw@{closed};transport=tcp"),
+            "refused",
+        ))
         .await;
     assert!(matches!(got, Err(UacError::Send(_))), "{got:?}");
     assert!(
