@@ -310,6 +310,11 @@ impl Stateful {
         let now = self.now();
         let started = {
             let mut waiting = local.lock();
+            if local.stopped.load(Ordering::Relaxed) {
+                // Checked again under the lock `stop_local` empties: no
+                // waiter is left behind once the timers stopped.
+                return Err(local.refused(UacError::Send("the proxy is stopping".into())));
+            }
             if waiting.len() >= local.limit {
                 Err(TxError::Full)
             } else {
