@@ -157,14 +157,16 @@ def summarize(a):
     clk = float(os.sysconf("SC_CLK_TCK"))
     cpu_s = (int(a["pt1"]) - int(a["pt0"])) / clk
     ok = int(row["successful"])
-    checks = spread_ok != "no" and dlg_ok
+    if a.get("rpc") == "0":
+        dlg_ok = "n/a"
+    checks = spread_ok != "no" and dlg_ok in (True, "n/a")
     row.update({
         "side": a["side"], "rep": a["rep"],
         "uas_invites": "/".join(str(n) for n in invites), "uas_retrans": uretrans,
         "uas_failed": ufailed, "spread_ok": spread_ok, "dlg_peak": peak,
         "dlg_expected": "%.0f" % expected, "dlg_after": after,
         "dlg_after_s": a.get("dlg_after_s", "NA"), "dlg_processed": a.get("dlg_processed", "NA"),
-        "dlg_ok": "yes" if dlg_ok else "no",
+        "dlg_ok": dlg_ok if dlg_ok == "n/a" else "yes" if dlg_ok else "no",
         "cpu_us_per_call": "%.0f" % (cpu_s / ok * 1e6) if ok else "NA",
         "harness_clean": "yes" if harness_clean else "no",
         "clean": "yes" if harness_clean and checks else "no",
@@ -199,21 +201,23 @@ def table(path, labels):
                     why.append("harness")
                 if r["spread_ok"] == "no":
                     why.append("spread")
-                if r["dlg_ok"] != "yes":
+                if r["dlg_ok"] == "no":
                     why.append("dialogs")
                 out.append("| " + " | ".join([
                     rate, rep, name[side], "%s / %s" % (r["successful"], r["attempted"]), r["failed"],
                     r["retrans"], "%s / %s / %s" % (r["proxy_cpu_pct"], r["uac_cpu_pct"], r["uas_cpu_pct"]),
                     r["cpu_us_per_call"], "%s / %s" % (r["rtt_p50_ms"], r["rtt_p99_ms"]), r["uas_invites"],
                     "%s / %s" % (r["dlg_peak"], r["dlg_expected"]),
-                    "%s (%s s)" % (r["dlg_after"], r["dlg_after_s"]),
+                    "%s (%s s)%s" % (r["dlg_after"], r["dlg_after_s"],
+                                     "" if r["dlg_processed"] == "NA" else ", %s processed" % r["dlg_processed"]),
                     "yes" if r["clean"] == "yes" else "no (%s)" % ", ".join(why),
                 ]) + " |")
     out.append("")
     out.append("CPU: utime+stime of the process tree over the UAC's run, in % of one core; CPU µs / call: "
                "the proxy's CPU time divided by the successful calls. INVITEs per UAS: new calls each UAS "
                "saw (failovers included). Dialogs: size of the profile `calls` sampled every second "
-               "(peak; expected = rate x hold time) and after the last call (seconds until it was 0).")
+               "(peak; expected = rate x hold time) and after the last call (seconds until it was 0; "
+               "Kamailio also counts the dialogs it processed).")
 
     def best(side):
         ok = [int(r) for r in rates

@@ -5,15 +5,22 @@
 #
 #   bench/dispatcher/run.sh [--rates "250 500 1000 2000"] [--duration 10] [--reps 2]
 #       [--hold-ms 1000] [--servers "kamailio kemibox"] [--kemibox PATH]
-#       [--kamailio-workers 4] [--down-uas PORT] [--stop-after N] [--grace 20] [--out DIR]
+#       [--kemibox-config FILE] [--kemibox-args "ARGS"]
+#       [--kamailio-workers 4] [--down-uas PORT] [--no-rpc] [--stop-after N] [--grace 20]
+#       [--out DIR]
 #
 # --servers   which proxies, in A B order (also from the SERVERS variable):
 #             `kamailio`, `kemibox` or both (default); SERVERS=kamailio runs
 #             Kamailio alone, e.g. while kemibox is not built
+# --kemibox-config  kemibox's configuration (default: kemibox.toml here; its
+#             [admin] listen must stay 127.0.0.1:5069, which run.sh queries)
+# --kemibox-args  extra arguments for `kemibox run` (word-split)
 # --hold-ms   how long each call stays up between ACK and BYE (SIPp -d), so
 #             that rate x hold calls are in the dialog profile at once
 # --down-uas  do not start the UAS on this port (5080, 5081 or 5082): its
 #             calls must fail over through ds_next_dst with 0 failed calls
+# --no-rpc    do not read the profile over the admin RPC (nor check it): for a
+#             proxy without dlg.profile_get_size
 # --stop-after  stop raising the rate for a proxy after N rates in a row that
 #             were not clean (default 0: every rate)
 #
@@ -47,7 +54,7 @@ SHARED=${BENCH_HARNESS:-$REPO/../shared/bench}
 
 RATES="250 500 1000 2000" DUR=10 REPS=2 HOLD=1000 GRACE=20 STOP=0 KWORKERS=4
 SERVERS=${SERVERS:-"kamailio kemibox"} KEMIBOX="$REPO/target/release/kemibox" KEMIBOX_ARGS=""
-DOWN="" OUT="$HERE/results"
+DOWN="" RPC=1 OUT="$HERE/results" KCONF="$HERE/kemibox.toml"
 UAS_PORTS="5080 5081 5082" ADMIN_PORT=5069   # kemibox.toml's [admin] listen
 
 die() { echo "run.sh: $*" >&2; exit 2; }
@@ -60,8 +67,10 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS=$2; shift 2 ;;
     --kemibox) KEMIBOX=$2; shift 2 ;;
     --kemibox-args) KEMIBOX_ARGS=$2; shift 2 ;;
+    --kemibox-config) KCONF=$2; shift 2 ;;
     --kamailio-workers) KWORKERS=$2; shift 2 ;;
     --down-uas) DOWN=$2; shift 2 ;;
+    --no-rpc) RPC=0; shift ;;
     --stop-after) STOP=$2; shift 2 ;;
     --grace) GRACE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
@@ -88,6 +97,7 @@ for s in $SERVERS; do
 done
 [ -n "$SIDES" ] || die "--servers is empty"
 case "$KEMIBOX" in /*) ;; *) KEMIBOX="$PWD/$KEMIBOX" ;; esac
+case "$KCONF" in /*) ;; *) KCONF="$PWD/$KCONF" ;; esac
 
 LIB="$SHARED/lib"
 export BENCH_LIB="$LIB"
@@ -102,6 +112,7 @@ if [[ " $SIDES " == *" A "* ]]; then
 fi
 if [[ " $SIDES " == *" B "* ]]; then
   [ -x "$KEMIBOX" ] || { echo "run.sh: no kemibox at $KEMIBOX (cargo build --release -p kemibox, or --kemibox PATH; SERVERS=kamailio skips it)" >&2; exit 3; }
+  [ -r "$KCONF" ] || { echo "run.sh: no kemibox configuration at $KCONF" >&2; exit 3; }
 fi
 for p in 5060 5070 $UAS_PORTS; do
   bl port-used "$p" && { echo "run.sh: udp port $p is already in use; not starting" >&2; exit 3; }
@@ -116,10 +127,10 @@ log() { echo "[dispatcher $(date +%T)] $*" >&2; }
 log "results in $DIR"
 {
   echo "date: $(date -Is)  host: $(uname -n)  cores: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "rates=$RATES duration=$DUR reps=$REPS hold_ms=$HOLD grace=$GRACE servers=$SERVERS down_uas=${DOWN:--}"
+  echo "rates=$RATES duration=$DUR reps=$REPS hold_ms=$HOLD grace=$GRACE servers=$SERVERS down_uas=${DOWN:--} rpc=$RPC"
   echo "sipp: $(sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ]*')"
   [[ " $SIDES " == *" A "* ]] && echo "A=kamailio: $(kamailio -v 2>&1 | head -1), $KWORKERS UDP workers"
-  [[ " $SIDES " == *" B "* ]] && echo "B=kemibox: $KEMIBOX $KEMIBOX_ARGS ($("$KEMIBOX" --version 2>&1 | head -1))"
+  [[ " $SIDES " == *" B "* ]] && echo "B=kemibox: $KEMIBOX --config $KCONF $KEMIBOX_ARGS ($("$KEMIBOX" --version 2>&1 | head -1))"
   git -C "$REPO" log -1 --format='tree: %h %s' 2>/dev/null
 } > "$DIR/setup.txt"
 
@@ -204,7 +215,7 @@ run_point() {
          kamailio -f "$HERE/kamailio-dispatcher.cfg" -DD -E -m 1024 -M 16 -n "$KWORKERS" -Y "$run" -P "$run/kamailio.pid")
   else
     # shellcheck disable=SC2206
-    cmd=(env KEMIBOX_CACHE_DIR="$DIR/kemibox-cache" "$KEMIBOX" run --config "$HERE/kemibox.toml" $KEMIBOX_ARGS)
+    cmd=(env KEMIBOX_CACHE_DIR="$DIR/kemibox-cache" "$KEMIBOX" run --config "$KCONF" $KEMIBOX_ARGS)
   fi
   printf '%q ' "${cmd[@]}" > "$run/proxy.cmd"; echo >> "$run/proxy.cmd"
   timeout -k 5 $limit "${cmd[@]}" >"$run/proxy.log" 2>&1 </dev/null &
@@ -217,14 +228,20 @@ run_point() {
   echo "$ans" > "$run/probe.txt"
   sleep 1   # let the other workers finish starting too
   alive "$ppid" || { log "$label exited after start; see $run/proxy.log"; cleanup; return 1; }
-  profile_size "$label" > "$run/profile-before.txt" \
-    || { log "$label: no answer to dlg.profile_get_size calls over its admin RPC"; cleanup; return 1; }
+  if [ "$RPC" = 1 ] && ! { rpc "$label" dlg.profile_get_size calls > "$run/profile-before.txt" 2>&1 \
+                            && py rpc-int < "$run/profile-before.txt" > /dev/null; }; then
+    log "$label: no profile size from its admin RPC (dlg.profile_get_size calls; --no-rpc skips it): $(head -c 300 "$run/profile-before.txt")"
+    cleanup; return 1
+  fi
 
   # 3. the UAC, with the profile sampled every second beside it. The UAC's
   # CPU = growth of the reaped-children times across its run (the sampler
   # is reaped only after that reading).
-  ( while :; do echo "$(date +%s.%N)	$(profile_size "$label")"; sleep 1; done ) > "$run/profile.tsv" 2>/dev/null &
-  sampler=$!
+  sampler=""
+  if [ "$RPC" = 1 ]; then
+    ( while :; do echo "$(date +%s.%N)	$(profile_size "$label")"; sleep 1; done ) > "$run/profile.tsv" 2>/dev/null &
+    sampler=$!
+  fi
   e0=$(bl udp-rcvbuf-errors); pt0=$(bl ticks "$ppid"); st0=$(bl ticks $upids); t0=$(date +%s.%N)
   child_cpu "$run/uac.cpu0"
   ( cd "$run" && exec timeout -k 5 $((DUR + GRACE + HOLD / 1000 + 5)) sipp -sf "$SHARED/scenarios/uac_rr.xml" 127.0.0.1:5060 \
@@ -236,7 +253,7 @@ run_point() {
   wait "$spid"; rc=$?
   child_cpu "$run/uac.cpu1"
   t1=$(date +%s.%N); pt1=$(bl ticks "$ppid"); st1=$(bl ticks $upids); e1=$(bl udp-rcvbuf-errors); drops=$(bl sock-drops 5060)
-  kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+  [ -n "$sampler" ] && { kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
   awk 'NR==1 {a=$1} NR==2 {printf "%.3f 0 0\n", $1 - a}' "$run/uac.cpu0" "$run/uac.cpu1" > "$run/uac.time"
   rm -f "$run/uac.cpu0" "$run/uac.cpu1"
   echo "$rc" > "$run/uac.rc"
@@ -244,15 +261,15 @@ run_point() {
 
   # 4. after the last call: the profile must empty (poll up to 10 s; this
   # also gives the UAS the 1.2 s to write their last statistics row)
-  after=NA after_s=NA
-  for i in $(seq 0 20); do
+  after=NA after_s=NA processed=NA
+  [ "$RPC" = 1 ] || sleep 1.5
+  for i in $(seq 0 $((RPC * 20 - 1))); do
     sleep 0.5
     after=$(profile_size "$label"); after=${after:-NA}
     [ "$after" = 0 ] && [ "$i" -ge 2 ] && { after_s=$(awk -v i="$i" 'BEGIN { printf "%.1f", (i + 1) / 2 }'); break; }
   done
-  rpc "$label" dispatcher.list > "$run/dispatcher-list.txt" 2>&1
-  processed=NA
-  if [ "$side" = A ]; then
+  [ "$RPC" = 1 ] && rpc "$label" dispatcher.list > "$run/dispatcher-list.txt" 2>&1
+  if [ "$RPC" = 1 ] && [ "$side" = A ]; then
     rpc "$label" stats.get_statistics dialog: > "$run/dialog-stats.txt" 2>&1
     processed=$(py stat "$run/dialog-stats.txt" dialog:processed_dialogs)
   fi
@@ -260,7 +277,7 @@ run_point() {
   py summarize side="$side" rep="$rep" label="$label" rate="$rate" planned="$n" scenario=call duration="$DUR" \
     rundir="$run" t0="$t0" t1="$t1" pt0="$pt0" pt1="$pt1" st0="$st0" st1="$st1" e0="$e0" e1="$e1" \
     drops="$drops" load="$load" uas_ports="$(echo $UAS_PORTS | tr ' ' ,)" down="$DOWN" hold_ms="$HOLD" \
-    dlg_after="$after" dlg_after_s="$after_s" dlg_processed="$processed" > "$run/result.tsv" || return 1
+    dlg_after="$after" dlg_after_s="$after_s" dlg_processed="$processed" rpc="$RPC" > "$run/result.tsv" || return 1
   cat "$run/result.tsv" >> "$DIR/points.tsv"
   awk -F'\t' -v OFS=' ' 'NR==1 { for (i = 1; i <= NF; i++) h[i] = $i; next }
        { for (i = 1; i <= NF; i++) v[h[i]] = $i
