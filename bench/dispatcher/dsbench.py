@@ -30,7 +30,7 @@ import benchlib  # noqa: E402  (the shared harness's library)
 
 EXTRA = ["uas_invites", "uas_retrans", "uas_failed", "spread_ok", "dlg_peak", "dlg_expected",
          "dlg_after", "dlg_after_s", "dlg_processed", "dlg_ok", "cpu_us_per_call",
-         "harness_clean", "hold_ms", "down_uas"]
+         "harness_clean", "hold_ms", "down_uas", "log_warn_err", "unknown_bye"]
 COLS = ["side", "rep"] + benchlib.COLS + EXTRA
 
 
@@ -111,6 +111,24 @@ def profile_samples(path):
     return vals
 
 
+def log_counts(path):
+    """Warning and error lines in the proxy's log (both proxies' level
+    words), and the script's own warning for a BYE of no known dialog."""
+    warn = bye = 0
+    try:
+        for line in open(path, errors="replace"):
+            # (Kamailio's main process reports each child that exits at
+            # SIGTERM as an ALERT: that is its shutdown, not the run.)
+            if re.search(r"\b(WARN|WARNING|ERROR|ERR|CRITICAL|CRIT|BUG|ALERT)\b", line) \
+                    and "exited normally" not in line:
+                warn += 1
+            if "BYE of an unknown dialog" in line:
+                bye += 1
+    except OSError:
+        return "NA", "NA"
+    return warn, bye
+
+
 def summarize(a):
     run = a["rundir"]
     row = dict(zip(benchlib.COLS, benchlib.summarize(a).split("\t")))
@@ -160,6 +178,7 @@ def summarize(a):
     if a.get("rpc") == "0":
         dlg_ok = "n/a"
     checks = spread_ok != "no" and dlg_ok in (True, "n/a")
+    warn, bye = log_counts(os.path.join(run, "proxy.log"))
     row.update({
         "side": a["side"], "rep": a["rep"],
         "uas_invites": "/".join(str(n) for n in invites), "uas_retrans": uretrans,
@@ -171,6 +190,7 @@ def summarize(a):
         "harness_clean": "yes" if harness_clean else "no",
         "clean": "yes" if harness_clean and checks else "no",
         "hold_ms": hold, "down_uas": ",".join(down) or "-",
+        "log_warn_err": warn, "unknown_bye": bye,
     })
     return "\t".join(str(row[c]) for c in COLS)
 
@@ -184,8 +204,9 @@ def table(path, labels):
     sides = [s for s in ("A", "B") if any(r["side"] == s for r in rows)]
     name = {"A": labels[0], "B": labels[1] if len(labels) > 1 else "B"}
     out = ["| rate (cps) | rep | proxy | ok / attempted | failed | retrans | CPU % proxy / UAC / UAS "
-           "| CPU µs / call | p50 / p99 ms | INVITEs per UAS | dialogs peak / expected | dialogs after | clean |",
-           "|" + "---|" * 13]
+           "| CPU µs / call | p50 / p99 ms | INVITEs per UAS | dialogs peak / expected | dialogs after "
+           "| log warn+err (unknown BYE) | clean |",
+           "|" + "---|" * 14]
     for rate in rates:
         reps = sorted({r["rep"] for r in rows if r["rate"] == rate}, key=int)
         for rep in reps:
@@ -194,7 +215,7 @@ def table(path, labels):
                 if r is None:
                     continue
                 if r.get("attempted", "ERROR").startswith("ERROR") or r.get("attempted") is None:
-                    out.append("| %s | %s | %s | ERROR |  |  |  |  |  |  |  |  | no |" % (rate, rep, name[side]))
+                    out.append("| %s | %s | %s | ERROR |  |  |  |  |  |  |  |  |  | no |" % (rate, rep, name[side]))
                     continue
                 why = []
                 if r["harness_clean"] != "yes":
@@ -210,6 +231,7 @@ def table(path, labels):
                     "%s / %s" % (r["dlg_peak"], r["dlg_expected"]),
                     "%s (%s s)%s" % (r["dlg_after"], r["dlg_after_s"],
                                      "" if r["dlg_processed"] == "NA" else ", %s processed" % r["dlg_processed"]),
+                    "%s (%s)" % (r["log_warn_err"], r["unknown_bye"]),
                     "yes" if r["clean"] == "yes" else "no (%s)" % ", ".join(why),
                 ]) + " |")
     out.append("")
@@ -217,7 +239,8 @@ def table(path, labels):
                "the proxy's CPU time divided by the successful calls. INVITEs per UAS: new calls each UAS "
                "saw (failovers included). Dialogs: size of the profile `calls` sampled every second "
                "(peak; expected = rate x hold time) and after the last call (seconds until it was 0; "
-               "Kamailio also counts the dialogs it processed).")
+               "Kamailio also counts the dialogs it processed). log warn+err: warning and error lines in the "
+               "proxy's log; unknown BYE: the script's warning for a BYE that is_known_dlg did not match.")
 
     def best(side):
         ok = [int(r) for r in rates

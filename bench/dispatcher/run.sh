@@ -13,7 +13,8 @@
 #             `kamailio`, `kemibox` or both (default); SERVERS=kamailio runs
 #             Kamailio alone, e.g. while kemibox is not built
 # --kemibox-config  kemibox's configuration (default: kemibox.toml here; its
-#             [admin] listen must stay 127.0.0.1:5069, which run.sh queries)
+#             [admin] must stay listen 127.0.0.1:5069, token "dsbench": run.sh
+#             queries it)
 # --kemibox-args  extra arguments for `kemibox run` (word-split)
 # --hold-ms   how long each call stays up between ACK and BYE (SIPp -d), so
 #             that rate x hold calls are in the dialog profile at once
@@ -55,7 +56,7 @@ SHARED=${BENCH_HARNESS:-$REPO/../shared/bench}
 RATES="250 500 1000 2000" DUR=10 REPS=2 HOLD=1000 GRACE=20 STOP=0 KWORKERS=4
 SERVERS=${SERVERS:-"kamailio kemibox"} KEMIBOX="$REPO/target/release/kemibox" KEMIBOX_ARGS=""
 DOWN="" RPC=1 OUT="$HERE/results" KCONF="$HERE/kemibox.toml"
-UAS_PORTS="5080 5081 5082" ADMIN_PORT=5069   # kemibox.toml's [admin] listen
+UAS_PORTS="5080 5081 5082" ADMIN_PORT=5069 ADMIN_TOKEN=dsbench   # kemibox.toml's [admin]
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -178,7 +179,7 @@ rpc() {
   if [ "$label" = kamailio ]; then
     timeout 5 kamcmd -s "unix:$CTL" "$@"
   else
-    timeout 5 "$KEMIBOX" ctl --url "http://127.0.0.1:$ADMIN_PORT/" --timeout 3 "$@"
+    timeout 5 "$KEMIBOX" ctl --url "http://127.0.0.1:$ADMIN_PORT/" --token "$ADMIN_TOKEN" --timeout 3 "$@"
   fi
 }
 # profile_size LABEL: the size of the profile `calls`, or nothing
@@ -281,10 +282,10 @@ run_point() {
   cat "$run/result.tsv" >> "$DIR/points.tsv"
   awk -F'\t' -v OFS=' ' 'NR==1 { for (i = 1; i <= NF; i++) h[i] = $i; next }
        { for (i = 1; i <= NF; i++) v[h[i]] = $i
-         printf "[dispatcher] %s rate=%s rep=%s: ok %s/%s, retrans %s, CPU %s%% (%s us/call), p50/p99 %s/%s ms, UAS %s, dialogs peak %s/%s after %s, clean=%s\n",
+         printf "[dispatcher] %s rate=%s rep=%s: ok %s/%s, retrans %s, CPU %s%% (%s us/call), p50/p99 %s/%s ms, UAS %s, dialogs peak %s/%s after %s, log warn+err %s, clean=%s\n",
            v["label"], v["rate"], v["rep"], v["successful"], v["attempted"], v["retrans"], v["proxy_cpu_pct"],
            v["cpu_us_per_call"], v["rtt_p50_ms"], v["rtt_p99_ms"], v["uas_invites"], v["dlg_peak"],
-           v["dlg_expected"], v["dlg_after"], v["clean"] }' "$DIR/points.tsv.header" "$run/result.tsv" >&2
+           v["dlg_expected"], v["dlg_after"], v["log_warn_err"], v["clean"] }' "$DIR/points.tsv.header" "$run/result.tsv" >&2
   return 0
 }
 
