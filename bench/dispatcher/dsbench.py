@@ -170,8 +170,8 @@ def summarize(a):
     # once the last BYE is answered it is empty again.
     # With a destination down, a third of the calls wait 2 s for the
     # failover, so only the emptying is checked.
-    dlg_ok = (after == "0" and peak != "NA"
-              and (down or expected < 20 or 0.75 * expected <= peak <= 1.25 * expected))
+    dlg_ok = bool(after == "0" and peak != "NA"
+                  and (down or expected < 20 or 0.75 * expected <= peak <= 1.25 * expected))
     clk = float(os.sysconf("SC_CLK_TCK"))
     cpu_s = (int(a["pt1"]) - int(a["pt0"])) / clk
     ok = int(row["successful"])
