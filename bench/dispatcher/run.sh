@@ -88,7 +88,7 @@ for r in $RATES; do [[ "$r" =~ ^[1-9][0-9]*$ ]] || die "bad rate: $r"; done
 [[ "$STOP" =~ ^[0-9]+$ ]] || die "--stop-after must be an integer"
 [[ "$KWORKERS" =~ ^[1-9][0-9]*$ ]] || die "--kamailio-workers must be a positive integer"
 [ -z "$DOWN" ] || [[ " $UAS_PORTS " == *" $DOWN "* ]] || die "--down-uas must be one of $UAS_PORTS"
-SIDES="" LABELS=()
+SIDES=""
 for s in $SERVERS; do
   case "$s" in
     kamailio) [[ " $SIDES " == *" A "* ]] || { SIDES="$SIDES A"; } ;;
@@ -188,7 +188,7 @@ profile_size() { rpc "$1" dlg.profile_get_size calls 2>/dev/null | py rpc-int 2>
 # run_point SIDE RATE REP: one point; appends one line to points.tsv
 run_point() {
   local side=$1 rate=$2 rep=$3 label run n limit ppid rc e0 e1 pt0 pt1 st0 st1 t0 t1 drops load ans
-  local uas=() upids="" p cmd spid sampler after after_s processed i
+  local upids="" p cmd spid sampler after after_s processed i
   if [ "$side" = A ]; then label=kamailio; else label=kemibox; fi
   run="$DIR/r$rate-rep$rep-$label"; mkdir -p "$run"
   n=$((rate * DUR)); limit=$((DUR + GRACE + HOLD / 1000 + 90))
@@ -206,7 +206,7 @@ run_point() {
         -i 127.0.0.1 -nostdin -buff_size 4194304 -default_behaviors all,-abortunexp \
         -trace_stat -stf uas.stat.csv -fd 1 -trace_err -error_file uas_err.log ) \
       >"$run/uas-$p/uas.out" 2>&1 </dev/null &
-    uas+=("$!"); STARTED+=("$!"); upids="$upids $!"
+    STARTED+=("$!"); upids="$upids $!"
     wait_port "$p" 10 "$!" || { log "UAS on $p did not start; see $run/uas-$p/uas.out"; cleanup; return 1; }
   done
 
