@@ -9,6 +9,7 @@
 pub mod api;
 mod ctx;
 mod digest;
+pub mod dialog_profiles;
 mod modules;
 mod nonce;
 mod pv_format;
