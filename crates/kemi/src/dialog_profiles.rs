@@ -211,12 +211,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Profiles {
     /// `tenant`'s profiles as `specs` declares them, at most `max`
     /// memberships on this node, shared through `shared` when given.
-    pub fn new(
-        tenant: &str,
-        specs: &ProfileSpecs,
-        max: usize,
-        shared: Option<Shared>,
-    ) -> Profiles {
+    pub fn new(tenant: &str, specs: &ProfileSpecs, max: usize, shared: Option<Shared>) -> Profiles {
         let declared = (specs.with_value.iter().map(|p| (p.clone(), true)))
             .chain(specs.no_value.iter().map(|p| (p.clone(), false)))
             .collect();
@@ -581,7 +576,11 @@ impl Profiles {
         };
         // Cleared first: a change that fails meanwhile sets it again.
         sharing.dirty.store(false, Ordering::Relaxed);
-        match s.redis.replace_memberships(t, &s.node, s.ttl, &members).await {
+        match s
+            .redis
+            .replace_memberships(t, &s.node, s.ttl, &members)
+            .await
+        {
             Ok(()) => {
                 if lock(&self.inner.local).epoch != epoch {
                     // A change raced the snapshot: write again next time.
@@ -741,7 +740,10 @@ mod tests {
         let p = profiles(2);
         assert_eq!(p.add("inbound", None, "d1").await, Ok(true));
         assert_eq!(p.call_started("d1").await, Ok(true));
-        assert_eq!(p.add("inbound", None, "d2").await, Err(ProfileError::Full(2)));
+        assert_eq!(
+            p.add("inbound", None, "d2").await,
+            Err(ProfileError::Full(2))
+        );
         assert_eq!(p.call_started("d2").await, Err(ProfileError::Full(2)));
         assert_eq!(p.add("inbound", None, "d1").await, Ok(false), "no new one");
         p.forget("d1").await;

@@ -8,8 +8,8 @@
 
 pub mod api;
 mod ctx;
-mod digest;
 pub mod dialog_profiles;
+mod digest;
 mod modules;
 mod nonce;
 mod pv_format;
