@@ -255,6 +255,11 @@ impl Profiles {
             .ok_or_else(|| ProfileError::Unknown(profile.to_string()))
     }
 
+    /// Whether memberships are shared with other nodes (through Redis).
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
     /// Whether sizes count only this node's calls now (Redis lost).
     pub fn is_degraded(&self) -> bool {
         (self.inner.shared.as_ref()).is_some_and(|s| s.degraded.load(Ordering::Relaxed))
