@@ -129,12 +129,15 @@ pub struct Member {
     pub node: Option<String>,
 }
 
+/// A size asked for: a profile, and a value or every value.
+type SizeKey = (String, Option<String>);
+
 /// This node's memberships of one tenant.
 #[derive(Debug, Default)]
 struct Local {
     members: BTreeSet<Membership>,
     /// Per profile (value `None`) and per profile and value.
-    counts: HashMap<(String, Option<String>), u64>,
+    counts: HashMap<SizeKey, u64>,
     /// Bumped by every change, so a resync that raced one knows it.
     epoch: u64,
 }
@@ -176,7 +179,7 @@ struct Sharing {
     /// previous life left.
     dirty: AtomicBool,
     /// The other nodes' part of a size, and when it was read.
-    cache: Mutex<HashMap<(String, Option<String>), (Instant, u64)>>,
+    cache: Mutex<HashMap<SizeKey, (Instant, u64)>>,
 }
 
 #[derive(Debug)]
