@@ -184,11 +184,15 @@ node_ttl = {NODE_TTL}
     // Redis gone: answers keep coming, from this node's state.
     server.kill();
     // (A size cached before the outage may answer first.)
-    eventually("answers from this node only", Duration::from_secs(5), || {
-        let got = size(json!(["caller"]));
-        assert_eq!(got["count"], 0);
-        got["all_nodes"] == false
-    });
+    eventually(
+        "answers from this node only",
+        Duration::from_secs(5),
+        || {
+            let got = size(json!(["caller"]));
+            assert_eq!(got["count"], 0);
+            got["all_nodes"] == false
+        },
+    );
     eventually("degraded in the metrics", Duration::from_secs(5), || {
         metric(metrics, "kemibox_dialog_store_degraded{tenant=\"default\"}") == Some(1)
     });
