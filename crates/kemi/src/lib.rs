@@ -8,6 +8,7 @@
 
 pub mod api;
 mod ctx;
+pub mod dialog_profiles;
 mod digest;
 mod modules;
 mod nonce;

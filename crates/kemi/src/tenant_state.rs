@@ -34,4 +34,7 @@ pub struct TenantState {
     /// The proxy, for requests modules send on their own (dispatcher
     /// probes, dialog BYEs).
     pub uac: crate::uac::UacHandle,
+    /// Dialog profiles (`set_dlg_profile`, `get_profile_size`, ...) and
+    /// the tenant's call count for its `max_calls` quota.
+    pub profiles: crate::dialog_profiles::Profiles,
 }

@@ -40,6 +40,9 @@ pub const METHODS: &[(&str, &[&str])] = &[
     ("htable.reload", &["htable", "tenant"]),
     ("htable.listTables", &["tenant"]),
     ("htable.stats", &["tenant"]),
+    // The dialog module's profile RPCs (dialog_rpc.rs).
+    ("dlg.profile_get_size", crate::dialog_rpc::PARAMS),
+    ("dlg.profile_list", crate::dialog_rpc::PARAMS),
 ];
 
 pub struct Admin {
@@ -205,6 +208,11 @@ impl Methods for Admin {
             m if m.starts_with("htable.") => {
                 let t = self.tenant(caller, method, &params)?;
                 htable(t, method, &params).await
+            }
+            "dlg.profile_get_size" | "dlg.profile_list" => {
+                let t = self.tenant(caller, method, &params)?;
+                let state = t.pool.tenant().spec.state.clone();
+                crate::dialog_rpc::call(t.id().as_str(), &state.profiles, method, &params).await
             }
             _ => {
                 caller.check_process(method)?;

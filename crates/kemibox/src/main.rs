@@ -27,6 +27,7 @@ mod api;
 mod check;
 mod config;
 mod ctl;
+mod dialog_rpc;
 mod hosting;
 mod lua_modules;
 mod route;

@@ -146,10 +146,15 @@ async fn serve(
     let mut tenants = Vec::new();
     let mut states = Vec::new();
     let uac = kemibox_kemi::uac::UacHandle::default();
+    let dialogs =
+        crate::storage::dialog_store(&settings.database, &settings.tenants, &settings.dialog_node)
+            .await?;
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
-        spec.state =
-            Arc::new(crate::tenant_state::open(&tenant, &addresses, &acc, &htables, &uac).await?);
+        spec.state = Arc::new(
+            crate::tenant_state::open(&tenant, &addresses, &acc, &htables, &uac, dialogs.as_ref())
+                .await?,
+        );
         crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
         states.push((tenant.id.clone(), spec.state.clone()));
         let mut myself = Proxy::myself(&transports);
@@ -197,6 +202,12 @@ async fn serve(
     // The modules' requests of their own (dispatcher probes, dialog BYEs).
     uac.set(proxy.uac());
     proxy.metrics().process.set_acc(acc.metrics().clone());
+    for (_, state) in states.iter().filter(|(_, s)| s.profiles.is_shared()) {
+        proxy
+            .metrics()
+            .process
+            .add_dialog_store(state.profiles.metrics());
+    }
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");
         tokio::spawn(kemibox_metrics::http::serve(listener, proxy.metrics()));

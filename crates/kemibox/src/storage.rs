@@ -178,6 +178,39 @@ pub async fn htable_backends(
     })
 }
 
+/// Where the tenants' dialog profiles are shared, when some tenant has
+/// `[dialog] backend = "redis"`: the Redis of `[database] redis`, and
+/// this process's node name and ttl there.
+#[derive(Clone)]
+pub struct DialogStore {
+    pub redis: Arc<kemibox_store::RedisDialogs>,
+    pub node: crate::config::DialogNode,
+}
+
+/// Connect to the Redis the tenants' shared dialog profiles need; `None`
+/// when no tenant shares them.
+pub async fn dialog_store(
+    db: &Database,
+    tenants: &[crate::config::Tenant],
+    node: &crate::config::DialogNode,
+) -> anyhow::Result<Option<DialogStore>> {
+    if !tenants.iter().any(|t| t.dialog_profiles.redis) {
+        return Ok(None);
+    }
+    // Refused by the configuration check: the backend needs a Redis.
+    let Some(url) = &db.redis else {
+        anyhow::bail!("dialog: backend = \"redis\" without [database] redis");
+    };
+    let redis = kemibox_store::RedisDialogs::connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("database.redis (dialog profiles): {e}"))?;
+    tracing::info!(node = %node.name, ttl = ?node.ttl, redis = %redis.address(), "dialog profiles shared");
+    Ok(Some(DialogStore {
+        redis: Arc::new(redis),
+        node: node.clone(),
+    }))
+}
+
 /// The services the KEMI modules use, from opened stores and settings.
 pub fn services(
     stores: &Stores,

@@ -11,20 +11,23 @@ use kemibox_kemi::{Ipops, Permissions, Pike, TenantState};
 use kemibox_store::{AddressStore, unix_now};
 
 use crate::config::Tenant;
-use crate::storage::HtableBackends;
+use crate::storage::{DialogStore, HtableBackends};
+use kemibox_kemi::dialog_profiles::{DEFAULT_SIZE_CACHE, Profiles, Shared};
 
 /// The module state `tenant`'s configuration asks for, its address table
 /// read from `addresses`. Errors name the tenant and the setting. `acc`:
 /// the process's accounting writer, which every tenant's records go to
 /// (the tenant a column). `htables`: where its tables with a `dbtable`
 /// keep their rows, and the Redis of those with `backend = "redis"`.
-/// `uac`: the proxy, set once it runs.
+/// `uac`: the proxy, set once it runs. `dialogs`: where dialog profiles
+/// with `backend = "redis"` are shared.
 pub async fn open(
     tenant: &Tenant,
     addresses: &Arc<dyn AddressStore>,
     acc: &kemibox_store::AccWriter,
     htables: &HtableBackends,
     uac: &UacHandle,
+    dialogs: Option<&DialogStore>,
 ) -> anyhow::Result<TenantState> {
     let id = tenant.id.as_str();
     let sec = &tenant.sec;
@@ -50,7 +53,21 @@ pub async fn open(
         },
         htable,
         uac: uac.clone(),
+        profiles: profiles(tenant, dialogs),
     })
+}
+
+/// The tenant's dialog profiles (and call count), shared when its
+/// `[dialog] backend` is `"redis"`.
+fn profiles(tenant: &Tenant, dialogs: Option<&DialogStore>) -> Profiles {
+    let p = &tenant.dialog_profiles;
+    let shared = dialogs.filter(|_| p.redis).map(|d| Shared {
+        redis: d.redis.clone(),
+        node: d.node.name.clone(),
+        ttl: d.node.ttl,
+        size_cache: DEFAULT_SIZE_CACHE,
+    });
+    Profiles::new(tenant.id.as_str(), &p.specs, p.max_memberships, shared)
 }
 
 /// How often the upkeep writes htable changes back.
@@ -64,6 +81,8 @@ const PURGE_EVERY: u64 = 5;
 /// A failed write stays pending, is retried at the next period, and is
 /// logged once until a write succeeds again.
 pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
+    // Shared dialog profiles: this node's heartbeat and resync.
+    state.profiles.spawn_heartbeat();
     if state.htable.is_empty() {
         return;
     }

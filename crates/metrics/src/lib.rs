@@ -410,6 +410,33 @@ pub struct AccMetrics {
     pub queued: Gauge,
 }
 
+/// One tenant's shared dialog store (dialog profiles and the call count
+/// in Redis): how often Redis failed it and whether it runs on local
+/// state only until Redis answers again.
+#[derive(Debug)]
+pub struct DialogStoreMetrics {
+    /// The `tenant` label of its series.
+    tenant: String,
+    /// Redis operations that failed (each outage starts with one).
+    pub failures: Counter,
+    /// 1 while the tenant counts only this node's calls (Redis lost).
+    pub degraded: Gauge,
+    /// Times this node wrote its memberships to Redis again after an
+    /// outage or a Redis that lost them.
+    pub resyncs: Counter,
+}
+
+impl DialogStoreMetrics {
+    pub fn new(tenant: impl Into<String>) -> DialogStoreMetrics {
+        DialogStoreMetrics {
+            tenant: tenant.into(),
+            failures: Counter::default(),
+            degraded: Gauge::default(),
+            resyncs: Counter::default(),
+        }
+    }
+}
+
 /// Counters that belong to no tenant.
 #[derive(Debug, Default)]
 pub struct ProcessMetrics {
@@ -422,6 +449,9 @@ pub struct ProcessMetrics {
     /// The proxy's own requests', once a proxy runs
     /// ([`ProcessMetrics::set_local_requests`]).
     local_requests: std::sync::OnceLock<Arc<LocalRequestMetrics>>,
+    /// The tenants' shared dialog stores
+    /// ([`ProcessMetrics::add_dialog_store`]).
+    dialog_stores: RwLock<Vec<Arc<DialogStoreMetrics>>>,
 }
 
 /// Requests the proxy sends on its own (dispatcher probes, dialog BYEs and
@@ -482,6 +512,18 @@ impl ProcessMetrics {
     /// (the proxy calls it as it is built; the first call wins).
     pub fn set_local_requests(&self, local: Arc<LocalRequestMetrics>) {
         let _ = self.local_requests.set(local);
+    }
+
+    /// Export a tenant's shared dialog store metrics (once, however often
+    /// it is added).
+    pub fn add_dialog_store(&self, store: Arc<DialogStoreMetrics>) {
+        let mut stores = self
+            .dialog_stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !stores.iter().any(|s| Arc::ptr_eq(s, &store)) {
+            stores.push(store);
+        }
     }
 }
 
@@ -917,9 +959,48 @@ impl Metrics {
                 ));
             }
         }
+        let stores = p
+            .dialog_stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !stores.is_empty() {
+            let store_families: [(&'static str, Kind, &'static str, DialogStoreValue); 3] = [
+                (
+                    "kemibox_dialog_store_failures_total",
+                    Kind::Counter,
+                    "Redis operations of the tenant's shared dialog store (profiles, call count) that failed.",
+                    |s| s.failures.get(),
+                ),
+                (
+                    "kemibox_dialog_store_degraded",
+                    Kind::Gauge,
+                    "1 while the tenant's profiles and call count use this node's calls only (Redis lost).",
+                    |s| s.degraded.get(),
+                ),
+                (
+                    "kemibox_dialog_store_resyncs_total",
+                    Kind::Counter,
+                    "Times this node wrote the tenant's profile memberships to Redis again after an outage.",
+                    |s| s.resyncs.get(),
+                ),
+            ];
+            for (name, kind, help, value) in store_families {
+                families.push((
+                    desc(name, kind, help),
+                    stores
+                        .iter()
+                        .map(|s| (vec![("tenant", s.tenant.clone())], Reading::Count(value(s))))
+                        .collect(),
+                ));
+            }
+        }
         families
     }
 }
+
+/// Reads one number off a tenant's dialog store metrics.
+type DialogStoreValue = fn(&DialogStoreMetrics) -> u64;
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -1220,6 +1301,33 @@ mod tests {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn dialog_store_metrics_render_per_tenant_once_added() {
+        let registry = Registry::new();
+        assert!(!registry.render().contains("kemibox_dialog_store_"));
+        let a = Arc::new(DialogStoreMetrics::new("a"));
+        registry.process.add_dialog_store(a.clone());
+        registry.process.add_dialog_store(a.clone());
+        registry
+            .process
+            .add_dialog_store(Arc::new(DialogStoreMetrics::new("b")));
+        a.failures.add(2);
+        a.degraded.set(1);
+        a.resyncs.inc();
+        let text = registry.render();
+        for line in [
+            "kemibox_dialog_store_failures_total{tenant=\"a\"} 2",
+            "kemibox_dialog_store_degraded{tenant=\"a\"} 1",
+            "kemibox_dialog_store_resyncs_total{tenant=\"a\"} 1",
+            "kemibox_dialog_store_degraded{tenant=\"b\"} 0",
+        ] {
+            assert!(
+                text.lines().filter(|l| *l == line).count() == 1,
+                "want {line:?} once in\n{text}"
             );
         }
     }

@@ -12,9 +12,14 @@
 //! [`HtableStore`] keeps the rows of htable tables declared with a
 //! `dbtable`, so they survive a restart; [`RedisHtables`] keeps whole
 //! tables in Redis, shared by several nodes.
+//!
+//! [`RedisDialogs`] shares dialog-profile memberships (profile sizes and
+//! the call quota count every node's calls) and keeps each node's dialog
+//! records ([`DialogBackup`]) so a restarted node finds its dialogs.
 
 mod acc;
 mod address;
+mod dialog;
 mod htable;
 mod location;
 mod postgres;
@@ -30,6 +35,7 @@ pub use acc::{
     is_core_column, is_identifier,
 };
 pub use address::{AddressRow, AddressStore};
+pub use dialog::{BACKUP_TTL, DialogBackup, Membership, NodeMembership, RedisDialogs};
 pub use htable::{
     HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, PostgresHtable, VALUE_INT,
     VALUE_STR,

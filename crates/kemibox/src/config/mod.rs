@@ -79,6 +79,7 @@
 //! error names the file, the line and column, the key and the fix.
 
 mod acc;
+mod dialog_profiles;
 mod locate;
 mod schema;
 mod sec;
@@ -93,6 +94,7 @@ use kemibox_proxy::{Listen, RateLimit};
 use kemibox_sandbox::Limits;
 use serde::Deserialize;
 
+pub use dialog_profiles::{DialogNode, DialogProfiles};
 pub use locate::ConfigError;
 pub use sec::SecModules;
 use validate::{Checked, Given, Scope};
@@ -117,6 +119,9 @@ pub struct Settings {
     /// Never empty: the `[[tenant]]` entries in file order, else the one
     /// tenant "default".
     pub tenants: Vec<Tenant>,
+    /// This process as a node sharing dialog state (`[dialog] node`,
+    /// `node_ttl`).
+    pub dialog_node: DialogNode,
 }
 
 /// One tenant: a `[[tenant]]` with the top-level defaults filled in, or
@@ -158,6 +163,9 @@ pub struct Tenant {
     /// Its hash tables (`KSR.htable`): the top-level `[[htable]]`
     /// entries with its own `[[tenant.htable]]` over them.
     pub htables: Vec<kemibox_kemi::htable::TableSpec>,
+    /// Its dialog profiles and where they live (`[dialog]`,
+    /// `[tenant.dialog]`).
+    pub dialog_profiles: DialogProfiles,
 }
 
 /// The admin API's settings, checked.
@@ -208,6 +216,7 @@ impl Settings {
                 limits,
                 ..Tenant::default_tenant(options.script)
             }],
+            dialog_node: DialogNode::default(),
         })
     }
 }
@@ -233,6 +242,7 @@ impl Tenant {
             lua_path: Vec::new(),
             acc: kemibox_kemi::AccSettings::default(),
             htables: Vec::new(),
+            dialog_profiles: DialogProfiles::default(),
         }
     }
 }
@@ -289,6 +299,9 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let default_acc = acc::settings(file.acc.as_ref(), None)?;
     let htables = validate::htables(Scope::Top, &file.htable, file.database.redis.is_some())?;
+    let redis = file.database.redis.is_some();
+    let dialog_node = dialog_profiles::node(file.dialog.as_ref())?;
+    let default_profiles = dialog_profiles::settings(file.dialog.as_ref(), None, redis)?;
     let tenants = if file.tenants.is_empty() {
         let lua = validate::lua_settings(file.defaults(), None, base)?;
         vec![Tenant {
@@ -303,6 +316,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             sec: sec_defaults,
             acc: default_acc,
             htables,
+            dialog_profiles: default_profiles,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
@@ -324,6 +338,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
         metrics_listen,
         admin,
         tenants,
+        dialog_node,
     })
 }
 
@@ -378,6 +393,11 @@ fn tenants(
             sec,
             acc: acc::settings(file.acc.as_ref(), entry.acc.as_ref().map(|a| (scope, a)))?,
             htables: validate::merge_htables(htables, own_htables),
+            dialog_profiles: dialog_profiles::settings(
+                file.dialog.as_ref(),
+                entry.dialog.as_ref().map(|d| (scope, d)),
+                file.database.redis.is_some(),
+            )?,
         });
     }
     Ok(out)

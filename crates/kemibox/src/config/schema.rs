@@ -65,6 +65,9 @@ pub struct File {
     pub ipops: super::sec::IpopsTable,
     /// Every tenant's acc settings (see config/acc.rs).
     pub acc: Option<super::acc::AccTable>,
+    /// `[dialog]`: every tenant's dialog profile settings, and this
+    /// node's (config/dialog_profiles.rs).
+    pub dialog: Option<super::dialog_profiles::DialogProfilesConfig>,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -163,6 +166,8 @@ pub struct TenantEntry {
     pub lua_path: Option<SpannedList>,
     /// Its own acc settings, key by key over the top level's `[acc]`.
     pub acc: Option<super::acc::AccTable>,
+    /// Its own `[tenant.dialog]`, key by key over the top level's.
+    pub dialog: Option<super::dialog_profiles::DialogProfilesConfig>,
     /// `[[tenant.htable]]`: its own tables, beside or replacing the
     /// top level's.
     #[serde(default)]
