@@ -34,4 +34,6 @@ pub struct TenantState {
     /// The proxy, for requests modules send on their own (dispatcher
     /// probes, dialog BYEs).
     pub uac: crate::uac::UacHandle,
+    /// `KSR.dialog`, `$dlg...` and the proxy's call tracking (`max_calls`).
+    pub dialog: crate::dialog::DialogState,
 }
