@@ -79,6 +79,7 @@
 //! error names the file, the line and column, the key and the fix.
 
 mod acc;
+mod dialog;
 mod locate;
 mod schema;
 mod sec;
@@ -158,6 +159,8 @@ pub struct Tenant {
     /// Its hash tables (`KSR.htable`): the top-level `[[htable]]`
     /// entries with its own `[[tenant.htable]]` over them.
     pub htables: Vec<kemibox_kemi::htable::TableSpec>,
+    /// Its dialog settings and `max_calls` (`[dialog]`, `[limits]`).
+    pub dialog: kemibox_kemi::dialog::DialogSettings,
 }
 
 /// The admin API's settings, checked.
@@ -233,6 +236,7 @@ impl Tenant {
             lua_path: Vec::new(),
             acc: kemibox_kemi::AccSettings::default(),
             htables: Vec::new(),
+            dialog: kemibox_kemi::dialog::DialogSettings::default(),
         }
     }
 }
@@ -303,6 +307,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             sec: sec_defaults,
             acc: default_acc,
             htables,
+            dialog: dialog::settings((file.dialog.as_ref(), &file.limits), None)?,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
@@ -378,6 +383,10 @@ fn tenants(
             sec,
             acc: acc::settings(file.acc.as_ref(), entry.acc.as_ref().map(|a| (scope, a)))?,
             htables: validate::merge_htables(htables, own_htables),
+            dialog: dialog::settings(
+                (file.dialog.as_ref(), &file.limits),
+                Some((scope, entry.dialog.as_ref(), &entry.limits)),
+            )?,
         });
     }
     Ok(out)

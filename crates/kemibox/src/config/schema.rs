@@ -65,6 +65,8 @@ pub struct File {
     pub ipops: super::sec::IpopsTable,
     /// Every tenant's acc settings (see config/acc.rs).
     pub acc: Option<super::acc::AccTable>,
+    /// Every tenant's dialog settings (see config/dialog.rs).
+    pub dialog: Option<super::dialog::DialogTable>,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -163,6 +165,8 @@ pub struct TenantEntry {
     pub lua_path: Option<SpannedList>,
     /// Its own acc settings, key by key over the top level's `[acc]`.
     pub acc: Option<super::acc::AccTable>,
+    /// Its own dialog settings, key by key over the top level's `[dialog]`.
+    pub dialog: Option<super::dialog::DialogTable>,
     /// `[[tenant.htable]]`: its own tables, beside or replacing the
     /// top level's.
     #[serde(default)]
@@ -199,6 +203,8 @@ pub struct LimitsTable {
     pub invocations_per_second: Option<Spanned<u32>>,
     pub burst: Option<Spanned<u32>>,
     pub recreations_per_second: Option<Spanned<u32>>,
+    /// Concurrent calls (see config/dialog.rs).
+    pub max_calls: Option<Spanned<u32>>,
 }
 
 /// `error_reply` and `unmatched_reply`.
