@@ -62,7 +62,7 @@ fn calls(stats: &Path) -> (u64, u64) {
     let text = std::fs::read_to_string(stats).unwrap_or_default();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-    let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
     let column = |name: &str| {
         let i = header.iter().position(|h| *h == name);
         i.and_then(|i| last.get(i)?.trim().parse().ok())

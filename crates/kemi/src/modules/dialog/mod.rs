@@ -521,3 +521,6 @@ impl Host for Ctx {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;
