@@ -10,11 +10,14 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::sipp::{Running, count, kemibox_run, scenario, sipp};
+use serde_json::{Value, json};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kemibox-dialog-{name}-{}", std::process::id()));
@@ -28,6 +31,23 @@ fn script() -> String {
         .join("tests/fixtures/scripts/dialog-relay.lua")
         .display()
         .to_string()
+}
+
+/// Call the admin API: the JSON-RPC response.
+fn rpc(admin: SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (_, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// A SIPp UAS echoing Record-Route on `port`, for `calls` calls (0: until
@@ -112,12 +132,15 @@ fn offer(dir: &Path, proxy: &str, local_port: &str, calls: &str, hold_ms: &str) 
 fn max_calls_answers_the_calls_over_the_quota_503_and_spares_other_tenants() {
     let dir = temp_dir("max-calls");
     let (a, b, uas_port) = ("127.0.0.1:27160", "127.0.0.1:27161", "27180");
+    let admin: SocketAddr = "127.0.0.1:27190".parse().unwrap();
     let config = dir.join("kemibox.toml");
     std::fs::write(
         &config,
         format!(
             r#"listen = ["udp:{a}", "udp:{b}"]
 log = "info"
+[admin]
+listen = "{admin}"
 [env]
 UAS = "sip:127.0.0.1:{uas_port}"
 
@@ -147,6 +170,18 @@ listen = ["udp:{b}"]
     let mut to_a = offer(&a_dir, a, "27170", "20", "6000");
     // b's calls start while a holds its 10.
     std::thread::sleep(Duration::from_millis(1500));
+    // Tenant a's 10 calls, as Kamailio's dlg.list shows them.
+    let listed = rpc(admin, "dlg.list", json!({"tenant": "a"}));
+    let dialogs = listed["result"]["dialogs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(dialogs.len(), 10, "{listed}");
+    for d in &dialogs {
+        assert_eq!(d["state"], 4, "confirmed and ACKed: {d}");
+        assert_eq!(d["profiles"], json!([{"calls": "all"}]), "{d}");
+        assert!(d["caller"]["tag"].as_str().unwrap().contains("SIPpTag00"), "{d}");
+        assert!(d["callee"]["tag"].as_str().unwrap().contains("SIPpTag01"), "{d}");
+    }
+    let unknown = rpc(admin, "dlg.end_dlg", json!({"h_entry": 1, "h_id": 999999, "tenant": "a"}));
+    assert!(unknown.get("error").is_some(), "{unknown}");
     let mut to_b = offer(&b_dir, b, "27171", "5", "1000");
     let b_done = finished(&mut to_b, Duration::from_secs(30));
     finished(&mut to_a, Duration::from_secs(40));
