@@ -289,7 +289,10 @@ async fn dialog(t: &HostedTenant, method: &str, params: &Params) -> Result<Value
             h_entry: number("h_entry")?,
             h_id: number("h_id")?,
         };
-        let sides = [kemibox_kemi::dialog::Side::Caller, kemibox_kemi::dialog::Side::Callee];
+        let sides = [
+            kemibox_kemi::dialog::Side::Caller,
+            kemibox_kemi::dialog::Side::Callee,
+        ];
         if !dialogs.end(id, &state.uac, dlg, &sides).await {
             return Err(RpcError::failed(format!(
                 "tenant {id} has no confirmed dialog {}:{} (or the proxy cannot send BYE)",

@@ -172,15 +172,28 @@ listen = ["udp:{b}"]
     std::thread::sleep(Duration::from_millis(1500));
     // Tenant a's 10 calls, as Kamailio's dlg.list shows them.
     let listed = rpc(admin, "dlg.list", json!({"tenant": "a"}));
-    let dialogs = listed["result"]["dialogs"].as_array().cloned().unwrap_or_default();
+    let dialogs = listed["result"]["dialogs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(dialogs.len(), 10, "{listed}");
     for d in &dialogs {
         assert_eq!(d["state"], 4, "confirmed and ACKed: {d}");
         assert_eq!(d["profiles"], json!([{"calls": "all"}]), "{d}");
-        assert!(d["caller"]["tag"].as_str().unwrap().contains("SIPpTag00"), "{d}");
-        assert!(d["callee"]["tag"].as_str().unwrap().contains("SIPpTag01"), "{d}");
+        assert!(
+            d["caller"]["tag"].as_str().unwrap().contains("SIPpTag00"),
+            "{d}"
+        );
+        assert!(
+            d["callee"]["tag"].as_str().unwrap().contains("SIPpTag01"),
+            "{d}"
+        );
     }
-    let unknown = rpc(admin, "dlg.end_dlg", json!({"h_entry": 1, "h_id": 999999, "tenant": "a"}));
+    let unknown = rpc(
+        admin,
+        "dlg.end_dlg",
+        json!({"h_entry": 1, "h_id": 999999, "tenant": "a"}),
+    );
     assert!(unknown.get("error").is_some(), "{unknown}");
     let mut to_b = offer(&b_dir, b, "27171", "5", "1000");
     let b_done = finished(&mut to_b, Duration::from_secs(30));
@@ -295,4 +308,36 @@ fn a_dialog_lifetime_of_2_s_ends_the_call_with_bye_to_both_sides() {
     );
     assert_eq!(count(&log, "dialog lifetime over: BYE"), 2);
     proxy.stop();
+}
+
+#[test]
+fn bad_dialog_settings_are_refused_with_the_line_and_the_fix() {
+    let dir = temp_dir("config");
+    for (text, line, says, fix) in [
+        (
+            "listen = [\"udp:127.0.0.1:0\"]\n[limits]\nmax_calls = 0\n",
+            3,
+            "limits: max_calls = 0 would refuse every call",
+            "remove it for no limit",
+        ),
+        (
+            "listen = [\"udp:127.0.0.1:0\"]\n[[tenant]]\nid = \"a\"\nscript = \"a.lua\"\n[tenant.dialog]\nmax_calls_reply = { code = 200, reason = \"OK\" }\n",
+            6,
+            "tenant a: dialog: max_calls_reply code 200 is not a negative final reply",
+            "from 300 to 699",
+        ),
+        (
+            "listen = [\"udp:127.0.0.1:0\"]\n[dialog]\ndefault_timeout = 0\n",
+            3,
+            "dialog.default_timeout = 0 is out of range",
+            "from 1 to",
+        ),
+    ] {
+        let (file, err) = common::refused_config(&dir, text);
+        assert!(
+            err.contains(&format!("{file}: line {line}: {says}")),
+            "{err}"
+        );
+        assert!(err.contains(fix), "{err}");
+    }
 }
