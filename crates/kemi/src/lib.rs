@@ -45,6 +45,13 @@ pub mod htable {
     pub use crate::modules::htable_engine::*;
 }
 
+/// The dialog module (`KSR.dialog`, `$dlg`): a tenant's dialogs, the
+/// proxy's hooks into them, and their timer.
+pub mod dialog {
+    pub use crate::modules::dialog_table::*;
+    pub use crate::modules::{DialogState, dialog_profiles as profiles, dialog_upkeep as upkeep};
+}
+
 /// Host bindings generated from `wit/` (world `ksr`).
 pub mod bindings {
     wasmtime::component::bindgen!({

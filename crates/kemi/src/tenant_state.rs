@@ -37,4 +37,6 @@ pub struct TenantState {
     /// Dialog profiles (`set_dlg_profile`, `get_profile_size`, ...) and
     /// the tenant's call count for its `max_calls` quota.
     pub profiles: crate::dialog_profiles::Profiles,
+    /// `KSR.dialog`, `$dlg...` and the proxy's call tracking (`max_calls`).
+    pub dialog: crate::dialog::DialogState,
 }

@@ -54,6 +54,7 @@ pub async fn open(
         htable,
         uac: uac.clone(),
         profiles: profiles(tenant, dialogs),
+        dialog: kemibox_kemi::dialog::DialogState::new(tenant.dialog.clone()),
     })
 }
 
@@ -117,6 +118,15 @@ pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
             }
         }
     });
+}
+
+/// The tenant's dialog timer (lifetimes, keep-alives), for as long as
+/// `state` is held.
+pub fn spawn_dialog_timer(tenant: &str, state: &Arc<TenantState>) {
+    tokio::spawn(kemibox_kemi::dialog::upkeep(
+        tenant.to_string(),
+        Arc::downgrade(state),
+    ));
 }
 
 /// At shutdown: write back what is still pending.

@@ -11,7 +11,7 @@ use kemibox_sip::SipMessage;
 use crate::Shared;
 use crate::dispatch::{Dispatch, Handler};
 use crate::route::{self, Fallback, REPLY_ROUTE, REQUEST_ROUTE, Ran, RouteType};
-use crate::stateful::Verdict;
+use crate::stateful::{Verdict, dialog};
 use crate::transport::Inbound;
 
 impl Handler for Shared {
@@ -122,6 +122,18 @@ async fn request(shared: &Shared, message: Message) {
     if !is_ack && message.sip.method_str() != "CANCEL" && !admit(shared, &script, &message).await {
         return;
     }
+    let starts_call = dialog::initial_invite(&message.sip);
+    if starts_call && let Some((code, reason)) = dialog::admit_call(&script, &message) {
+        shared
+            .core
+            .egress()
+            .reply(&message, code, &reason, &[], Some(script.metrics()))
+            .await;
+        return;
+    }
+    if !initial {
+        dialog::in_dialog(&script, &message.sip).await;
+    }
     // Kept for the error reply: the route consumes the message.
     let original = Message::new(
         message.sip.clone(),
@@ -151,6 +163,9 @@ async fn request(shared: &Shared, message: Message) {
                 .await;
         }
         Ran::Failed(Fallback::ErrorReply | Fallback::Proceed | Fallback::DropBranch) => {}
+    }
+    if starts_call {
+        dialog::routed(&script, &original.sip).await;
     }
 }
 

@@ -12,6 +12,7 @@ mod auth;
 mod auth_db;
 mod core;
 mod corex;
+mod dialog;
 mod hdr;
 mod htable;
 mod ipops;
@@ -38,6 +39,9 @@ mod xlog;
 pub(crate) use acc::capture as acc_capture;
 pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
 pub use corex::parse_socket;
+pub use dialog::{
+    DialogState, profiles as dialog_profiles, table as dialog_table, upkeep as dialog_upkeep,
+};
 pub(crate) use htable::Iterators as HtableIterators;
 pub(crate) use htable::engine as htable_engine;
 pub(crate) use ipops::DnsContainers;

@@ -316,6 +316,9 @@ impl Ctx {
                 ready_now(self.sht_read(class, &table, key))
                     .unwrap_or_else(|| Err(PvError::Htable("the table did not answer".into())))
             }
+            PvName::Named(class @ ("dlg" | "dlg_var" | "dlg_ctx"), inner) => {
+                self.dlg_pv_read(class, inner)
+            }
             PvName::Plain(class) => match &self.message {
                 Some(m) => read_message(m, class),
                 None => Ok(None),
@@ -502,6 +505,9 @@ impl Ctx {
                 _,
             ) => {
                 return Err(PvError::ReadOnly);
+            }
+            PvName::Named(class @ ("dlg" | "dlg_var" | "dlg_ctx"), inner) => {
+                self.dlg_pv_write(class, inner, value)?;
             }
             PvName::Named(class, inner) if class.starts_with("sht") => {
                 let (table, key) = self.sht_name(inner)?;

@@ -17,25 +17,11 @@
 use std::time::Duration;
 
 use kemibox_kemi::dialog_profiles::{DEFAULT_MAX_MEMBERSHIPS, DEFAULT_NODE_TTL, ProfileSpecs};
-use serde::Deserialize;
-use toml::Spanned;
 
+use super::dialog::{DialogTable, pick};
 use super::locate::Problem;
 use super::schema::SpannedList;
 use super::validate::{Checked, Scope};
-
-/// The dialog profile keys as written (the rest of `[dialog]` is the
-/// dialog module's own).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DialogProfilesConfig {
-    pub profiles_with_value: Option<SpannedList>,
-    pub profiles_no_value: Option<SpannedList>,
-    pub backend: Option<Spanned<String>>,
-    pub max_memberships: Option<Spanned<i64>>,
-    pub node: Option<Spanned<String>>,
-    pub node_ttl: Option<Spanned<i64>>,
-}
 
 /// A tenant's profile settings, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,23 +76,12 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// A key's value from the tenant's table, else the top level's, with the
-/// scope it was given in.
-fn pick<'a, T>(
-    top: Option<&'a DialogProfilesConfig>,
-    own: Option<(Scope<'a>, &'a DialogProfilesConfig)>,
-    get: fn(&DialogProfilesConfig) -> &Option<T>,
-) -> Option<(Scope<'a>, &'a T)> {
-    own.and_then(|(scope, t)| get(t).as_ref().map(|v| (scope, v)))
-        .or_else(|| top.and_then(|t| get(t).as_ref().map(|v| (Scope::Top, v))))
-}
-
 /// The merged and checked profile settings of a tenant (`own`: its
 /// `[tenant.dialog]` and scope; `None` for the default tenant). `redis`:
 /// whether `[database] redis` is set.
 pub fn settings(
-    top: Option<&DialogProfilesConfig>,
-    own: Option<(Scope<'_>, &DialogProfilesConfig)>,
+    top: Option<&DialogTable>,
+    own: Option<(Scope<'_>, &DialogTable)>,
     redis: bool,
 ) -> Checked<DialogProfiles> {
     if let Some((scope, t)) = own {
@@ -131,10 +106,10 @@ pub fn settings(
     for (key, get, with_value) in [
         (
             "profiles_with_value",
-            (|t| &t.profiles_with_value) as fn(&DialogProfilesConfig) -> &Option<SpannedList>,
+            (|t| t.profiles_with_value.as_ref()) as fn(&DialogTable) -> Option<&SpannedList>,
             true,
         ),
-        ("profiles_no_value", |t| &t.profiles_no_value, false),
+        ("profiles_no_value", |t| t.profiles_no_value.as_ref(), false),
     ] {
         let Some((scope, list)) = pick(top, own, get) else {
             continue;
@@ -167,7 +142,7 @@ pub fn settings(
             }
         }
     }
-    if let Some((scope, backend)) = pick(top, own, |t| &t.backend) {
+    if let Some((scope, backend)) = pick(top, own, |t| t.backend.as_ref()) {
         let at = || scope.at("dialog.backend", backend);
         match backend.get_ref().as_str() {
             "memory" => {}
@@ -191,7 +166,7 @@ pub fn settings(
             }
         }
     }
-    if let Some((scope, max)) = pick(top, own, |t| &t.max_memberships) {
+    if let Some((scope, max)) = pick(top, own, |t| t.max_memberships.as_ref()) {
         match usize::try_from(*max.get_ref())
             .ok()
             .filter(|m| (1..=10_000_000).contains(m))
@@ -214,7 +189,7 @@ pub fn settings(
 }
 
 /// This node's name and ttl from the top-level `[dialog]`.
-pub fn node(top: Option<&DialogProfilesConfig>) -> Checked<DialogNode> {
+pub fn node(top: Option<&DialogTable>) -> Checked<DialogNode> {
     let mut out = DialogNode::default();
     let Some(top) = top else {
         return Ok(out);

@@ -79,6 +79,7 @@
 //! error names the file, the line and column, the key and the fix.
 
 mod acc;
+mod dialog;
 mod dialog_profiles;
 mod locate;
 mod schema;
@@ -166,6 +167,8 @@ pub struct Tenant {
     /// Its dialog profiles and where they live (`[dialog]`,
     /// `[tenant.dialog]`).
     pub dialog_profiles: DialogProfiles,
+    /// Its dialog settings and `max_calls` (`[dialog]`, `[limits]`).
+    pub dialog: kemibox_kemi::dialog::DialogSettings,
 }
 
 /// The admin API's settings, checked.
@@ -243,6 +246,7 @@ impl Tenant {
             acc: kemibox_kemi::AccSettings::default(),
             htables: Vec::new(),
             dialog_profiles: DialogProfiles::default(),
+            dialog: kemibox_kemi::dialog::DialogSettings::default(),
         }
     }
 }
@@ -317,6 +321,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             acc: default_acc,
             htables,
             dialog_profiles: default_profiles,
+            dialog: dialog::settings((file.dialog.as_ref(), &file.limits), None)?,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
     } else if let Some(script) = &file.script {
@@ -397,6 +402,10 @@ fn tenants(
                 file.dialog.as_ref(),
                 entry.dialog.as_ref().map(|d| (scope, d)),
                 file.database.redis.is_some(),
+            )?,
+            dialog: dialog::settings(
+                (file.dialog.as_ref(), &file.limits),
+                Some((scope, entry.dialog.as_ref(), &entry.limits)),
             )?,
         });
     }

@@ -65,9 +65,8 @@ pub struct File {
     pub ipops: super::sec::IpopsTable,
     /// Every tenant's acc settings (see config/acc.rs).
     pub acc: Option<super::acc::AccTable>,
-    /// `[dialog]`: every tenant's dialog profile settings, and this
-    /// node's (config/dialog_profiles.rs).
-    pub dialog: Option<super::dialog_profiles::DialogProfilesConfig>,
+    /// Every tenant's dialog settings and profiles (see config/dialog.rs).
+    pub dialog: Option<super::dialog::DialogTable>,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -166,8 +165,8 @@ pub struct TenantEntry {
     pub lua_path: Option<SpannedList>,
     /// Its own acc settings, key by key over the top level's `[acc]`.
     pub acc: Option<super::acc::AccTable>,
-    /// Its own `[tenant.dialog]`, key by key over the top level's.
-    pub dialog: Option<super::dialog_profiles::DialogProfilesConfig>,
+    /// Its own dialog settings and profiles, key by key over the top level's `[dialog]`.
+    pub dialog: Option<super::dialog::DialogTable>,
     /// `[[tenant.htable]]`: its own tables, beside or replacing the
     /// top level's.
     #[serde(default)]
@@ -204,6 +203,8 @@ pub struct LimitsTable {
     pub invocations_per_second: Option<Spanned<u32>>,
     pub burst: Option<Spanned<u32>>,
     pub recreations_per_second: Option<Spanned<u32>>,
+    /// Concurrent calls (see config/dialog.rs).
+    pub max_calls: Option<Spanned<u32>>,
 }
 
 /// `error_reply` and `unmatched_reply`.

@@ -56,6 +56,7 @@ impl Stateful {
                         continue;
                     };
                     if Box::pin(self.relay(s, message.clone(), &callbacks)).await {
+                        Stateful::dialog_relayed(script, &message);
                         handled = true;
                     } else if kind == RouteType::Request {
                         self.error_reply(s, &message).await;

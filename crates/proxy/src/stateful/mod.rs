@@ -18,6 +18,7 @@ mod accounting;
 mod act;
 mod branches;
 mod cancel;
+pub(crate) mod dialog;
 mod responses;
 mod server;
 mod suspend;

@@ -84,6 +84,7 @@ impl Stateful {
     /// `KSR.set_reply_close`).
     pub(super) async fn send_upstream(&self, server: ServerId, status: u16, bytes: Vec<u8>) {
         self.account_reply(server, status, &bytes);
+        self.dialog_reply(server, &bytes).await;
         let now = self.now();
         let (result, tenant, options) = {
             let mut table = self.lock();
