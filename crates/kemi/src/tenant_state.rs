@@ -31,6 +31,8 @@ pub struct TenantState {
     pub acc: crate::Acc,
     /// `KSR.htable` and `$sht(...)`: the tenant's hash tables.
     pub htable: crate::htable::Htables,
+    /// `KSR.dispatcher`: destination sets, their states, call loads.
+    pub dispatcher: crate::dispatcher::Dispatcher,
     /// The proxy, for requests modules send on their own (dispatcher
     /// probes, dialog BYEs).
     pub uac: crate::uac::UacHandle,

@@ -12,6 +12,7 @@ mod auth;
 mod auth_db;
 mod core;
 mod corex;
+mod dispatcher;
 mod hdr;
 mod htable;
 mod ipops;
@@ -37,6 +38,12 @@ mod xlog;
 
 pub(crate) use acc::capture as acc_capture;
 pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
+pub use dispatcher::{
+    AVP_ATTRS, AVP_CNT, AVP_DSTID, AVP_GRP, AVP_SOCK, AVP_URI, parse_state as ds_parse_state,
+};
+pub(crate) use dispatcher::{
+    health as ds_health, list as ds_list, probe as ds_probe, sets as ds_sets,
+};
 pub(crate) use htable::Iterators as HtableIterators;
 pub(crate) use htable::engine as htable_engine;
 pub(crate) use ipops::DnsContainers;
