@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kemibox_kemi::dispatcher::Dispatcher;
 use kemibox_kemi::htable::Htables;
 use kemibox_kemi::uac::UacHandle;
 use kemibox_kemi::{Ipops, Permissions, Pike, TenantState};
@@ -37,6 +38,9 @@ pub async fn open(
         None => Htables::new(specs, id, db),
     };
     htable.load(unix_now()).await?;
+    let dispatcher = Dispatcher::open(id, tenant.dispatcher.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))?;
     Ok(TenantState {
         pike: Pike::new(sec.pike),
         permissions,
@@ -49,6 +53,7 @@ pub async fn open(
             writer: Some(acc.clone()),
         },
         htable,
+        dispatcher,
         uac: uac.clone(),
     })
 }
@@ -64,6 +69,8 @@ const PURGE_EVERY: u64 = 5;
 /// A failed write stays pending, is retried at the next period, and is
 /// logged once until a write succeeds again.
 pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
+    // Dispatcher probes and call load expiry (when configured).
+    kemibox_kemi::dispatcher::spawn(tenant, state);
     if state.htable.is_empty() {
         return;
     }

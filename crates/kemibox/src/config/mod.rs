@@ -79,6 +79,7 @@
 //! error names the file, the line and column, the key and the fix.
 
 mod acc;
+mod dispatcher;
 mod locate;
 mod schema;
 mod sec;
@@ -158,6 +159,8 @@ pub struct Tenant {
     /// Its hash tables (`KSR.htable`): the top-level `[[htable]]`
     /// entries with its own `[[tenant.htable]]` over them.
     pub htables: Vec<kemibox_kemi::htable::TableSpec>,
+    /// Its dispatcher settings (`[dispatcher]`, `[tenant.dispatcher]`).
+    pub dispatcher: kemibox_kemi::dispatcher::Settings,
 }
 
 /// The admin API's settings, checked.
@@ -233,6 +236,7 @@ impl Tenant {
             lua_path: Vec::new(),
             acc: kemibox_kemi::AccSettings::default(),
             htables: Vec::new(),
+            dispatcher: kemibox_kemi::dispatcher::Settings::default(),
         }
     }
 }
@@ -288,6 +292,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let default_acc = acc::settings(file.acc.as_ref(), None)?;
+    let default_dispatcher = dispatcher::settings(file.dispatcher.as_ref(), None, base)?;
     let htables = validate::htables(Scope::Top, &file.htable, file.database.redis.is_some())?;
     let tenants = if file.tenants.is_empty() {
         let lua = validate::lua_settings(file.defaults(), None, base)?;
@@ -302,6 +307,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             auto_reload: defaults.auto_reload,
             sec: sec_defaults,
             acc: default_acc,
+            dispatcher: default_dispatcher,
             htables,
             ..Tenant::default_tenant(file.script.as_ref().map(|s| resolve(base, s.get_ref())))
         }]
@@ -378,6 +384,11 @@ fn tenants(
             sec,
             acc: acc::settings(file.acc.as_ref(), entry.acc.as_ref().map(|a| (scope, a)))?,
             htables: validate::merge_htables(htables, own_htables),
+            dispatcher: dispatcher::settings(
+                file.dispatcher.as_ref(),
+                entry.dispatcher.as_ref().map(|d| (scope, d)),
+                base,
+            )?,
         });
     }
     Ok(out)

@@ -65,6 +65,8 @@ pub struct File {
     pub ipops: super::sec::IpopsTable,
     /// Every tenant's acc settings (see config/acc.rs).
     pub acc: Option<super::acc::AccTable>,
+    /// Every tenant's dispatcher settings (see config/dispatcher.rs).
+    pub dispatcher: Option<super::dispatcher::DispatcherTable>,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -163,6 +165,8 @@ pub struct TenantEntry {
     pub lua_path: Option<SpannedList>,
     /// Its own acc settings, key by key over the top level's `[acc]`.
     pub acc: Option<super::acc::AccTable>,
+    /// Its own dispatcher settings, key by key over `[dispatcher]`.
+    pub dispatcher: Option<super::dispatcher::DispatcherTable>,
     /// `[[tenant.htable]]`: its own tables, beside or replacing the
     /// top level's.
     #[serde(default)]
