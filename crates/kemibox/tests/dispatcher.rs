@@ -239,3 +239,38 @@ fn a_stopped_callee_fails_over_and_is_recognised_by_address() {
         "another address"
     );
 }
+
+#[test]
+fn bad_dispatcher_settings_are_refused_with_the_line_and_the_fix() {
+    let dir = common::temp_dir("dispatcher-refused");
+    let cases = [
+        ("[dispatcher]\nds_probing_mode = 7\n", 2, "from 0 to 3"),
+        (
+            "[dispatcher]\nds_ping_reply_codes = \"class=9\"\n",
+            2,
+            "class=N;code=NNN",
+        ),
+        ("[dispatcher]\nflags = 4\n", 2, "from 0 to 3"),
+        ("[dispatcher]\nds_ping_from = \"not a uri\"\n", 2, "SIP URI"),
+        (
+            "[dispatcher]\nsetid_pvname = \"$ru\"\n",
+            2,
+            "$var(name) or $avp(name)",
+        ),
+        ("[dispatcher]\ndb_url = \"mysql://x\"\n", 2, "list_file"),
+        (
+            "[[tenant]]\nid = \"a\"\nscript = \"a.lua\"\n[tenant.dispatcher]\nds_hash_size = 40\n",
+            5,
+            "from 0 to 24",
+        ),
+    ];
+    for (config, line, fix) in cases {
+        let (file, err) = common::refused_config(&dir, config);
+        assert!(
+            err.contains(&format!("{file}: line {line}:")),
+            "{config}: {err}"
+        );
+        assert!(err.contains("dispatcher"), "{config}: {err}");
+        assert!(err.contains(fix), "{config}: {err}");
+    }
+}
