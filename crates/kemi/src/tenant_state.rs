@@ -37,3 +37,10 @@ pub struct TenantState {
     /// probes, dialog BYEs).
     pub uac: crate::uac::UacHandle,
 }
+
+/// What the tenant's modules report to the metrics registry at a scrape.
+impl kemibox_metrics::ModuleMetrics for TenantState {
+    fn series(&self, out: &mut Vec<kemibox_metrics::ModuleSeries>) {
+        self.dispatcher.metric_series(out);
+    }
+}

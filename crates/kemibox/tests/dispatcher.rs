@@ -60,6 +60,7 @@ struct Setup {
     proxy: SocketAddr,
     config: PathBuf,
     callees: [u16; 3],
+    metrics: SocketAddr,
 }
 
 /// A directory with the script, a list of three callees on free ports
@@ -79,6 +80,7 @@ fn setup(name: &str, alg: i32, attrs: [&str; 3]) -> Setup {
     std::fs::write(dir.join("ds.lua"), SCRIPT).unwrap();
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
     let admin = free_tcp_port();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let config = dir.join("kemibox.toml");
     std::fs::write(
         &config,
@@ -86,7 +88,8 @@ fn setup(name: &str, alg: i32, attrs: [&str; 3]) -> Setup {
             "script = \"ds.lua\"\nlisten = [\"udp:{proxy}\"]\nlog = \"info\"\n\
              [env]\nDS_ALG = \"{alg}\"\n\
              [dispatcher]\nlist_file = \"dispatcher.list\"\nflags = 2\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [metrics]\nlisten = \"{metrics}\"\n"
         ),
     )
     .unwrap();
@@ -95,6 +98,7 @@ fn setup(name: &str, alg: i32, attrs: [&str; 3]) -> Setup {
         proxy,
         config,
         callees,
+        metrics,
     }
 }
 
@@ -222,6 +226,18 @@ fn a_stopped_callee_fails_over_and_is_recognised_by_address() {
         ("AX".into(), "AX".into(), "IP".into())
     );
     assert_eq!(list["NRSETS"], 1);
+    // The same in the metrics, with the selections.
+    let text = common::http_get(s.metrics, "/metrics").unwrap();
+    let c_port = s.callees[2];
+    let down = format!(
+        "kemibox_dispatcher_destination_up{{tenant=\"default\",setid=\"1\",uri=\"sip:127.0.0.1:{c_port}\",state=\"IP\"}} 0"
+    );
+    assert!(text.contains(&down), "{down} not in {text}");
+    let selected: u64 = (text.lines())
+        .filter(|l| l.starts_with("kemibox_dispatcher_selections_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(selected, 300, "each call selected once");
 
     // ds_is_from_list: a destination's address and port, and only those.
     drop((a, b));

@@ -531,6 +531,50 @@ impl Dispatcher {
         expired.len()
     }
 
+    /// Per destination: its state (`kemibox_dispatcher_destination_up`,
+    /// 1 when it can be selected, with Kamailio's letters as `state`),
+    /// its selections and, with call load dispatching, its calls.
+    pub fn metric_series(&self, out: &mut Vec<kemibox_metrics::ModuleSeries>) {
+        use kemibox_metrics::{ModuleKind, ModuleSeries};
+        let sets = self.sets();
+        let labels = |d: &Destination| vec![("setid", d.setid.to_string()), ("uri", d.uri.clone())];
+        for d in sets.all() {
+            let h = d.health();
+            let mut l = labels(d);
+            l.push(("state", h.letters()));
+            out.push(ModuleSeries {
+                name: "kemibox_dispatcher_destination_up",
+                kind: ModuleKind::Gauge,
+                help: "Dispatcher destinations: 1 when selectable (active or trying), 0 when inactive or disabled; state is Kamailio's flags (AP, IX, ...).",
+                labels: l,
+                value: u64::from(!h.skipped()),
+            });
+        }
+        for d in sets.all() {
+            out.push(ModuleSeries {
+                name: "kemibox_dispatcher_selections_total",
+                kind: ModuleKind::Counter,
+                help: "Times a dispatcher destination was selected first by ds_select_* (failovers not counted).",
+                labels: labels(d),
+                value: d.selected.load(Ordering::Relaxed),
+            });
+        }
+        if self.settings.hash_size > 0 {
+            for d in sets.all() {
+                let Some(duid) = d.attrs.duid.as_deref() else {
+                    continue;
+                };
+                out.push(ModuleSeries {
+                    name: "kemibox_dispatcher_destination_calls",
+                    kind: ModuleKind::Gauge,
+                    help: "Calls a dispatcher destination carries (call load dispatching, algorithm 10).",
+                    labels: labels(d),
+                    value: u64::from(self.call_load(d.setid, duid)),
+                });
+            }
+        }
+    }
+
     /// Calls tracked for algorithm 10, confirmed or not.
     pub fn tracked_calls(&self) -> (usize, usize) {
         let loads = self.loads();

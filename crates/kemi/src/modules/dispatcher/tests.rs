@@ -391,3 +391,36 @@ fn hash_keys() {
         Some("alice")
     );
 }
+
+#[test]
+fn metrics_per_destination() {
+    let mut c = with(INVITE, settings(FLAG_FAILOVER), LIST);
+    assert_eq!(ready(c.ds_select_dst(1, 10)), 1);
+    assert_eq!(ready(c.ds_select_dst(1, 8)), 1);
+    c.state
+        .dispatcher
+        .set_state(1, Some("sip:10.0.0.3:5060"), INACTIVE | PROBING)
+        .unwrap();
+    let mut out = Vec::new();
+    c.state.dispatcher.metric_series(&mut out);
+    let find = |name: &str, uri: &str| {
+        out.iter()
+            .find(|s| s.name == name && s.labels.iter().any(|(k, v)| *k == "uri" && v == uri))
+            .unwrap_or_else(|| panic!("{name} {uri}: {out:?}"))
+    };
+    let up = find("kemibox_dispatcher_destination_up", "sip:10.0.0.3:5060");
+    assert_eq!(up.value, 0);
+    assert!(up.labels.contains(&("state", "IP".to_string())));
+    assert_eq!(
+        find("kemibox_dispatcher_destination_up", "sip:10.0.0.1:5060").value,
+        1
+    );
+    assert_eq!(
+        find("kemibox_dispatcher_selections_total", "sip:10.0.0.1:5060").value,
+        2
+    );
+    assert_eq!(
+        find("kemibox_dispatcher_destination_calls", "sip:10.0.0.1:5060").value,
+        1
+    );
+}
