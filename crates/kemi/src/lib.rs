@@ -52,6 +52,20 @@ pub mod dialog {
     pub use crate::modules::{DialogState, dialog_profiles as profiles, dialog_upkeep as upkeep};
 }
 
+/// The dispatcher (`KSR.dispatcher`): sets, their destinations' states,
+/// the probe driver, for the configuration, the admin API and metrics.
+pub mod dispatcher {
+    pub use crate::modules::ds_health::{ProbingMode, ReplyCodes, Thresholds};
+    pub use crate::modules::ds_list::{Attrs, DestSpec, ListError, flags, parse};
+    pub use crate::modules::ds_probe::{spawn, start_round};
+    pub use crate::modules::ds_sets::{
+        Destination, Dispatcher, Latency, MAX_PROBES_IN_FLIGHT, Set, Sets, Settings,
+    };
+    pub use crate::modules::{
+        AVP_ATTRS, AVP_CNT, AVP_DSTID, AVP_GRP, AVP_SOCK, AVP_URI, ds_parse_state as parse_state,
+    };
+}
+
 /// Host bindings generated from `wit/` (world `ksr`).
 pub mod bindings {
     wasmtime::component::bindgen!({

@@ -31,6 +31,8 @@ pub struct TenantState {
     pub acc: crate::Acc,
     /// `KSR.htable` and `$sht(...)`: the tenant's hash tables.
     pub htable: crate::htable::Htables,
+    /// `KSR.dispatcher`: destination sets, their states, call loads.
+    pub dispatcher: crate::dispatcher::Dispatcher,
     /// The proxy, for requests modules send on their own (dispatcher
     /// probes, dialog BYEs).
     pub uac: crate::uac::UacHandle,
@@ -39,4 +41,11 @@ pub struct TenantState {
     pub profiles: crate::dialog_profiles::Profiles,
     /// `KSR.dialog`, `$dlg...` and the proxy's call tracking (`max_calls`).
     pub dialog: crate::dialog::DialogState,
+}
+
+/// What the tenant's modules report to the metrics registry at a scrape.
+impl kemibox_metrics::ModuleMetrics for TenantState {
+    fn series(&self, out: &mut Vec<kemibox_metrics::ModuleSeries>) {
+        self.dispatcher.metric_series(out);
+    }
 }

@@ -47,6 +47,14 @@ pub const METHODS: &[(&str, &[&str])] = &[
     ("dlg.list", &["tenant"]),
     ("dlg.list_ctx", &["tenant"]),
     ("dlg.end_dlg", &["h_entry", "h_id", "tenant"]),
+    // Kamailio's dispatcher RPCs, the tenant last.
+    ("dispatcher.list", &["tenant"]),
+    (
+        "dispatcher.set_state",
+        &["state", "group", "address", "tenant"],
+    ),
+    ("dispatcher.reload", &["tenant"]),
+    ("dispatcher.ping_active", &["state", "tenant"]),
 ];
 
 pub struct Admin {
@@ -208,6 +216,12 @@ impl Methods for Admin {
                     }
                 };
                 ul_dump(&self.ids(), only, &*self.location).await
+            }
+            m if m.starts_with("dispatcher.") => {
+                let t = self.tenant(caller, method, &params)?;
+                let state = t.pool.tenant().spec.state.clone();
+                crate::dispatcher_rpc::call(t.id().as_str(), &state.dispatcher, method, &params)
+                    .await
             }
             m if m.starts_with("htable.") => {
                 let t = self.tenant(caller, method, &params)?;

@@ -28,6 +28,7 @@ mod check;
 mod config;
 mod ctl;
 mod dialog_rpc;
+mod dispatcher_rpc;
 mod hosting;
 mod lua_modules;
 mod route;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kemibox_kemi::dispatcher::Dispatcher;
 use kemibox_kemi::htable::Htables;
 use kemibox_kemi::uac::UacHandle;
 use kemibox_kemi::{Ipops, Permissions, Pike, TenantState};
@@ -40,6 +41,9 @@ pub async fn open(
         None => Htables::new(specs, id, db),
     };
     htable.load(unix_now()).await?;
+    let dispatcher = Dispatcher::open(id, tenant.dispatcher.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))?;
     Ok(TenantState {
         pike: Pike::new(sec.pike),
         permissions,
@@ -52,6 +56,7 @@ pub async fn open(
             writer: Some(acc.clone()),
         },
         htable,
+        dispatcher,
         uac: uac.clone(),
         profiles: profiles(tenant, dialogs),
         dialog: kemibox_kemi::dialog::DialogState::new(tenant.dialog.clone()),
@@ -84,6 +89,8 @@ const PURGE_EVERY: u64 = 5;
 pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
     // Shared dialog profiles: this node's heartbeat and resync.
     state.profiles.spawn_heartbeat();
+    // Dispatcher probes and call load expiry (when configured).
+    kemibox_kemi::dispatcher::spawn(tenant, state);
     if state.htable.is_empty() {
         return;
     }

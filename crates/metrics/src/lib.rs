@@ -255,6 +255,35 @@ impl RouteMetrics {
 /// (script function names are the script's choice).
 pub const MAX_ROUTES: usize = 32;
 
+/// Whether a module's series counts up (a counter) or is a level (a
+/// gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    Counter,
+    Gauge,
+}
+
+/// One series a KEMI module reports about one tenant's things (a
+/// dispatcher destination's state, its selections), read at each scrape;
+/// the `tenant` label is added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSeries {
+    /// The family's name (a counter's ending in `_total`).
+    pub name: &'static str,
+    pub kind: ModuleKind,
+    pub help: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: u64,
+}
+
+/// What a tenant's module state reports at a scrape (its series in a
+/// stable order, each family's series together). Modules keep their own
+/// numbers; this is how they reach the registry without the registry
+/// knowing the modules.
+pub trait ModuleMetrics: Send + Sync + std::fmt::Debug {
+    fn series(&self, out: &mut Vec<ModuleSeries>);
+}
+
 /// Everything counted for one tenant. Its pool owns it; the proxy records
 /// through the pool, so nothing is looked up per message.
 #[derive(Debug)]
@@ -278,6 +307,9 @@ pub struct TenantMetrics {
     pub reloads_refused: Counter,
     /// Index 0 is 1xx, 5 is 6xx.
     replies: [Counter; 6],
+    /// The tenant's module state, read at each scrape
+    /// ([`TenantMetrics::set_modules`]).
+    modules: std::sync::OnceLock<Arc<dyn ModuleMetrics>>,
 }
 
 impl TenantMetrics {
@@ -296,7 +328,14 @@ impl TenantMetrics {
             reloads: Counter::default(),
             reloads_refused: Counter::default(),
             replies: Default::default(),
+            modules: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Export what the tenant's modules report (set once; the state
+    /// outlives reloads).
+    pub fn set_modules(&self, modules: Arc<dyn ModuleMetrics>) {
+        let _ = self.modules.set(modules);
     }
 
     /// The `tenant` label its series carry.
@@ -840,6 +879,31 @@ impl Metrics {
             ),
             series,
         ));
+
+        // The modules' families, tenant by tenant, in first-seen order.
+        let mut modules: Vec<(Desc, Vec<(Labels, Reading)>)> = Vec::new();
+        for t in &tenants {
+            let Some(m) = t.modules.get() else { continue };
+            let mut out = Vec::new();
+            m.series(&mut out);
+            for s in out {
+                let mut labels = tenant(t);
+                labels.extend(s.labels);
+                let kind = match s.kind {
+                    ModuleKind::Counter => Kind::Counter,
+                    ModuleKind::Gauge => Kind::Gauge,
+                };
+                let at = match modules.iter().position(|(d, _)| d.name == s.name) {
+                    Some(at) => at,
+                    None => {
+                        modules.push((desc(s.name, kind, s.help), Vec::new()));
+                        modules.len() - 1
+                    }
+                };
+                modules[at].1.push((labels, Reading::Count(s.value)));
+            }
+        }
+        families.extend(modules);
 
         let mut series = Vec::new();
         for (tcp, transport) in [(false, "udp"), (true, "tcp")] {

@@ -13,6 +13,7 @@ mod auth_db;
 mod core;
 mod corex;
 mod dialog;
+mod dispatcher;
 mod hdr;
 mod htable;
 mod ipops;
@@ -41,6 +42,12 @@ pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompleti
 pub use corex::parse_socket;
 pub use dialog::{
     DialogState, profiles as dialog_profiles, table as dialog_table, upkeep as dialog_upkeep,
+};
+pub use dispatcher::{
+    AVP_ATTRS, AVP_CNT, AVP_DSTID, AVP_GRP, AVP_SOCK, AVP_URI, parse_state as ds_parse_state,
+};
+pub(crate) use dispatcher::{
+    health as ds_health, list as ds_list, probe as ds_probe, sets as ds_sets,
 };
 pub(crate) use htable::Iterators as HtableIterators;
 pub(crate) use htable::engine as htable_engine;

@@ -81,6 +81,7 @@
 mod acc;
 mod dialog;
 mod dialog_profiles;
+mod dispatcher;
 mod locate;
 mod schema;
 mod sec;
@@ -169,6 +170,8 @@ pub struct Tenant {
     pub dialog_profiles: DialogProfiles,
     /// Its dialog settings and `max_calls` (`[dialog]`, `[limits]`).
     pub dialog: kemibox_kemi::dialog::DialogSettings,
+    /// Its dispatcher settings (`[dispatcher]`, `[tenant.dispatcher]`).
+    pub dispatcher: kemibox_kemi::dispatcher::Settings,
 }
 
 /// The admin API's settings, checked.
@@ -247,6 +250,7 @@ impl Tenant {
             htables: Vec::new(),
             dialog_profiles: DialogProfiles::default(),
             dialog: kemibox_kemi::dialog::DialogSettings::default(),
+            dispatcher: kemibox_kemi::dispatcher::Settings::default(),
         }
     }
 }
@@ -302,6 +306,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
     let defaults = validate::quotas(&validate::merge(file.defaults(), None))?;
     let sec_defaults = sec::sec_modules(file.sec_tables(), None)?;
     let default_acc = acc::settings(file.acc.as_ref(), None)?;
+    let default_dispatcher = dispatcher::settings(file.dispatcher.as_ref(), None, base)?;
     let htables = validate::htables(Scope::Top, &file.htable, file.database.redis.is_some())?;
     let redis = file.database.redis.is_some();
     let dialog_node = dialog_profiles::node(file.dialog.as_ref())?;
@@ -319,6 +324,7 @@ fn settings(file: schema::File, base: &Path) -> Checked<Settings> {
             auto_reload: defaults.auto_reload,
             sec: sec_defaults,
             acc: default_acc,
+            dispatcher: default_dispatcher,
             htables,
             dialog_profiles: default_profiles,
             dialog: dialog::settings((file.dialog.as_ref(), &file.limits), None)?,
@@ -406,6 +412,11 @@ fn tenants(
             dialog: dialog::settings(
                 (file.dialog.as_ref(), &file.limits),
                 Some((scope, entry.dialog.as_ref(), &entry.limits)),
+            )?,
+            dispatcher: dispatcher::settings(
+                file.dispatcher.as_ref(),
+                entry.dispatcher.as_ref().map(|d| (scope, d)),
+                base,
             )?,
         });
     }

@@ -67,6 +67,8 @@ pub struct File {
     pub acc: Option<super::acc::AccTable>,
     /// Every tenant's dialog settings and profiles (see config/dialog.rs).
     pub dialog: Option<super::dialog::DialogTable>,
+    /// Every tenant's dispatcher settings (see config/dispatcher.rs).
+    pub dispatcher: Option<super::dispatcher::DispatcherTable>,
 }
 
 /// The keys a tenant may give and the top level gives every tenant as
@@ -167,6 +169,8 @@ pub struct TenantEntry {
     pub acc: Option<super::acc::AccTable>,
     /// Its own dialog settings and profiles, key by key over the top level's `[dialog]`.
     pub dialog: Option<super::dialog::DialogTable>,
+    /// Its own dispatcher settings, key by key over `[dispatcher]`.
+    pub dispatcher: Option<super::dispatcher::DispatcherTable>,
     /// `[[tenant.htable]]`: its own tables, beside or replacing the
     /// top level's.
     #[serde(default)]
