@@ -40,7 +40,7 @@ pub(crate) use acc::capture as acc_capture;
 pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
 pub use corex::parse_socket;
 pub use dialog::{
-    DialogState, profiles as dialog_profiles, table as dialog_table, upkeep as dialog_upkeep,
+    DialogState, backup as dialog_backup, table as dialog_table, upkeep as dialog_upkeep,
 };
 pub(crate) use htable::Iterators as HtableIterators;
 pub(crate) use htable::engine as htable_engine;
