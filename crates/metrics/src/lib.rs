@@ -1404,4 +1404,30 @@ mod tests {
             );
         }
     }
+    #[test]
+    fn dialog_metrics_render_per_tenant_once_added() {
+        let registry = Registry::new();
+        assert!(!registry.render().contains("kemibox_dialogs_"));
+        let a = Arc::new(DialogMetrics::new("a"));
+        registry.process.add_dialogs(a.clone());
+        registry.process.add_dialogs(a.clone());
+        registry
+            .process
+            .add_dialogs(Arc::new(DialogMetrics::new("b")));
+        a.early.set(2);
+        a.active.set(7);
+        a.refused.inc();
+        let text = registry.render();
+        for line in [
+            "kemibox_dialogs_early{tenant=\"a\"} 2",
+            "kemibox_dialogs_active{tenant=\"a\"} 7",
+            "kemibox_dialog_calls_refused_total{tenant=\"a\"} 1",
+            "kemibox_dialogs_active{tenant=\"b\"} 0",
+        ] {
+            assert!(
+                text.lines().filter(|l| *l == line).count() == 1,
+                "want {line:?} once in\n{text}"
+            );
+        }
+    }
 }

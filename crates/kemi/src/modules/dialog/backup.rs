@@ -12,8 +12,9 @@
 //! then, so the last state is what is stored, in order, and no call ever
 //! waits on Redis. A write that fails stays pending and is tried again
 //! (one warning per outage, `kemibox_dialog_store_failures_total`
-//! counting); past [`Backup::max_pending`] pending dialogs the writer
-//! instead rewrites every record once Redis answers.
+//! counting); past `max_pending` pending dialogs the writer instead
+//! rewrites every record once Redis answers, as it does whenever the
+//! profiles' heartbeat finds Redis lost this node's state.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +82,13 @@ impl Backup {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rewrite every record at the next flush (Redis may have lost them).
+    pub fn resync_all(&self) {
+        let mut pending = self.lock();
+        pending.ids.clear();
+        pending.resync = true;
     }
 
     /// Dialog `id` changed or ended: its record is to be written.
@@ -231,15 +239,24 @@ impl Backup {
 }
 
 /// The writer of `state`'s dialog records, for as long as it is held.
+/// When the profiles' heartbeat writes this node's memberships again
+/// (Redis restarted empty, an outage, this node's start), every record is
+/// rewritten too.
 pub async fn writer(tenant: String, state: Weak<TenantState>) {
     let mut tick = tokio::time::interval(WRITE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resyncs = 0;
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
         let Some(backup) = state.dialog.backup() else {
             return;
         };
+        let now = state.profiles.metrics().resyncs.get();
+        if now != resyncs {
+            resyncs = now;
+            backup.resync_all();
+        }
         backup
             .flush(&tenant, &state.dialog.table, &state.profiles)
             .await;
