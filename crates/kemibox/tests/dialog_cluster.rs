@@ -195,6 +195,8 @@ fn offer(dir: &Path, sf: &str, proxy: &str, calls: u32, hold_ms: u32) -> Child {
             "-fd",
             "1",
             "-trace_err",
+            "-default_behaviors",
+            "all",
         ],
     )
     .spawn()
