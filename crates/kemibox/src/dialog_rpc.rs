@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(got["count"], 1);
         assert_eq!(got["value"], "bob");
         let list = "dlg.profile_list";
-        let got = call(
+        let got = profile(
             "acme",
             &p,
             list,
