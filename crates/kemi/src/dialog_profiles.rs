@@ -66,6 +66,9 @@ pub enum ProfileError {
     ValueRequired(String),
     /// The tenant holds the most memberships it may on this node.
     Full(usize),
+    /// The tenant has its `max_calls` calls (on every live node when
+    /// shared): a call is not counted past it.
+    Quota(u64),
 }
 
 impl std::fmt::Display for ProfileError {
@@ -82,6 +85,7 @@ impl std::fmt::Display for ProfileError {
                 f,
                 "the tenant holds {max} dialog profile memberships on this node, the most it may"
             ),
+            ProfileError::Quota(max) => write!(f, "the tenant has its {max} calls (max_calls)"),
         }
     }
 }
@@ -480,12 +484,46 @@ impl Profiles {
     /// [`Profiles::call_ended`] or [`Profiles::forget`]); false when it
     /// was counted already.
     pub async fn call_started(&self, dialog: &str) -> Result<bool, ProfileError> {
-        self.insert(Membership {
+        self.call_admitted(dialog, None).await
+    }
+
+    /// A call of the tenant starts if the tenant has fewer than `max`
+    /// calls ([`ProfileError::Quota`] otherwise), counted as
+    /// [`Profiles::call_started`]. This node's count is checked and raised
+    /// under one lock, so a burst of calls cannot slip past `max`; the
+    /// other nodes' part is the cached one ([`Shared::size_cache`]).
+    pub async fn call_admitted(
+        &self,
+        dialog: &str,
+        max: Option<u64>,
+    ) -> Result<bool, ProfileError> {
+        let others = match max {
+            Some(_) => self.others(CALLS, None).await,
+            None => 0,
+        };
+        let m = Membership {
             profile: CALLS.into(),
             value: None,
             dialog: dialog.into(),
-        })
-        .await
+        };
+        {
+            let mut local = lock(&self.inner.local);
+            if local.members.contains(&m) {
+                return Ok(false);
+            }
+            if let Some(max) = max
+                && local.size(CALLS, None) + others >= max
+            {
+                return Err(ProfileError::Quota(max));
+            }
+            if local.members.len() >= self.inner.max {
+                return Err(ProfileError::Full(self.inner.max));
+            }
+            local.count(&m, true);
+            local.members.insert(m.clone());
+        }
+        self.write(true, std::slice::from_ref(&m)).await;
+        Ok(true)
     }
 
     /// A call of the tenant ended; whether it was counted.
@@ -756,6 +794,23 @@ mod tests {
         assert_eq!(p.add("inbound", None, "d1").await, Ok(false), "no new one");
         p.forget("d1").await;
         assert_eq!(p.add("inbound", None, "d2").await, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_call_past_the_quota_is_not_counted() {
+        let p = profiles(100);
+        assert_eq!(p.call_admitted("d1", Some(2)).await, Ok(true));
+        assert_eq!(p.call_admitted("d1", Some(2)).await, Ok(false), "once");
+        assert_eq!(p.call_admitted("d2", Some(2)).await, Ok(true));
+        assert_eq!(
+            p.call_admitted("d3", Some(2)).await,
+            Err(ProfileError::Quota(2))
+        );
+        assert_eq!(p.calls().await, 2);
+        p.forget("d1").await;
+        assert_eq!(p.call_admitted("d3", Some(2)).await, Ok(true));
+        assert_eq!(p.call_admitted("d4", None).await, Ok(true), "no quota");
+        assert_eq!(p.calls().await, 3);
     }
 
     #[tokio::test]

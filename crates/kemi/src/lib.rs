@@ -49,7 +49,7 @@ pub mod htable {
 /// proxy's hooks into them, and their timer.
 pub mod dialog {
     pub use crate::modules::dialog_table::*;
-    pub use crate::modules::{DialogState, dialog_profiles as profiles, dialog_upkeep as upkeep};
+    pub use crate::modules::{DialogState, dialog_backup as backup, dialog_upkeep as upkeep};
 }
 
 /// The dispatcher (`KSR.dispatcher`): sets, their destinations' states,

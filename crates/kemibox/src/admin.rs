@@ -40,13 +40,12 @@ pub const METHODS: &[(&str, &[&str])] = &[
     ("htable.reload", &["htable", "tenant"]),
     ("htable.listTables", &["tenant"]),
     ("htable.stats", &["tenant"]),
-    // The dialog module's profile RPCs (dialog_rpc.rs).
-    ("dlg.profile_get_size", crate::dialog_rpc::PARAMS),
-    ("dlg.profile_list", crate::dialog_rpc::PARAMS),
-    // Kamailio's dialog RPCs, the tenant last.
-    ("dlg.list", &["tenant"]),
-    ("dlg.list_ctx", &["tenant"]),
-    ("dlg.end_dlg", &["h_entry", "h_id", "tenant"]),
+    // Kamailio's dialog RPCs (dialog_rpc.rs), the tenant last.
+    ("dlg.profile_get_size", crate::dialog_rpc::PROFILE_PARAMS),
+    ("dlg.profile_list", crate::dialog_rpc::PROFILE_PARAMS),
+    ("dlg.list", crate::dialog_rpc::LIST_PARAMS),
+    ("dlg.list_ctx", crate::dialog_rpc::LIST_PARAMS),
+    ("dlg.end_dlg", crate::dialog_rpc::END_PARAMS),
     // Kamailio's dispatcher RPCs, the tenant last.
     ("dispatcher.list", &["tenant"]),
     (
@@ -227,14 +226,10 @@ impl Methods for Admin {
                 let t = self.tenant(caller, method, &params)?;
                 htable(t, method, &params).await
             }
-            "dlg.profile_get_size" | "dlg.profile_list" => {
-                let t = self.tenant(caller, method, &params)?;
-                let state = t.pool.tenant().spec.state.clone();
-                crate::dialog_rpc::call(t.id().as_str(), &state.profiles, method, &params).await
-            }
             m if m.starts_with("dlg.") => {
                 let t = self.tenant(caller, method, &params)?;
-                dialog(t, method, &params).await
+                let state = t.pool.tenant().spec.state.clone();
+                crate::dialog_rpc::call(t.id().as_str(), &state, method, &params).await
             }
             _ => {
                 caller.check_process(method)?;
@@ -242,95 +237,6 @@ impl Methods for Admin {
             }
         }
     }
-}
-
-/// One dialog as Kamailio's `dlg.list` shows it (`with_ctx`: and its
-/// `context`, for `dlg.list_ctx`).
-fn dialog_json(
-    d: &kemibox_kemi::dialog::Dialog,
-    profiles: Vec<(String, Option<String>)>,
-    with_ctx: bool,
-) -> Value {
-    let leg = |l: &kemibox_kemi::dialog::Leg| {
-        json!({
-            "tag": l.tag,
-            "contact": l.contact,
-            "cseq": l.cseq.to_string(),
-            "route_set": l.route_set.join(","),
-            "socket": l.socket.clone().unwrap_or_default(),
-        })
-    };
-    let mut entry = json!({
-        "h_entry": d.id.h_entry,
-        "h_id": d.id.h_id,
-        "ref": 1,
-        "call-id": d.call_id,
-        "from_uri": d.from_uri,
-        "to_uri": d.to_uri,
-        "state": d.state as u8,
-        "start_ts": d.start_ts,
-        "init_ts": d.init_ts,
-        "end_ts": d.end_ts,
-        "timeout": d.timeout,
-        "lifetime": d.timeout,
-        "dflags": 0,
-        "sflags": d.flags,
-        "iflags": u8::from(d.timeout_bye),
-        "caller": leg(&d.caller),
-        "callee": leg(&d.callee),
-        "profiles": profiles
-            .into_iter()
-            .map(|(p, v)| json!({ p: v.unwrap_or_default() }))
-            .collect::<Vec<_>>(),
-        "variables": d.vars.iter().map(|(k, v)| json!({ k: v })).collect::<Vec<_>>(),
-    });
-    if with_ctx {
-        entry["context"] = json!({
-            "managed": d.managed,
-            "timeout_bye": d.timeout_bye,
-            "ka_src": d.ka_src,
-            "ka_dst": d.ka_dst,
-        });
-    }
-    entry
-}
-
-/// The `dlg.*` methods on tenant `t`'s dialogs.
-async fn dialog(t: &HostedTenant, method: &str, params: &Params) -> Result<Value, RpcError> {
-    let state = t.pool.tenant().spec.state.clone();
-    let id = t.id().as_str();
-    let dialogs = &state.dialog;
-    if method == "dlg.end_dlg" {
-        let number = |name: &str| -> Result<u32, RpcError> {
-            let text = params.required(name)?;
-            text.trim()
-                .parse()
-                .map_err(|_| RpcError::invalid_params(format!("{name} {text:?} is not a number")))
-        };
-        let dlg = kemibox_kemi::dialog::DialogId {
-            h_entry: number("h_entry")?,
-            h_id: number("h_id")?,
-        };
-        let sides = [
-            kemibox_kemi::dialog::Side::Caller,
-            kemibox_kemi::dialog::Side::Callee,
-        ];
-        if !dialogs.end(id, &state.uac, dlg, &sides).await {
-            return Err(RpcError::failed(format!(
-                "tenant {id} has no confirmed dialog {}:{} (or the proxy cannot send BYE)",
-                dlg.h_entry, dlg.h_id
-            )));
-        }
-        return Ok(json!({"tenant": id, "h_entry": dlg.h_entry, "h_id": dlg.h_id}));
-    }
-    let with_ctx = method == "dlg.list_ctx";
-    let list: Vec<Value> = dialogs
-        .table
-        .list()
-        .iter()
-        .map(|d| dialog_json(d, dialogs.profiles.of(d.id), with_ctx))
-        .collect();
-    Ok(json!({"tenant": id, "dialogs": list}))
 }
 
 /// The `htable.*` methods on tenant `t`'s tables.

@@ -1,18 +1,74 @@
-//! The dialog module's profile RPCs (Kamailio's `dlg.profile_get_size`
-//! and `dlg.profile_list`, a profile and an optional value), on one
-//! tenant's profiles: counted and listed on every live node when the
-//! tenant shares them through Redis, this node's only while degraded
-//! (the answer says which).
+//! The dialog module's RPCs, on one tenant: Kamailio's `dlg.list`,
+//! `dlg.list_ctx` and `dlg.end_dlg` on this node's dialogs, and
+//! `dlg.profile_get_size` / `dlg.profile_list` (a profile and an optional
+//! value) on its profiles: counted and listed on every live node when the
+//! tenant shares them through Redis, this node's only while degraded (the
+//! answer says which).
 
 use kemibox_admin::{Params, RpcError};
+use kemibox_kemi::TenantState;
+use kemibox_kemi::dialog::{DialogId, DialogState, Side};
 use kemibox_kemi::dialog_profiles::{ProfileError, Profiles};
 use serde_json::{Value, json};
 
-/// The parameters of both methods: Kamailio's order, the tenant last.
-pub const PARAMS: &[&str] = &["profile", "value", "tenant"];
+/// The parameters of the profile methods: Kamailio's order, the tenant
+/// last.
+pub const PROFILE_PARAMS: &[&str] = &["profile", "value", "tenant"];
+/// The parameters of `dlg.list` and `dlg.list_ctx`.
+pub const LIST_PARAMS: &[&str] = &["tenant"];
+/// The parameters of `dlg.end_dlg`: Kamailio's, the tenant last.
+pub const END_PARAMS: &[&str] = &["h_entry", "h_id", "tenant"];
 
-/// `method` on `tenant`'s `profiles`.
+/// The `dlg.*` method `method` on `tenant`'s `state`.
 pub async fn call(
+    tenant: &str,
+    state: &TenantState,
+    method: &str,
+    params: &Params,
+) -> Result<Value, RpcError> {
+    match method {
+        "dlg.profile_get_size" | "dlg.profile_list" => {
+            profile(tenant, &state.profiles, method, params).await
+        }
+        "dlg.end_dlg" => end(tenant, state, params).await,
+        "dlg.list" | "dlg.list_ctx" => Ok(list(tenant, state, method == "dlg.list_ctx")),
+        _ => Err(RpcError::method_not_found(method)),
+    }
+}
+
+/// `dlg.end_dlg h_entry h_id`: BYE to both sides of a confirmed dialog.
+async fn end(tenant: &str, state: &TenantState, params: &Params) -> Result<Value, RpcError> {
+    let number = |name: &str| -> Result<u32, RpcError> {
+        let text = params.required(name)?;
+        text.trim()
+            .parse()
+            .map_err(|_| RpcError::invalid_params(format!("{name} {text:?} is not a number")))
+    };
+    let dlg = DialogId {
+        h_entry: number("h_entry")?,
+        h_id: number("h_id")?,
+    };
+    if !DialogState::end(state, tenant, dlg, &[Side::Caller, Side::Callee]).await {
+        return Err(RpcError::failed(format!(
+            "tenant {tenant} has no confirmed dialog {dlg} (or the proxy cannot send BYE)"
+        )));
+    }
+    Ok(json!({"tenant": tenant, "h_entry": dlg.h_entry, "h_id": dlg.h_id}))
+}
+
+/// `dlg.list` / `dlg.list_ctx`: this node's dialogs with their profiles.
+fn list(tenant: &str, state: &TenantState, with_ctx: bool) -> Value {
+    let list: Vec<Value> = (state.dialog.table.list().iter())
+        .map(|d| {
+            let profiles = state.profiles.memberships_of(&d.id.to_string());
+            dialog_json(d, profiles, with_ctx)
+        })
+        .collect();
+    json!({"tenant": tenant, "dialogs": list})
+}
+
+/// A profile method on `tenant`'s `profiles`.
+async fn profile(
     tenant: &str,
     profiles: &Profiles,
     method: &str,
@@ -64,6 +120,57 @@ pub async fn call(
     Ok(out)
 }
 
+/// One dialog as Kamailio's `dlg.list` shows it (`with_ctx`: and its
+/// `context`, for `dlg.list_ctx`).
+fn dialog_json(
+    d: &kemibox_kemi::dialog::Dialog,
+    profiles: Vec<(String, Option<String>)>,
+    with_ctx: bool,
+) -> Value {
+    let leg = |l: &kemibox_kemi::dialog::Leg| {
+        json!({
+            "tag": l.tag,
+            "contact": l.contact,
+            "cseq": l.cseq.to_string(),
+            "route_set": l.route_set.join(","),
+            "socket": l.socket.clone().unwrap_or_default(),
+        })
+    };
+    let mut entry = json!({
+        "h_entry": d.id.h_entry,
+        "h_id": d.id.h_id,
+        "ref": 1,
+        "call-id": d.call_id,
+        "from_uri": d.from_uri,
+        "to_uri": d.to_uri,
+        "state": d.state as u8,
+        "start_ts": d.start_ts,
+        "init_ts": d.init_ts,
+        "end_ts": d.end_ts,
+        "timeout": d.timeout,
+        "lifetime": d.timeout,
+        "dflags": 0,
+        "sflags": d.flags,
+        "iflags": u8::from(d.timeout_bye),
+        "caller": leg(&d.caller),
+        "callee": leg(&d.callee),
+        "profiles": profiles
+            .into_iter()
+            .map(|(p, v)| json!({ p: v.unwrap_or_default() }))
+            .collect::<Vec<_>>(),
+        "variables": d.vars.iter().map(|(k, v)| json!({ k: v })).collect::<Vec<_>>(),
+    });
+    if with_ctx {
+        entry["context"] = json!({
+            "managed": d.managed,
+            "timeout_bye": d.timeout_bye,
+            "ka_src": d.ka_src,
+            "ka_dst": d.ka_dst,
+        });
+    }
+    entry
+}
+
 #[cfg(test)]
 mod tests {
     use kemibox_kemi::dialog_profiles::{DEFAULT_MAX_MEMBERSHIPS, ProfileSpecs};
@@ -71,7 +178,7 @@ mod tests {
     use super::*;
 
     fn params(method: &str, v: Value) -> Params {
-        Params::new(method, &v, PARAMS).unwrap()
+        Params::new(method, &v, PROFILE_PARAMS).unwrap()
     }
 
     #[tokio::test]
@@ -88,18 +195,18 @@ mod tests {
         p.add("caller", Some("alice"), "d1").await.unwrap();
         p.add("caller", Some("bob"), "d2").await.unwrap();
         let size = "dlg.profile_get_size";
-        let got = call("acme", &p, size, &params(size, json!(["caller"])))
+        let got = profile("acme", &p, size, &params(size, json!(["caller"])))
             .await
             .unwrap();
         assert_eq!(got["count"], 2);
         assert_eq!(got["all_nodes"], false);
-        let got = call("acme", &p, size, &params(size, json!(["caller", "bob"])))
+        let got = profile("acme", &p, size, &params(size, json!(["caller", "bob"])))
             .await
             .unwrap();
         assert_eq!(got["count"], 1);
         assert_eq!(got["value"], "bob");
         let list = "dlg.profile_list";
-        let got = call(
+        let got = profile(
             "acme",
             &p,
             list,
@@ -111,12 +218,12 @@ mod tests {
             got["dialogs"],
             json!([{"dialog": "d1", "value": "alice", "node": null}])
         );
-        let err = call("acme", &p, size, &params(size, json!(["nope"])))
+        let err = profile("acme", &p, size, &params(size, json!(["nope"])))
             .await
             .unwrap_err();
         assert!(format!("{err:?}").contains("declared: caller"), "{err:?}");
         assert!(
-            call("acme", &p, list, &params(list, json!([])))
+            profile("acme", &p, list, &params(list, json!([])))
                 .await
                 .is_err()
         );

@@ -203,6 +203,9 @@ async fn serve(
     // The modules' requests of their own (dispatcher probes, dialog BYEs).
     uac.set(proxy.uac());
     proxy.metrics().process.set_acc(acc.metrics().clone());
+    for (_, state) in &states {
+        (proxy.metrics().process).add_dialogs(state.dialog.table.metrics().clone());
+    }
     for (_, state) in states.iter().filter(|(_, s)| s.profiles.is_shared()) {
         proxy
             .metrics()

@@ -13,6 +13,7 @@ use kemibox_store::{AddressStore, unix_now};
 
 use crate::config::Tenant;
 use crate::storage::{DialogStore, HtableBackends};
+use kemibox_kemi::dialog::backup::Backup;
 use kemibox_kemi::dialog_profiles::{DEFAULT_SIZE_CACHE, Profiles, Shared};
 
 /// The module state `tenant`'s configuration asks for, its address table
@@ -21,7 +22,8 @@ use kemibox_kemi::dialog_profiles::{DEFAULT_SIZE_CACHE, Profiles, Shared};
 /// (the tenant a column). `htables`: where its tables with a `dbtable`
 /// keep their rows, and the Redis of those with `backend = "redis"`.
 /// `uac`: the proxy, set once it runs. `dialogs`: where dialog profiles
-/// with `backend = "redis"` are shared.
+/// and records with `backend = "redis"` are shared; this node's dialogs
+/// saved there are restored.
 pub async fn open(
     tenant: &Tenant,
     addresses: &Arc<dyn AddressStore>,
@@ -44,7 +46,8 @@ pub async fn open(
     let dispatcher = Dispatcher::open(id, tenant.dispatcher.clone())
         .await
         .map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))?;
-    Ok(TenantState {
+    let profiles = profiles(tenant, dialogs);
+    let state = TenantState {
         pike: Pike::new(sec.pike),
         permissions,
         ipops: Ipops::new(sec.dns_timeout, sec.dns_server),
@@ -58,9 +61,31 @@ pub async fn open(
         htable,
         dispatcher,
         uac: uac.clone(),
-        profiles: profiles(tenant, dialogs),
-        dialog: kemibox_kemi::dialog::DialogState::new(tenant.dialog.clone()),
-    })
+        dialog: kemibox_kemi::dialog::DialogState::new(
+            id,
+            tenant.dialog.clone(),
+            backup(tenant, dialogs),
+        ),
+        profiles,
+    };
+    // Calls in progress when this node stopped: back in its table.
+    let restored = state.dialog.restore(id, &state.profiles).await;
+    if restored > 0 {
+        tracing::info!(
+            tenant = id,
+            restored,
+            "dialogs of this node restored from Redis"
+        );
+    }
+    Ok(state)
+}
+
+/// Where the tenant's confirmed dialogs are saved so this node finds them
+/// after a restart: with `[dialog] backend = "redis"`, as its profiles.
+fn backup(tenant: &Tenant, dialogs: Option<&DialogStore>) -> Option<Backup> {
+    let d = dialogs.filter(|_| tenant.dialog_profiles.redis)?;
+    let store: Arc<dyn kemibox_store::DialogBackup> = d.redis.clone();
+    Some(Backup::new(store, &d.node.name, tenant.dialog.max_dialogs))
 }
 
 /// The tenant's dialog profiles (and call count), shared when its

@@ -143,6 +143,8 @@ log = "info"
 listen = "{admin}"
 [env]
 UAS = "sip:127.0.0.1:{uas_port}"
+[dialog]
+profiles_with_value = ["calls"]
 
 [[tenant]]
 id = "a"
@@ -227,7 +229,7 @@ fn is_known_dlg_is_1_in_a_bye_route() {
     std::fs::write(
         &config,
         format!(
-            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\n",
+            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\n[dialog]\nprofiles_with_value = [\"calls\"]\n",
             script()
         ),
     )
@@ -262,7 +264,7 @@ fn a_dialog_lifetime_of_2_s_ends_the_call_with_bye_to_both_sides() {
     std::fs::write(
         &config,
         format!(
-            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\nDLG_TIMEOUT = \"2\"\n",
+            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\nDLG_TIMEOUT = \"2\"\n[dialog]\nprofiles_with_value = [\"calls\"]\n",
             script()
         ),
     )

@@ -476,6 +476,34 @@ impl DialogStoreMetrics {
     }
 }
 
+/// One tenant's dialogs on this node (the dialog module's table): what
+/// operators watch to see calls in progress and the `max_calls` quota at
+/// work.
+#[derive(Debug)]
+pub struct DialogMetrics {
+    /// The `tenant` label of its series.
+    tenant: String,
+    /// Dialogs not answered yet (Kamailio's states 1 and 2).
+    pub early: Gauge,
+    /// Dialogs answered (2xx), until BYE or the end of their lifetime
+    /// (states 3 and 4).
+    pub active: Gauge,
+    /// Initial INVITEs refused before their request route because the
+    /// tenant had `max_calls` calls (or its dialog table was full).
+    pub refused: Counter,
+}
+
+impl DialogMetrics {
+    pub fn new(tenant: impl Into<String>) -> DialogMetrics {
+        DialogMetrics {
+            tenant: tenant.into(),
+            early: Gauge::default(),
+            active: Gauge::default(),
+            refused: Counter::default(),
+        }
+    }
+}
+
 /// Counters that belong to no tenant.
 #[derive(Debug, Default)]
 pub struct ProcessMetrics {
@@ -491,6 +519,8 @@ pub struct ProcessMetrics {
     /// The tenants' shared dialog stores
     /// ([`ProcessMetrics::add_dialog_store`]).
     dialog_stores: RwLock<Vec<Arc<DialogStoreMetrics>>>,
+    /// The tenants' dialogs ([`ProcessMetrics::add_dialogs`]).
+    dialogs: RwLock<Vec<Arc<DialogMetrics>>>,
 }
 
 /// Requests the proxy sends on its own (dispatcher probes, dialog BYEs and
@@ -562,6 +592,14 @@ impl ProcessMetrics {
             .unwrap_or_else(|e| e.into_inner());
         if !stores.iter().any(|s| Arc::ptr_eq(s, &store)) {
             stores.push(store);
+        }
+    }
+
+    /// Export a tenant's dialog metrics (once, however often it is added).
+    pub fn add_dialogs(&self, dialogs: Arc<DialogMetrics>) {
+        let mut all = self.dialogs.write().unwrap_or_else(|e| e.into_inner());
+        if !all.iter().any(|d| Arc::ptr_eq(d, &dialogs)) {
+            all.push(dialogs);
         }
     }
 }
@@ -1023,6 +1061,38 @@ impl Metrics {
                 ));
             }
         }
+        let dialogs = p.dialogs.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if !dialogs.is_empty() {
+            let dialog_families: [(&'static str, Kind, &'static str, DialogValue); 3] = [
+                (
+                    "kemibox_dialogs_early",
+                    Kind::Gauge,
+                    "The tenant's dialogs on this node not answered yet (states 1 and 2).",
+                    |d| d.early.get(),
+                ),
+                (
+                    "kemibox_dialogs_active",
+                    Kind::Gauge,
+                    "The tenant's answered dialogs on this node, until BYE or the end of their lifetime (states 3 and 4).",
+                    |d| d.active.get(),
+                ),
+                (
+                    "kemibox_dialog_calls_refused_total",
+                    Kind::Counter,
+                    "Initial INVITEs refused before their route: the tenant had max_calls calls (or a full dialog table).",
+                    |d| d.refused.get(),
+                ),
+            ];
+            for (name, kind, help, value) in dialog_families {
+                families.push((
+                    desc(name, kind, help),
+                    dialogs
+                        .iter()
+                        .map(|d| (vec![("tenant", d.tenant.clone())], Reading::Count(value(d))))
+                        .collect(),
+                ));
+            }
+        }
         let stores = p
             .dialog_stores
             .read()
@@ -1065,6 +1135,9 @@ impl Metrics {
 
 /// Reads one number off a tenant's dialog store metrics.
 type DialogStoreValue = fn(&DialogStoreMetrics) -> u64;
+
+/// Reads one number off a tenant's dialog metrics.
+type DialogValue = fn(&DialogMetrics) -> u64;
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -1388,6 +1461,32 @@ mod tests {
             "kemibox_dialog_store_degraded{tenant=\"a\"} 1",
             "kemibox_dialog_store_resyncs_total{tenant=\"a\"} 1",
             "kemibox_dialog_store_degraded{tenant=\"b\"} 0",
+        ] {
+            assert!(
+                text.lines().filter(|l| *l == line).count() == 1,
+                "want {line:?} once in\n{text}"
+            );
+        }
+    }
+    #[test]
+    fn dialog_metrics_render_per_tenant_once_added() {
+        let registry = Registry::new();
+        assert!(!registry.render().contains("kemibox_dialogs_"));
+        let a = Arc::new(DialogMetrics::new("a"));
+        registry.process.add_dialogs(a.clone());
+        registry.process.add_dialogs(a.clone());
+        registry
+            .process
+            .add_dialogs(Arc::new(DialogMetrics::new("b")));
+        a.early.set(2);
+        a.active.set(7);
+        a.refused.inc();
+        let text = registry.render();
+        for line in [
+            "kemibox_dialogs_early{tenant=\"a\"} 2",
+            "kemibox_dialogs_active{tenant=\"a\"} 7",
+            "kemibox_dialog_calls_refused_total{tenant=\"a\"} 1",
+            "kemibox_dialogs_active{tenant=\"b\"} 0",
         ] {
             assert!(
                 text.lines().filter(|l| *l == line).count() == 1,

@@ -123,7 +123,7 @@ async fn request(shared: &Shared, message: Message) {
         return;
     }
     let starts_call = dialog::initial_invite(&message.sip);
-    if starts_call && let Some((code, reason)) = dialog::admit_call(&script, &message) {
+    if starts_call && let Some((code, reason)) = dialog::admit_call(&script, &message).await {
         shared
             .core
             .egress()

@@ -41,7 +41,7 @@ pub(crate) use acc::capture as acc_capture;
 pub use acc::{Acc, AccCaptured, AccExtra, AccSettings, Completion as AccCompletion, parse_extra};
 pub use corex::parse_socket;
 pub use dialog::{
-    DialogState, profiles as dialog_profiles, table as dialog_table, upkeep as dialog_upkeep,
+    DialogState, backup as dialog_backup, table as dialog_table, upkeep as dialog_upkeep,
 };
 pub use dispatcher::{
     AVP_ATTRS, AVP_CNT, AVP_DSTID, AVP_GRP, AVP_SOCK, AVP_URI, parse_state as ds_parse_state,

@@ -21,11 +21,11 @@ pub(crate) fn initial_invite(sip: &SipMessage) -> bool {
 /// An initial INVITE arrives for `script`'s tenant: `Some((code, reason))`
 /// to answer it with when the tenant is at its `max_calls` (counted and
 /// logged), `None` when it may run its request route.
-pub(crate) fn admit_call(script: &Script, m: &Message) -> Option<(u16, String)> {
+pub(crate) async fn admit_call(script: &Script, m: &Message) -> Option<(u16, String)> {
     let tenant = script.tenant();
-    let dialog = &tenant.spec.state.dialog;
-    let (code, reason, why) = dialog.admit(&m.sip).err()?;
-    let refused = dialog.table.refused();
+    let state = &tenant.spec.state;
+    let (code, reason, why) = state.dialog.admit(&state.profiles, &m.sip).await.err()?;
+    let refused = state.dialog.table.metrics().refused.get();
     tracing::info!(
         tenant = %tenant.spec.id,
         peer = %m.source,
@@ -38,12 +38,14 @@ pub(crate) fn admit_call(script: &Script, m: &Message) -> Option<(u16, String)> 
 
 /// The request route of an initial INVITE ended (the INVITE as received).
 pub(crate) async fn routed(script: &Script, sip: &SipMessage) {
-    script.tenant().spec.state.dialog.routed(sip).await;
+    let state = &script.tenant().spec.state;
+    state.dialog.routed(&state.profiles, sip).await;
 }
 
 /// An in-dialog request (To tag) arrives, before its request route.
 pub(crate) async fn in_dialog(script: &Script, sip: &SipMessage) {
-    script.tenant().spec.state.dialog.in_dialog(sip).await;
+    let state = &script.tenant().spec.state;
+    state.dialog.in_dialog(&state.profiles, sip).await;
 }
 
 impl Stateful {
@@ -64,6 +66,7 @@ impl Stateful {
                 _ => return,
             }
         };
-        script.tenant().spec.state.dialog.reply_out(bytes).await;
+        let state = &script.tenant().spec.state;
+        state.dialog.reply_out(&state.profiles, bytes).await;
     }
 }

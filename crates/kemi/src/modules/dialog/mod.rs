@@ -1,14 +1,16 @@
 //! `KSR.dialog`: Kamailio's dialog functions over the tenant's dialogs
-//! ([`table`]), their profiles ([`profiles`]), `$dlg(...)`,
-//! `$dlg_var(...)` and `$dlg_ctx(...)` ([`pvs`], called from pv.rs), and
-//! the proxy's side: [`DialogState`]'s hooks, called once at each event
-//! of a call, and its timer ([`upkeep`]).
+//! ([`table`]) and their profiles (the tenant's
+//! [`crate::dialog_profiles::Profiles`], shared with the other nodes when
+//! configured), `$dlg(...)`, `$dlg_var(...)` and `$dlg_ctx(...)` ([`pvs`],
+//! called from pv.rs), and the proxy's side: [`DialogState`]'s hooks,
+//! called once at each event of a call, its timer ([`upkeep`]) and the
+//! saved copy of its dialogs ([`backup`]).
 //!
 //! Return codes are Kamailio's: 1 for success or a match, -1 otherwise;
-//! misuse (an unknown side or property, a bad flag) is logged with the
-//! function's name.
+//! misuse (an unknown side, property or profile, a bad flag) is logged
+//! with the function's name.
 
-pub mod profiles;
+pub mod backup;
 mod pvs;
 pub mod table;
 
@@ -17,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use kemibox_sip::SipMessage;
 
-use self::profiles::Profiles;
-use self::table::{DialogId, Dialogs, Purpose, Refusal, Side};
+use self::backup::Backup;
+use self::table::{Change, DialogId, Dialogs, Purpose, Refusal, Side};
 use crate::bindings::kemibox::ksr::dialog::Host;
 use crate::bindings::kemibox::ksr::types::Xval;
+use crate::dialog_profiles::{ProfileError, Profiles};
 use crate::uac::{LocalRequest, UacHandle};
 use crate::{Ctx, Message, PvValue, TenantState};
 
@@ -29,35 +32,103 @@ use super::kemi;
 /// How often [`upkeep`] looks for ended lifetimes and due keep-alives.
 const TICK: Duration = Duration::from_secs(1);
 
-/// A tenant's dialog module state: its dialogs and their profiles.
+/// A tenant's dialog module state: its dialogs and, with a shared store,
+/// their saved copy. Their profiles and the call count are the tenant's
+/// [`Profiles`] (`TenantState::profiles`), which the hooks are given.
 #[derive(Debug, Default)]
 pub struct DialogState {
     pub table: Dialogs,
-    pub profiles: Profiles,
+    backup: Option<Backup>,
 }
 
 impl DialogState {
-    pub fn new(settings: table::DialogSettings) -> DialogState {
+    /// `tenant`'s dialogs, saved in `backup` when given.
+    pub fn new(
+        tenant: &str,
+        settings: table::DialogSettings,
+        backup: Option<Backup>,
+    ) -> DialogState {
         DialogState {
-            table: Dialogs::new(settings),
-            profiles: Profiles::default(),
+            table: Dialogs::new(tenant, settings),
+            backup,
+        }
+    }
+
+    /// Where its dialogs are saved, if anywhere.
+    pub fn backup(&self) -> Option<&Backup> {
+        self.backup.as_ref()
+    }
+
+    /// Dialog `id` changed (or ended): its saved record follows.
+    pub fn touch(&self, id: DialogId) {
+        if let Some(b) = &self.backup {
+            b.touch(id);
+        }
+    }
+
+    /// At start: this node's saved dialogs back into the table (see
+    /// [`Backup::restore`]); how many.
+    pub async fn restore(&self, tenant: &str, profiles: &Profiles) -> usize {
+        match &self.backup {
+            Some(b) => b.restore(tenant, &self.table, profiles).await,
+            None => 0,
+        }
+    }
+
+    /// Dialog `id` ended: it leaves its profiles and the call count, and
+    /// its record goes.
+    async fn ended(&self, profiles: &Profiles, id: DialogId) {
+        profiles.forget(&id.to_string()).await;
+        self.touch(id);
+    }
+
+    async fn follow(&self, profiles: &Profiles, change: Option<Change>) {
+        match change {
+            Some(Change::Confirmed(id)) => self.touch(id),
+            Some(Change::Ended(id)) => self.ended(profiles, id).await,
+            None => {}
         }
     }
 
     /// An initial INVITE arrives (before its request route): `Err` with
-    /// the reply to send when the tenant is at `max_calls`.
-    pub fn admit(&self, sip: &SipMessage) -> Result<(), (u16, String, Refusal)> {
-        self.table.admit(sip, Instant::now()).map_err(|r| {
+    /// the reply to send when the tenant is at `max_calls` (its calls in
+    /// `profiles`, on every node when shared) or its table is full.
+    /// Counted here, at admission, so a burst cannot slip past the quota.
+    pub async fn admit(
+        &self,
+        profiles: &Profiles,
+        sip: &SipMessage,
+    ) -> Result<(), (u16, String, Refusal)> {
+        let refuse = |why: Refusal| {
+            self.table.metrics().refused.inc();
             let (code, reason) = self.table.settings().max_calls_reply.clone();
-            (code, reason, r)
-        })
+            Err((code, reason, why))
+        };
+        let id = match self.table.admit(sip, Instant::now()) {
+            Ok(Some(id)) => id,
+            Ok(None) => return Ok(()),
+            Err(why) => return refuse(why),
+        };
+        let max = self.table.settings().max_calls.map(u64::from);
+        match profiles.call_admitted(&id.to_string(), max).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.table.discard(id);
+                refuse(match e {
+                    ProfileError::Quota(max) => Refusal::MaxCalls(max),
+                    ProfileError::Full(n) => Refusal::Full(n),
+                    // The call count is always declared and without values.
+                    ProfileError::Unknown(_) | ProfileError::ValueRequired(_) => Refusal::Full(0),
+                })
+            }
+        }
     }
 
     /// The request route of an initial INVITE ended (see
     /// [`Dialogs::routed`]).
-    pub async fn routed(&self, sip: &SipMessage) {
+    pub async fn routed(&self, profiles: &Profiles, sip: &SipMessage) {
         if let Some(id) = self.table.routed(sip) {
-            self.profiles.forget(id).await;
+            profiles.forget(&id.to_string()).await;
         }
     }
 
@@ -67,36 +138,35 @@ impl DialogState {
     }
 
     /// A reply (`bytes`, as sent) goes upstream for a server transaction.
-    pub async fn reply_out(&self, bytes: &[u8]) {
+    pub async fn reply_out(&self, profiles: &Profiles, bytes: &[u8]) {
         let Ok(reply) = SipMessage::parse_slice(bytes) else {
             return;
         };
-        if let Some(id) = self.table.reply_out(&reply, Instant::now()) {
-            self.profiles.forget(id).await;
-        }
+        let change = self.table.reply_out(&reply, Instant::now());
+        self.follow(profiles, change).await;
     }
 
     /// An in-dialog request arrives, before its request route.
-    pub async fn in_dialog(&self, sip: &SipMessage) {
-        if let Some(id) = self.table.in_dialog(sip, Instant::now()) {
-            self.profiles.forget(id).await;
-        }
+    pub async fn in_dialog(&self, profiles: &Profiles, sip: &SipMessage) {
+        let change = self.table.in_dialog(sip, Instant::now());
+        self.follow(profiles, change).await;
     }
 
-    /// End confirmed dialog `id` with BYE to `sides`, sent through `uac`
-    /// (the `dlg.end_dlg` RPC, `dlg_bye`). False when there is no such
-    /// confirmed dialog, or no proxy to send the BYEs.
-    pub async fn end(&self, tenant: &str, uac: &UacHandle, id: DialogId, sides: &[Side]) -> bool {
-        if uac.get().is_none() {
+    /// End confirmed dialog `id` of `state` with BYE to `sides`, sent
+    /// through its proxy (the `dlg.end_dlg` RPC, `dlg_bye`). False when
+    /// there is no such confirmed dialog, or no proxy to send the BYEs.
+    pub async fn end(state: &TenantState, tenant: &str, id: DialogId, sides: &[Side]) -> bool {
+        if state.uac.get().is_none() {
             tracing::warn!(tenant, "dialog BYE not sent: the proxy is not running");
             return false;
         }
-        let Some(byes) = self.table.end(id, sides, Instant::now()) else {
+        let dialog = &state.dialog;
+        let Some(byes) = dialog.table.end(id, sides, Instant::now()) else {
             return false;
         };
-        self.profiles.forget(id).await;
+        dialog.ended(&state.profiles, id).await;
         for bye in byes {
-            send(uac, tenant, id, bye, None);
+            send(&state.uac, tenant, id, bye, None);
         }
         true
     }
@@ -123,7 +193,7 @@ fn send(
         let status = match uac.send(request).await {
             Ok(reply) => reply.status,
             Err(e) => {
-                tracing::info!(tenant, %method, %to, h_entry = id.h_entry, h_id = id.h_id, "dialog request failed: {e}");
+                tracing::info!(tenant, %method, %to, dialog = %id, "dialog request failed: {e}");
                 408
             }
         };
@@ -132,13 +202,13 @@ fn send(
             return;
         };
         let Some(state) = state.upgrade() else { return };
-        let dialog = &state.dialog;
-        if let Some(bye) = dialog
+        if let Some(bye) = state
+            .dialog
             .table
             .keep_alive_answered(id, side, status, Instant::now())
         {
             tracing::info!(tenant, %to, status, "dialog keep-alive failed: ending the call");
-            dialog.profiles.forget(id).await;
+            state.dialog.ended(&state.profiles, id).await;
             send(&state.uac, &tenant, id, bye, None);
         }
     });
@@ -146,19 +216,23 @@ fn send(
 
 /// The dialog timer of one tenant, for as long as its state is held:
 /// lifetimes that ended (BYE to both sides), keep-alives, removals. One
-/// task per tenant, whatever its number of dialogs.
+/// task per tenant, whatever its number of dialogs; with a shared store,
+/// the writer of its records ([`backup::writer`]) too.
 pub async fn upkeep(tenant: String, state: Weak<TenantState>) {
+    if state.upgrade().is_some_and(|s| s.dialog.backup().is_some()) {
+        tokio::spawn(backup::writer(tenant.clone(), state.clone()));
+    }
     let mut tick = tokio::time::interval(TICK);
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
         let due = state.dialog.table.tick(Instant::now());
         for id in &due.ended {
-            state.dialog.profiles.forget(*id).await;
+            state.dialog.ended(&state.profiles, *id).await;
         }
         for (id, purpose, request) in due.requests {
             if purpose == Purpose::Bye {
-                tracing::info!(tenant, h_entry = id.h_entry, h_id = id.h_id, to = %request.ruri, "dialog lifetime over: BYE");
+                tracing::info!(tenant, dialog = %id, to = %request.ruri, "dialog lifetime over: BYE");
             }
             let keep_alive = match purpose {
                 Purpose::KeepAlive(side) => Some((side, Arc::downgrade(&state))),
@@ -212,7 +286,27 @@ impl Ctx {
             "ka-src" => d.ka_src = on,
             _ => d.ka_dst = on,
         };
-        kemi(self.state.dialog.table.update(id, set).is_some())
+        self.dlg_change(id, set)
+    }
+
+    /// Change dialog `id` (its record follows): 1, or -1 when it is gone.
+    fn dlg_change(&self, id: DialogId, f: impl FnOnce(&mut table::Dialog)) -> i32 {
+        let done = self.state.dialog.table.update(id, f).is_some();
+        if done {
+            self.state.dialog.touch(id);
+        }
+        kemi(done)
+    }
+
+    /// A profile function's result, or -1 with the error logged.
+    fn dlg_profile_result<T>(
+        &mut self,
+        function: &str,
+        result: Result<T, ProfileError>,
+    ) -> Option<T> {
+        result
+            .map_err(|e| self.script_error(function, e.to_string()))
+            .ok()
     }
 
     fn dlg_var(&self, name: &str) -> Option<String> {
@@ -234,9 +328,11 @@ impl Ctx {
             self.script_error(function, "no such dialog");
             return -1;
         };
-        self.state.dialog.table.update(id, |d| match value {
-            Some(v) => d.vars.insert(name.to_string(), v),
-            None => d.vars.remove(name),
+        self.dlg_change(id, |d| {
+            match value {
+                Some(v) => d.vars.insert(name.to_string(), v),
+                None => d.vars.remove(name),
+            };
         });
         1
     }
@@ -245,7 +341,12 @@ impl Ctx {
         let Some(id) = self.dlg_or_error(function) else {
             return -1;
         };
-        self.state.dialog.profiles.add(profile, value, id).await;
+        let state = self.state.clone();
+        let added = state.profiles.add(profile, value, &id.to_string()).await;
+        if self.dlg_profile_result(function, added).is_none() {
+            return -1;
+        }
+        state.dialog.touch(id);
         1
     }
 
@@ -258,14 +359,24 @@ impl Ctx {
         let Some(id) = self.dlg_or_error(function) else {
             return -1;
         };
-        kemi(self.state.dialog.profiles.remove(profile, value, id).await)
+        let state = self.state.clone();
+        let removed = state.profiles.remove(profile, value, &id.to_string()).await;
+        let removed = self.dlg_profile_result(function, removed) == Some(true);
+        if removed {
+            state.dialog.touch(id);
+        }
+        kemi(removed)
     }
 
-    async fn dlg_profile_is_in(&mut self, profile: &str, value: Option<&str>) -> i32 {
-        let Some(id) = self.dlg_current() else {
-            return -1;
-        };
-        kemi(self.state.dialog.profiles.is_in(profile, value, id).await)
+    fn dlg_profile_is_in(&mut self, function: &str, profile: &str, value: Option<&str>) -> i32 {
+        let id = self.dlg_current();
+        // An unknown profile is an error even without a dialog.
+        let is_in = self.state.profiles.is_in(
+            profile,
+            value,
+            &id.map(|id| id.to_string()).unwrap_or_default(),
+        );
+        kemi(id.is_some() && self.dlg_profile_result(function, is_in) == Some(true))
     }
 
     async fn dlg_profile_size(
@@ -275,7 +386,11 @@ impl Ctx {
         value: Option<&str>,
         pv: &str,
     ) -> i32 {
-        let size = self.state.dialog.profiles.size(profile, value).await;
+        let state = self.state.clone();
+        let size = state.profiles.size(profile, value).await;
+        let Some(size) = self.dlg_profile_result(function, size) else {
+            return -1;
+        };
         let size = i32::try_from(size).unwrap_or(i32::MAX);
         match self.pv_write(pv, Some(PvValue::Int(size))) {
             Ok(()) => 1,
@@ -330,10 +445,7 @@ impl Host for Ctx {
             return -1;
         };
         let state = self.state.clone();
-        let ended = state
-            .dialog
-            .end(self.tenant.as_str(), &state.uac, id, sides)
-            .await;
+        let ended = DialogState::end(&state, self.tenant.as_str(), id, sides).await;
         if !ended {
             self.script_error(
                 F,
@@ -356,12 +468,15 @@ impl Host for Ctx {
         let Some(id) = self.dlg_or_error(F) else {
             return -1;
         };
-        kemi(
-            self.state
-                .dialog
-                .table
-                .set_timeout(id, secs, Instant::now()),
-        )
+        let done = self
+            .state
+            .dialog
+            .table
+            .set_timeout(id, secs, Instant::now());
+        if done {
+            self.state.dialog.touch(id);
+        }
+        kemi(done)
     }
 
     async fn dlg_set_timeout_id(&mut self, to: i32, he: i32, hi: i32) -> i32 {
@@ -378,7 +493,9 @@ impl Host for Ctx {
             .dialog
             .table
             .set_timeout(id, secs, Instant::now());
-        if !done {
+        if done {
+            self.state.dialog.touch(id);
+        } else {
             self.script_error(F, format!("no dialog {he}:{hi}"));
         }
         kemi(done)
@@ -403,26 +520,14 @@ impl Host for Ctx {
         let Some((id, bit)) = self.dlg_flag("KSR.dialog.dlg_setflag", val) else {
             return -1;
         };
-        kemi(
-            self.state
-                .dialog
-                .table
-                .update(id, |d| d.flags |= bit)
-                .is_some(),
-        )
+        self.dlg_change(id, |d| d.flags |= bit)
     }
 
     async fn dlg_resetflag(&mut self, val: i32) -> i32 {
         let Some((id, bit)) = self.dlg_flag("KSR.dialog.dlg_resetflag", val) else {
             return -1;
         };
-        kemi(
-            self.state
-                .dialog
-                .table
-                .update(id, |d| d.flags &= !bit)
-                .is_some(),
-        )
+        self.dlg_change(id, |d| d.flags &= !bit)
     }
 
     async fn dlg_get_var(&mut self, ci: String, ft: String, tt: String, key: String) -> Xval {
@@ -499,11 +604,11 @@ impl Host for Ctx {
     }
 
     async fn is_in_profile_static(&mut self, sprofile: String) -> i32 {
-        self.dlg_profile_is_in(&sprofile, None).await
+        self.dlg_profile_is_in("KSR.dialog.is_in_profile_static", &sprofile, None)
     }
 
     async fn is_in_profile(&mut self, sprofile: String, svalue: String) -> i32 {
-        self.dlg_profile_is_in(&sprofile, Some(&svalue)).await
+        self.dlg_profile_is_in("KSR.dialog.is_in_profile", &sprofile, Some(&svalue))
     }
 
     async fn get_profile_size_static(&mut self, sprofile: String, spv: String) -> i32 {

@@ -103,6 +103,8 @@ impl Ctx {
             return Ok(());
         };
         let table = &self.state.dialog.table;
+        // Its saved record follows whatever is written.
+        self.state.dialog.touch(id);
         if class == "dlg_var" {
             table.update(id, |d| match value {
                 Some(v) => d.vars.insert(inner.to_string(), v.as_text()),

@@ -5,7 +5,9 @@
 //!
 //! Every initial INVITE the proxy relays statefully is tracked here, from
 //! its admission until its transaction fails or, answered, until BYE or
-//! the end of its lifetime: that is what the tenant's `max_calls` counts.
+//! the end of its lifetime: the tenant's `max_calls` counts those (in the
+//! tenant's profiles, see [`super::DialogState::admit`]), the table keeps
+//! them all bounded by `max_dialogs`.
 //! Only those the script asked for with `dlg_manage` are *managed*: known
 //! to `is_known_dlg`, `$dlg(...)` and the other `KSR.dialog` functions.
 //!
@@ -14,10 +16,12 @@
 //! parameter.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kemibox_metrics::DialogMetrics;
 use kemibox_sip::{NameAddr, SipMessage, render};
+use serde::{Deserialize, Serialize};
 
 use crate::Message;
 use crate::uac::LocalRequest;
@@ -72,15 +76,23 @@ impl Default for DialogSettings {
     }
 }
 
-/// A dialog's identity, Kamailio's `h_entry` and `h_id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A dialog's identity, Kamailio's `h_entry` and `h_id`. Written
+/// `h_entry:h_id` wherever a string names it (profile memberships, the
+/// saved records, `dlg.profile_list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DialogId {
     pub h_entry: u32,
     pub h_id: u32,
 }
 
+impl std::fmt::Display for DialogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.h_entry, self.h_id)
+    }
+}
+
 /// Kamailio's dialog states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum State {
     Unconfirmed = 1,
     Early = 2,
@@ -99,13 +111,14 @@ impl State {
         matches!(self, State::Unconfirmed | State::Early)
     }
 
-    fn confirmed(self) -> bool {
+    /// Answered (2xx), with or without its ACK.
+    pub fn confirmed(self) -> bool {
         matches!(self, State::ConfirmedNoAck | State::Confirmed)
     }
 }
 
 /// One side of a dialog, as the proxy needs it to send requests there.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leg {
     /// Its tag (the From tag for the caller, the To tag for the callee).
     pub tag: String,
@@ -126,8 +139,10 @@ pub enum Side {
     Callee,
 }
 
-/// One dialog.
-#[derive(Debug, Clone)]
+/// One dialog. Its serde form is what a node saves to find its dialogs
+/// after a restart: the timers (instants) are not in it, they are set
+/// again when it is restored ([`Dialogs::restore`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Dialog {
     pub id: DialogId,
     pub call_id: String,
@@ -158,10 +173,15 @@ pub struct Dialog {
     /// `ka-src` / `ka-dst`: keep-alives to the caller / callee.
     pub ka_src: bool,
     pub ka_dst: bool,
+    #[serde(skip, default = "Instant::now")]
     created: Instant,
+    #[serde(skip)]
     deadline: Option<Instant>,
+    #[serde(skip)]
     ended: Option<Instant>,
+    #[serde(skip)]
     next_ka: Option<Instant>,
+    #[serde(skip)]
     ka_failed: [u32; 2],
     /// Record-Route entries the INVITE carried when it left: those above
     /// them in the 2xx are the callee's route set.
@@ -230,10 +250,20 @@ impl Dialog {
 /// Why an initial INVITE is not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The tenant has `max_calls` calls.
-    MaxCalls(u32),
-    /// The tenant's dialog table holds `max_dialogs`.
+    /// The tenant has `max_calls` calls (on every node when shared).
+    MaxCalls(u64),
+    /// The tenant's dialog table holds `max_dialogs`, or its profiles the
+    /// most memberships they may.
     Full(usize),
+}
+
+/// What an event did to a dialog that its saved record must follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Answered, acknowledged, or changed while confirmed (a CSeq).
+    Confirmed(DialogId),
+    /// Ended (BYE, a failed transaction): it leaves its profiles.
+    Ended(DialogId),
 }
 
 /// The ids of the messages of a dialog.
@@ -356,16 +386,43 @@ pub enum Purpose {
     KeepAlive(Side),
 }
 
+/// The table locked: the early and active gauges follow its counts when
+/// the lock is let go, whatever changed them.
+struct Locked<'a> {
+    guard: std::sync::MutexGuard<'a, Inner>,
+    metrics: &'a DialogMetrics,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.metrics.early.set(self.guard.early as u64);
+        self.metrics.active.set(self.guard.active as u64);
+    }
+}
+
 /// A tenant's dialogs (see the module docs).
 pub struct Dialogs {
     settings: DialogSettings,
     inner: Mutex<Inner>,
-    refused: std::sync::atomic::AtomicU64,
+    metrics: Arc<DialogMetrics>,
 }
 
 impl Default for Dialogs {
     fn default() -> Dialogs {
-        Dialogs::new(DialogSettings::default())
+        Dialogs::new("", DialogSettings::default())
     }
 }
 
@@ -381,11 +438,12 @@ impl std::fmt::Debug for Dialogs {
 }
 
 impl Dialogs {
-    pub fn new(settings: DialogSettings) -> Dialogs {
+    /// `tenant`'s dialogs (the label of its metrics).
+    pub fn new(tenant: &str, settings: DialogSettings) -> Dialogs {
         Dialogs {
             settings,
             inner: Mutex::new(Inner::default()),
-            refused: Default::default(),
+            metrics: Arc::new(DialogMetrics::new(tenant)),
         }
     }
 
@@ -393,8 +451,16 @@ impl Dialogs {
         &self.settings
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// Its metrics, for the process's registry.
+    pub fn metrics(&self) -> &Arc<DialogMetrics> {
+        &self.metrics
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: self.inner.lock().unwrap_or_else(|e| e.into_inner()),
+            metrics: &self.metrics,
+        }
     }
 
     /// Early (states 1, 2) and active (3, 4) dialogs.
@@ -403,43 +469,64 @@ impl Dialogs {
         (inner.early, inner.active)
     }
 
-    /// Initial INVITEs refused by `max_calls` or `max_dialogs` so far.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The tenant's calls in progress: the one count `max_calls` checks
-    /// (the shared store replaces it when the count is cluster-wide).
-    pub fn calls(&self) -> usize {
-        let (early, active) = self.counts();
-        early + active
-    }
-
     /// An initial INVITE arrives, before its request route: refused when
-    /// the tenant is at `max_calls` (or its table full), else tracked
-    /// (unmanaged) from now on. A retransmitted or repeated INVITE of a
-    /// tracked dialog is admitted again without counting twice.
-    pub fn admit(&self, sip: &SipMessage, now: Instant) -> Result<(), Refusal> {
-        let Some(ids) = ids(sip) else { return Ok(()) };
+    /// the table is full, else tracked (unmanaged) from now on; the id of
+    /// a dialog new to the table (its call to be counted). A retransmitted
+    /// or repeated INVITE of a tracked dialog is admitted again (`None`),
+    /// so it is not counted twice.
+    pub fn admit(&self, sip: &SipMessage, now: Instant) -> Result<Option<DialogId>, Refusal> {
+        let Some(ids) = ids(sip) else { return Ok(None) };
         let mut inner = self.lock();
         if inner.find(&ids).is_some() {
-            return Ok(());
+            return Ok(None);
         }
-        let calls = inner.early + inner.active;
-        let refusal = match self.settings.max_calls {
-            Some(max) if calls >= max as usize => Some(Refusal::MaxCalls(max)),
-            _ if inner.dialogs.len() >= self.settings.max_dialogs => {
-                Some(Refusal::Full(self.settings.max_dialogs))
-            }
-            _ => None,
-        };
-        if let Some(r) = refusal {
-            self.refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(r);
+        if inner.dialogs.len() >= self.settings.max_dialogs {
+            return Err(Refusal::Full(self.settings.max_dialogs));
         }
-        Self::insert(&mut inner, sip, &ids, self.settings.default_timeout, now);
-        Ok(())
+        let id = Self::insert(&mut inner, sip, &ids, self.settings.default_timeout, now);
+        Ok(Some(id))
+    }
+
+    /// Forget dialog `id` at once (an admission the quota then refused).
+    pub fn discard(&self, id: DialogId) {
+        self.lock().remove(id);
+    }
+
+    /// Put back `dialog`, saved by this node before it restarted: its
+    /// lifetime ends at unix second `expires` (at once when past), its
+    /// keep-alives start again. Later dialogs get higher `h_id`s. False
+    /// when the table has it already or is full.
+    pub fn restore(&self, mut dialog: Dialog, expires: Option<u64>, now: Instant) -> bool {
+        let mut inner = self.lock();
+        if inner.dialogs.contains_key(&dialog.id)
+            || inner.dialogs.len() >= self.settings.max_dialogs
+            || !dialog.state.confirmed()
+        {
+            return false;
+        }
+        let left = expires.map(|e| e.saturating_sub(unix_now()));
+        dialog.created = now;
+        dialog.deadline = Some(now + Duration::from_secs(left.unwrap_or(0)));
+        dialog.ended = None;
+        dialog.next_ka = self.ka_next(now);
+        dialog.ka_failed = [0; 2];
+        let id = dialog.id;
+        inner.next_id = inner.next_id.max(id.h_id);
+        inner
+            .by_call
+            .insert((dialog.call_id.clone(), dialog.caller.tag.clone()), id);
+        inner.dialogs.insert(id, dialog);
+        inner.active += 1;
+        true
+    }
+
+    /// Dialog `id` as saved (see [`Dialog`]) with the unix second its
+    /// lifetime ends, while it is confirmed.
+    pub fn snapshot(&self, id: DialogId, now: Instant) -> Option<(Dialog, u64)> {
+        let inner = self.lock();
+        let d = inner.dialogs.get(&id).filter(|d| d.state.confirmed())?;
+        let expires = unix_now() + d.remaining(now);
+        Some((d.clone(), expires))
     }
 
     fn insert(
@@ -574,8 +661,8 @@ impl Dialogs {
     /// a To tag makes the dialog early, 2xx confirms it (the callee's tag,
     /// Contact and route set learned, its lifetime starts), a final
     /// negative one deletes it. Replies to requests of confirmed dialogs
-    /// change nothing. The dialog deleted, if any.
-    pub fn reply_out(&self, reply: &SipMessage, now: Instant) -> Option<DialogId> {
+    /// change nothing. The dialog confirmed or deleted, if any.
+    pub fn reply_out(&self, reply: &SipMessage, now: Instant) -> Option<Change> {
         let status = reply.status()?;
         if reply.cseq().map(|(_, m)| m) != Some("INVITE") {
             return None;
@@ -607,12 +694,12 @@ impl Dialogs {
                 d.deadline = Some(now + Duration::from_secs(u64::from(d.timeout)));
                 d.next_ka = self.ka_next(now);
                 inner.set_state(id, State::ConfirmedNoAck, now);
-                None
+                Some(Change::Confirmed(id))
             }
             300.. => {
                 inner.set_state(id, State::Deleted, now);
                 inner.remove(id);
-                Some(id)
+                Some(Change::Ended(id))
             }
             _ => None,
         }
@@ -625,31 +712,35 @@ impl Dialogs {
 
     /// An in-dialog request arrives (before its request route): its CSeq
     /// is remembered for its direction, an ACK confirms the dialog, a BYE
-    /// ends it (the dialog ended, if any).
-    pub fn in_dialog(&self, sip: &SipMessage, now: Instant) -> Option<DialogId> {
+    /// ends it. What changed: the ACK, a higher CSeq of a confirmed
+    /// dialog, its end.
+    pub fn in_dialog(&self, sip: &SipMessage, now: Instant) -> Option<Change> {
         let ids = ids(sip)?;
         let mut inner = self.lock();
         let id = inner.find(&ids)?;
         let d = inner.dialogs.get_mut(&id)?;
+        let mut higher = false;
         if let Some((n, _)) = sip.cseq() {
             let leg = if d.direction(ids.from_tag) == 1 {
                 &mut d.caller
             } else {
                 &mut d.callee
             };
-            if sip.method_str() != "ACK" {
-                leg.cseq = leg.cseq.max(n);
+            if sip.method_str() != "ACK" && n > leg.cseq {
+                leg.cseq = n;
+                higher = true;
             }
         }
         match sip.method_str() {
             "ACK" if d.state == State::ConfirmedNoAck => {
                 inner.set_state(id, State::Confirmed, now);
-                None
+                Some(Change::Confirmed(id))
             }
             "BYE" if d.state.live() => {
                 inner.set_state(id, State::Deleted, now);
-                Some(id)
+                Some(Change::Ended(id))
             }
+            _ if higher && d.state.confirmed() => Some(Change::Confirmed(id)),
             _ => None,
         }
     }

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use kemibox_sip::SipMessage;
 
-use super::table::{DialogSettings, Dialogs, Purpose, Refusal, Side, State};
+use super::table::{Change, DialogSettings, Dialogs, Purpose, Refusal, Side, State};
 use super::*;
 use crate::bindings::kemibox::ksr::pv::Host as _;
+use crate::dialog_profiles::{DEFAULT_MAX_MEMBERSHIPS, ProfileSpecs};
 use crate::testing::{INVITE, ctx, invite_with, logs, ready, s, value};
 use crate::uac::{LocalReply, Uac, UacError};
+use backup::Backup;
 
 const RR_UP: &str = "Record-Route: <sip:upstream.example.com;lr>";
 const OURS: &str = "<sip:192.0.2.1;lr>";
@@ -67,6 +69,22 @@ Content-Length: 0\r\n\r\n"
     )
 }
 
+/// Dialogs tracked and not ended (early or confirmed).
+fn live(table: &Dialogs) -> usize {
+    let (early, active) = table.counts();
+    early + active
+}
+
+/// A tenant with the profiles the tests use declared: `caller` with
+/// values, `calls` without.
+fn declared() -> Profiles {
+    let specs = ProfileSpecs {
+        with_value: vec!["caller".into()],
+        no_value: vec!["calls".into()],
+    };
+    Profiles::new("t", &specs, DEFAULT_MAX_MEMBERSHIPS, None)
+}
+
 /// The INVITE as the proxy relayed it: ours added on top.
 fn relayed(table: &Dialogs, now: Instant) {
     let mut c = ctx(&invite());
@@ -107,10 +125,10 @@ fn a_call_goes_unconfirmed_early_confirmed_and_a_bye_deletes_it() {
     assert_eq!(d.caller.contact, "sip:alice@192.0.2.7:5070");
     assert_eq!(
         table.in_dialog(&sip(&in_dialog("BYE", 2, false)), now),
-        Some(id)
+        Some(Change::Ended(id))
     );
     assert_eq!(table.with(id, |d| d.state), Some(State::Deleted));
-    assert_eq!(table.calls(), 0);
+    assert_eq!(live(&table), 0);
     // It lingers for the BYE's routes, then goes.
     assert!(table.with(id, |_| ()).is_some());
     table.tick(now + Duration::from_secs(6));
@@ -123,13 +141,13 @@ fn a_negative_final_reply_deletes_an_early_dialog_but_not_a_confirmed_one() {
     let now = Instant::now();
     table.admit(&sip(&invite()), now).unwrap();
     relayed(&table, now);
-    assert_eq!(table.calls(), 1);
+    assert_eq!(live(&table), 1);
     assert!(
         table
             .reply_out(&sip(&reply(486, "Busy Here")), now)
             .is_some()
     );
-    assert_eq!(table.calls(), 0);
+    assert_eq!(live(&table), 0);
 
     let id = confirmed(&table, now);
     // A re-INVITE's 491 changes nothing.
@@ -142,22 +160,44 @@ fn a_negative_final_reply_deletes_an_early_dialog_but_not_a_confirmed_one() {
 
 #[test]
 fn max_calls_refuses_past_the_quota_and_an_unrelayed_invite_frees_its_slot() {
-    let table = Dialogs::new(DialogSettings {
-        max_calls: Some(1),
-        ..DialogSettings::default()
-    });
-    let now = Instant::now();
+    let dialog = DialogState::new(
+        "t",
+        DialogSettings {
+            max_calls: Some(1),
+            ..DialogSettings::default()
+        },
+        None,
+    );
+    let profiles = declared();
     let first = invite();
     let second = invite_with(&[("Call-ID:", "Call-ID: call-2@192.0.2.7")], &[]);
-    table.admit(&sip(&first), now).unwrap();
+    ready(dialog.admit(&profiles, &sip(&first))).unwrap();
     // The same INVITE again (a new attempt after a challenge) is admitted.
-    table.admit(&sip(&first), now).unwrap();
-    assert_eq!(table.admit(&sip(&second), now), Err(Refusal::MaxCalls(1)));
-    assert_eq!(table.refused(), 1);
+    ready(dialog.admit(&profiles, &sip(&first))).unwrap();
+    assert_eq!(
+        ready(dialog.admit(&profiles, &sip(&second))),
+        Err((503, "Too Many Calls".into(), Refusal::MaxCalls(1)))
+    );
+    assert_eq!(dialog.table.metrics().refused.get(), 1);
+    assert_eq!(live(&dialog.table), 1, "the refused one is not tracked");
+    assert_eq!(ready(profiles.calls()), 1);
     // The route answered the first itself (e.g. 407): its slot is free.
-    assert!(table.routed(&sip(&first)).is_some());
-    table.admit(&sip(&second), now).unwrap();
-    assert_eq!(table.calls(), 1);
+    ready(dialog.routed(&profiles, &sip(&first)));
+    assert_eq!(ready(profiles.calls()), 0);
+    ready(dialog.admit(&profiles, &sip(&second))).unwrap();
+    assert_eq!(live(&dialog.table), 1);
+    assert_eq!(ready(profiles.calls()), 1);
+    // Its failure (a negative final reply) frees it too.
+    let failed = reply(486, "Busy Here").replace("call-1@", "call-2@");
+    ready(dialog.reply_out(&profiles, failed.as_bytes()));
+    assert_eq!(ready(profiles.calls()), 0);
+    assert_eq!(
+        (
+            dialog.table.metrics().early.get(),
+            dialog.table.metrics().active.get()
+        ),
+        (0, 0)
+    );
 }
 
 /// A [`Uac`] that records what it is asked to send and answers `status`.
@@ -210,15 +250,18 @@ fn a_lifetime_ends_with_in_dialog_byes_to_both_sides() {
     assert_eq!(to_callee.to, "<sip:bob@example.com>;tag=b1");
     assert_eq!(to_callee.cseq, 2);
     assert_eq!(to_callee.route, vec!["<sip:downstream.example.com;lr>"]);
-    assert_eq!(table.calls(), 0);
+    assert_eq!(live(&table), 0);
 }
 
 #[test]
 fn no_bye_on_timeout_without_send_bye_or_timeout_bye() {
-    let table = Dialogs::new(DialogSettings {
-        send_bye: false,
-        ..DialogSettings::default()
-    });
+    let table = Dialogs::new(
+        "t",
+        DialogSettings {
+            send_bye: false,
+            ..DialogSettings::default()
+        },
+    );
     let now = Instant::now();
     let id = confirmed(&table, now);
     table.set_timeout(id, 1, now);
@@ -229,11 +272,14 @@ fn no_bye_on_timeout_without_send_bye_or_timeout_bye() {
 
 #[test]
 fn keep_alives_that_fail_end_the_call_with_a_bye_to_the_other_side() {
-    let table = Dialogs::new(DialogSettings {
-        ka_interval: 10,
-        ka_failed_limit: 2,
-        ..DialogSettings::default()
-    });
+    let table = Dialogs::new(
+        "t",
+        DialogSettings {
+            ka_interval: 10,
+            ka_failed_limit: 2,
+            ..DialogSettings::default()
+        },
+    );
     let now = Instant::now();
     let id = confirmed(&table, now);
     table.update(id, |d| d.ka_dst = true);
@@ -365,6 +411,10 @@ fn flags_vars_properties_and_pvs_of_the_messages_dialog() {
 #[test]
 fn profiles_count_the_dialogs_in_them_until_they_end() {
     let mut c = ctx(INVITE);
+    c.state = Arc::new(TenantState {
+        profiles: declared(),
+        ..TenantState::default()
+    });
     assert_eq!(ready(c.set_dlg_profile_static("calls".into())), -1);
     assert_eq!(ready(c.dlg_manage()), 1);
     assert_eq!(ready(c.set_dlg_profile_static("calls".into())), 1);
@@ -389,14 +439,223 @@ fn profiles_count_the_dialogs_in_them_until_they_end() {
         -1
     );
     // The call fails: it leaves its profiles.
+    let state = c.state.clone();
     ready(
-        c.state
+        state
             .dialog
-            .reply_out(reply(480, "Unavailable").as_bytes()),
+            .reply_out(&state.profiles, reply(480, "Unavailable").as_bytes()),
     );
     assert_eq!(
         ready(c.get_profile_size_static("calls".into(), "$var(n)".into())),
         1
     );
     assert_eq!(value(ready(c.get("$var(n)".into()))), Some(PvValue::Int(0)));
+}
+
+#[test]
+fn an_undeclared_profile_is_refused_as_kamailio_does() {
+    let mut c = ctx(INVITE);
+    c.state = Arc::new(TenantState {
+        profiles: declared(),
+        ..TenantState::default()
+    });
+    assert_eq!(ready(c.dlg_manage()), 1);
+    assert_eq!(ready(c.set_dlg_profile_static("nope".into())), -1);
+    assert!(logs(&c).last().unwrap().contains("set_dlg_profile_static"));
+    assert!(logs(&c).last().unwrap().contains("profiles_no_value"));
+    assert_eq!(ready(c.is_in_profile_static("nope".into())), -1);
+    assert!(logs(&c).last().unwrap().contains("is_in_profile_static"));
+    assert_eq!(
+        ready(c.get_profile_size_static("nope".into(), "$var(n)".into())),
+        -1
+    );
+    assert_eq!(
+        ready(c.set_dlg_profile_static("caller".into())),
+        -1,
+        "caller is declared with values"
+    );
+    assert!(logs(&c).last().unwrap().contains("give one"));
+    // Declared ones work, and the dialog's id is their member.
+    assert_eq!(ready(c.set_dlg_profile("caller".into(), "bob".into())), 1);
+    let id = c.dlg_current().unwrap();
+    assert_eq!(
+        c.state.profiles.memberships_of(&id.to_string()),
+        [("caller".to_string(), Some("bob".to_string()))]
+    );
+}
+
+/// A [`DialogBackup`] in memory: what a node saved, and whether it
+/// answers.
+#[derive(Default)]
+struct MemoryBackup {
+    records: Mutex<std::collections::BTreeMap<String, String>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl kemibox_store::DialogBackup for MemoryBackup {
+    async fn save(
+        &self,
+        _tenant: &str,
+        _node: &str,
+        dialog: &str,
+        record: &str,
+    ) -> Result<(), kemibox_store::StoreError> {
+        self.up()?;
+        let mut records = self.records.lock().unwrap();
+        records.insert(dialog.into(), record.into());
+        Ok(())
+    }
+    async fn delete(
+        &self,
+        _tenant: &str,
+        _node: &str,
+        dialog: &str,
+    ) -> Result<bool, kemibox_store::StoreError> {
+        self.up()?;
+        Ok(self.records.lock().unwrap().remove(dialog).is_some())
+    }
+    async fn load_all(
+        &self,
+        _tenant: &str,
+        _node: &str,
+    ) -> Result<Vec<(String, String)>, kemibox_store::StoreError> {
+        self.up()?;
+        let records = self.records.lock().unwrap();
+        Ok(records.clone().into_iter().collect())
+    }
+}
+
+impl MemoryBackup {
+    fn up(&self) -> Result<(), kemibox_store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(kemibox_store::StoreError::Unavailable {
+                backend: "redis",
+                detail: "down".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_confirmed_dialog_is_saved_and_a_restarted_node_restores_it() {
+    let store = Arc::new(MemoryBackup::default());
+    let node = |store: &Arc<MemoryBackup>| {
+        let backup = Backup::new(store.clone(), "n1", 100);
+        (
+            DialogState::new("t", DialogSettings::default(), Some(backup)),
+            declared(),
+        )
+    };
+    let (dialog, profiles) = node(&store);
+    let now = Instant::now();
+    ready(dialog.admit(&profiles, &sip(&invite()))).unwrap();
+    let id = dialog.table.manage(&sip(&invite()), now).unwrap();
+    ready(profiles.add("caller", Some("alice"), &id.to_string())).unwrap();
+    relayed(&dialog.table, now);
+    let flush = |dialog: &DialogState, profiles: &Profiles| {
+        ready(dialog.backup().unwrap().flush("t", &dialog.table, profiles));
+    };
+    flush(&dialog, &profiles);
+    assert!(
+        store.records.lock().unwrap().is_empty(),
+        "not confirmed yet"
+    );
+    ready(dialog.reply_out(&profiles, reply(200, "OK").as_bytes()));
+    ready(dialog.in_dialog(&profiles, &sip(&in_dialog("ACK", 1, true))));
+    dialog.table.update(id, |d| d.flags = 5);
+    dialog.table.set_timeout(id, 3600, now);
+    dialog.touch(id);
+    // Redis down: nothing is lost, the record is written once it answers.
+    store.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    flush(&dialog, &profiles);
+    assert_eq!(profiles.metrics().failures.get(), 1);
+    store
+        .down
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    flush(&dialog, &profiles);
+    let key = id.to_string();
+    let saved = store.records.lock().unwrap().get(&key).cloned().unwrap();
+    assert!(saved.contains("\"flags\":5"), "{saved}");
+
+    // The node restarts: a new table and profiles find the call.
+    let (restarted, profiles2) = node(&store);
+    assert_eq!(ready(restarted.restore("t", &profiles2)), 1);
+    assert_eq!(restarted.table.counts(), (0, 1));
+    assert_eq!(ready(profiles2.calls()), 1);
+    assert_eq!(ready(profiles2.size("caller", Some("alice"))), Ok(1));
+    let d = restarted.table.with(id, |d| d.clone()).unwrap();
+    assert_eq!((d.state, d.flags, d.timeout), (State::Confirmed, 5, 3600));
+    assert_eq!(d.callee.contact, "sip:bob@198.51.100.9:5062");
+    assert!((3590..=3600).contains(&d.remaining(Instant::now())));
+    // Its BYE finds it; it ends, and its record goes.
+    ready(restarted.in_dialog(&profiles2, &sip(&in_dialog("BYE", 2, false))));
+    assert_eq!(ready(profiles2.calls()), 0);
+    assert_eq!(ready(profiles2.size("caller", None)), Ok(0));
+    flush(&restarted, &profiles2);
+    assert!(store.records.lock().unwrap().is_empty());
+    // A new call after the restart gets a new id.
+    ready(restarted.admit(
+        &profiles2,
+        &sip(&invite_with(&[("Call-ID:", "Call-ID: call-9@x")], &[])),
+    ))
+    .unwrap();
+    assert!(restarted.table.list().iter().any(|d| d.id.h_id > id.h_id));
+}
+
+#[test]
+fn a_lifetime_over_while_the_node_was_down_ends_with_byes_after_the_restart() {
+    let store = Arc::new(MemoryBackup::default());
+    let dialog = DialogState::new(
+        "t",
+        DialogSettings::default(),
+        Some(Backup::new(store.clone(), "n1", 100)),
+    );
+    let profiles = declared();
+    let now = Instant::now();
+    ready(dialog.admit(&profiles, &sip(&invite()))).unwrap();
+    relayed(&dialog.table, now);
+    ready(dialog.reply_out(&profiles, reply(200, "OK").as_bytes()));
+    ready(
+        dialog
+            .backup()
+            .unwrap()
+            .flush("t", &dialog.table, &profiles),
+    );
+    // Saved with a lifetime that is over by the time it is read back.
+    let key = store
+        .records
+        .lock()
+        .unwrap()
+        .keys()
+        .next()
+        .cloned()
+        .unwrap();
+    let text = store.records.lock().unwrap()[&key].clone();
+    let mut record: backup::Record = serde_json::from_str(&text).unwrap();
+    record.expires = kemibox_store::unix_now() - 10;
+    store
+        .records
+        .lock()
+        .unwrap()
+        .insert(key, serde_json::to_string(&record).unwrap());
+    let restarted = DialogState::new(
+        "t",
+        DialogSettings::default(),
+        Some(Backup::new(store.clone(), "n1", 100)),
+    );
+    let profiles = declared();
+    assert_eq!(ready(restarted.restore("t", &profiles)), 1);
+    let due = restarted.table.tick(Instant::now());
+    assert_eq!(due.ended.len(), 1);
+    let byes: Vec<&str> = due
+        .requests
+        .iter()
+        .map(|(_, _, r)| r.ruri.as_str())
+        .collect();
+    assert_eq!(
+        byes,
+        ["sip:alice@192.0.2.7:5070", "sip:bob@198.51.100.9:5062"]
+    );
 }
