@@ -35,3 +35,16 @@ pub struct TenantState {
     /// probes, dialog BYEs).
     pub uac: crate::uac::UacHandle,
 }
+
+/// The htable and pike numbers the metrics export per tenant.
+impl kemibox_metrics::ModuleSource for TenantState {
+    fn read(&self) -> kemibox_metrics::ModuleReading {
+        kemibox_metrics::ModuleReading {
+            htables: self.htable.readings(kemibox_store::unix_now()),
+            pike: kemibox_metrics::PikeReading {
+                blocked: self.pike.blocked(),
+                tracked: self.pike.tracked() as u64,
+            },
+        }
+    }
+}

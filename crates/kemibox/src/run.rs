@@ -152,6 +152,7 @@ async fn serve(
             Arc::new(crate::tenant_state::open(&tenant, &addresses, &acc, &htables, &uac).await?);
         crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
         states.push((tenant.id.clone(), spec.state.clone()));
+        let state = spec.state.clone();
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();
         spec.myself = Arc::new(myself);
@@ -167,6 +168,9 @@ async fn serve(
                 return Ok(ExitCode::from(1));
             }
         };
+        // Its htable and pike numbers, on /metrics.
+        let modules = Arc::downgrade(&state);
+        pool.metrics().set_modules(modules);
         if !single {
             tracing::info!(
                 tenant = %id,

@@ -251,6 +251,48 @@ impl RouteMetrics {
     }
 }
 
+/// The numbers of a tenant's KEMI modules that keep state across
+/// messages (htable, pike), read at each scrape from the module state
+/// itself: the state owns its counters (it survives script reloads, as
+/// the counts must), the registry only reads them.
+pub trait ModuleSource: Send + Sync + std::fmt::Debug {
+    fn read(&self) -> ModuleReading;
+}
+
+/// What a [`ModuleSource`] reports at one scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleReading {
+    /// One per declared htable, in name order.
+    pub htables: Vec<HtableReading>,
+    pub pike: PikeReading,
+}
+
+/// One htable's numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HtableReading {
+    pub table: String,
+    /// Live items now; `None` for a table kept in Redis (shared by the
+    /// nodes: counting it is a Redis scan, not a scrape's work).
+    pub items: Option<u64>,
+    /// Items that expired and were removed (memory tables: Redis expires
+    /// its own items unseen).
+    pub expired: u64,
+    /// Items removed by the script or an RPC (`sht_rm*`, `sht_reset`,
+    /// `$sht(t=>k) = $null`, `htable.delete`/`flush`).
+    pub removed: u64,
+    /// New items refused because the table held its `size`'s worth.
+    pub refused_full: u64,
+}
+
+/// The pike module's numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PikeReading {
+    /// Times a source went over `reqs_density_per_unit` and was blocked.
+    pub blocked: u64,
+    /// Source addresses tracked now.
+    pub tracked: u64,
+}
+
 /// Routes beyond this many distinct names share the route label `other`
 /// (script function names are the script's choice).
 pub const MAX_ROUTES: usize = 32;
@@ -278,6 +320,10 @@ pub struct TenantMetrics {
     pub reloads_refused: Counter,
     /// Index 0 is 1xx, 5 is 6xx.
     replies: [Counter; 6],
+    /// The tenant's module state, once its proxy runs
+    /// ([`TenantMetrics::set_modules`]); weak, so the metrics (kept by
+    /// the registry) do not keep the state alive.
+    modules: std::sync::OnceLock<std::sync::Weak<dyn ModuleSource>>,
 }
 
 impl TenantMetrics {
@@ -296,7 +342,20 @@ impl TenantMetrics {
             reloads: Counter::default(),
             reloads_refused: Counter::default(),
             replies: Default::default(),
+            modules: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Export the numbers of the tenant's module state (htable, pike);
+    /// the first call wins.
+    pub fn set_modules(&self, source: std::sync::Weak<dyn ModuleSource>) {
+        let _ = self.modules.set(source);
+    }
+
+    /// The module numbers now; `None` before [`TenantMetrics::set_modules`]
+    /// or once the state is gone.
+    pub fn modules(&self) -> Option<ModuleReading> {
+        Some(self.modules.get()?.upgrade()?.read())
     }
 
     /// The `tenant` label its series carry.
@@ -799,6 +858,8 @@ impl Metrics {
             series,
         ));
 
+        modules_families(&tenants, &mut families);
+
         let mut series = Vec::new();
         for (tcp, transport) in [(false, "udp"), (true, "tcp")] {
             for (request, kind) in [(true, "request"), (false, "reply")] {
@@ -919,6 +980,90 @@ impl Metrics {
         }
         families
     }
+}
+
+/// The families of the tenants' module numbers ([`ModuleReading`]): each
+/// tenant's source read once per scrape.
+fn modules_families(
+    tenants: &[Arc<TenantMetrics>],
+    families: &mut Vec<(Desc, Vec<(Labels, Reading)>)>,
+) {
+    let readings: Vec<(&TenantMetrics, ModuleReading)> = tenants
+        .iter()
+        .filter_map(|t| Some((&**t, t.modules()?)))
+        .collect();
+    if readings.is_empty() {
+        // No tenant's modules are running (a proxy without tenants' state).
+        return;
+    }
+    let desc = |name, kind, help| Desc { name, kind, help };
+    let table = |t: &TenantMetrics, h: &HtableReading| {
+        vec![("tenant", t.tenant.clone()), ("table", h.table.clone())]
+    };
+
+    let mut items = Vec::new();
+    let mut gone = Vec::new();
+    let mut refused = Vec::new();
+    for (t, r) in &readings {
+        for h in &r.htables {
+            if let Some(n) = h.items {
+                items.push((table(t, h), Reading::Count(n)));
+            }
+            for (reason, n) in [("expired", h.expired), ("removed", h.removed)] {
+                let mut labels = table(t, h);
+                labels.push(("reason", reason.to_string()));
+                gone.push((labels, Reading::Count(n)));
+            }
+            refused.push((table(t, h), Reading::Count(h.refused_full)));
+        }
+    }
+    families.push((
+        desc(
+            "kemibox_htable_items",
+            Kind::Gauge,
+            "Live items in each of the tenant's htables kept in memory.",
+        ),
+        items,
+    ));
+    families.push((
+        desc(
+            "kemibox_htable_items_removed_total",
+            Kind::Counter,
+            "Htable items gone, by reason: expired (autoexpire) or removed (script or RPC).",
+        ),
+        gone,
+    ));
+    families.push((
+        desc(
+            "kemibox_htable_sets_refused_total",
+            Kind::Counter,
+            "New htable items refused because the table was full (its size).",
+        ),
+        refused,
+    ));
+    let tenant = |t: &TenantMetrics| vec![("tenant", t.tenant.clone())];
+    families.push((
+        desc(
+            "kemibox_pike_blocked_total",
+            Kind::Counter,
+            "Source addresses blocked by pike for going over reqs_density_per_unit.",
+        ),
+        readings
+            .iter()
+            .map(|(t, r)| (tenant(t), Reading::Count(r.pike.blocked)))
+            .collect(),
+    ));
+    families.push((
+        desc(
+            "kemibox_pike_tracked_addresses",
+            Kind::Gauge,
+            "Source addresses pike tracks now (bounded by max_addresses).",
+        ),
+        readings
+            .iter()
+            .map(|(t, r)| (tenant(t), Reading::Count(r.pike.tracked)))
+            .collect(),
+    ));
 }
 
 impl Collector for Metrics {
@@ -1163,6 +1308,69 @@ mod tests {
         assert!(text.contains(r#"route="f0",outcome="ok"} 1"#));
         assert!(!text.contains(&format!("route=\"f{}\"", MAX_ROUTES)));
         assert!(text.contains(r#"route="other",outcome="ok"} 3"#), "{text}");
+    }
+
+    /// A module source whose numbers the test chooses.
+    #[derive(Debug)]
+    struct Modules(ModuleReading);
+
+    impl ModuleSource for Modules {
+        fn read(&self) -> ModuleReading {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn module_numbers_render_per_tenant_and_table_while_the_state_lives() {
+        let registry = Registry::new();
+        let t = Arc::new(TenantMetrics::new("t1"));
+        registry.register(t.clone());
+        assert!(!registry.render().contains("kemibox_htable_"));
+        let state: Arc<dyn ModuleSource> = Arc::new(Modules(ModuleReading {
+            htables: vec![
+                HtableReading {
+                    table: "ipban".into(),
+                    items: Some(4),
+                    expired: 2,
+                    removed: 1,
+                    refused_full: 7,
+                },
+                HtableReading {
+                    table: "shared".into(),
+                    items: None,
+                    expired: 0,
+                    removed: 3,
+                    refused_full: 0,
+                },
+            ],
+            pike: PikeReading {
+                blocked: 5,
+                tracked: 9,
+            },
+        }));
+        t.set_modules(Arc::downgrade(&state));
+        let text = registry.render();
+        for line in [
+            "# TYPE kemibox_htable_items gauge",
+            r#"kemibox_htable_items{tenant="t1",table="ipban"} 4"#,
+            r#"kemibox_htable_items_removed_total{tenant="t1",table="ipban",reason="expired"} 2"#,
+            r#"kemibox_htable_items_removed_total{tenant="t1",table="ipban",reason="removed"} 1"#,
+            r#"kemibox_htable_items_removed_total{tenant="t1",table="shared",reason="removed"} 3"#,
+            r#"kemibox_htable_sets_refused_total{tenant="t1",table="ipban"} 7"#,
+            r#"kemibox_pike_blocked_total{tenant="t1"} 5"#,
+            "# TYPE kemibox_pike_tracked_addresses gauge",
+            r#"kemibox_pike_tracked_addresses{tenant="t1"} 9"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // A table in Redis has no items gauge.
+        assert!(!text.contains(r#"kemibox_htable_items{tenant="t1",table="shared"}"#));
+        // Once the state is gone, so are its series.
+        drop(state);
+        assert!(!registry.render().contains("kemibox_pike_"));
     }
 
     #[test]
