@@ -199,22 +199,27 @@ fn module(lua: &Lua, safe: bool, settings: Settings) -> Result<Table> {
                     "bad argument #1 to 'decode' (expected 1 argument)",
                 ));
             }
-            let Value::String(text) = &args[0] else {
-                return Err(Error::runtime(format!(
-                    "bad argument #1 to 'decode' (string expected, got {})",
-                    args[0].type_name()
-                )));
-            };
+            // A wrong type is a failure of the conversion: `cjson.safe`
+            // answers it with `nil, message` (lua-cjson checks it inside
+            // its protected call; only the count is checked before).
             let settings = *st.borrow();
-            let bytes = text.as_bytes();
-            let result = if bytes.len() > settings.max_text {
-                Err(Error::runtime(format!(
-                    "Cannot decode: JSON text of {} bytes is over the sandbox's limit of {} bytes",
-                    bytes.len(),
-                    settings.max_text
-                )))
-            } else {
-                Decoder::new(lua, &settings, &bytes).and_then(|mut d| d.document())
+            let result = match &args[0] {
+                Value::String(text) => {
+                    let bytes = text.as_bytes();
+                    if bytes.len() > settings.max_text {
+                        Err(Error::runtime(format!(
+                            "Cannot decode: JSON text of {} bytes is over the sandbox's limit of {} bytes",
+                            bytes.len(),
+                            settings.max_text
+                        )))
+                    } else {
+                        Decoder::new(lua, &settings, &bytes).and_then(|mut d| d.document())
+                    }
+                }
+                other => Err(Error::runtime(format!(
+                    "bad argument #1 to 'decode' (string expected, got {})",
+                    other.type_name()
+                ))),
             };
             outcome(lua, safe, result)
         })?,

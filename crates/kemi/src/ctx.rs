@@ -472,8 +472,9 @@ impl Ctx {
     /// End routing: the message as the route left it, with what the
     /// acc module captures from it (its extra values, when an accounting
     /// flag is set).
-    pub fn take_message(&mut self) -> Option<Message> {
-        crate::modules::acc_capture(self);
+    /// Async: an extra column may read a table kept in Redis.
+    pub async fn take_message(&mut self) -> Option<Message> {
+        crate::modules::acc_capture(self).await;
         self.message.take()
     }
 

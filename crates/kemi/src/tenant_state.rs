@@ -47,5 +47,7 @@ pub struct TenantState {
 impl kemibox_metrics::ModuleMetrics for TenantState {
     fn series(&self, out: &mut Vec<kemibox_metrics::ModuleSeries>) {
         self.dispatcher.metric_series(out);
+        self.htable.metric_series(kemibox_store::unix_now(), out);
+        self.pike.metric_series(out);
     }
 }

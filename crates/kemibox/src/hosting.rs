@@ -139,8 +139,10 @@ impl Hosting {
     }
 
     /// Watch the files of the tenants with `auto_reload`, once a second,
-    /// and reload on a change (size or modification time). A file that
-    /// fails to load is tried again only when it changes again.
+    /// and reload on a change (size or modification time) of the script
+    /// or of any of its Lua modules (`lua_path`; a module added or
+    /// removed is a change too). A file that fails to load is tried again
+    /// only when something changes again.
     pub fn spawn_watch(self: &Arc<Self>) {
         let watched: Vec<usize> = (0..self.tenants.len())
             .filter(|&i| {
@@ -153,7 +155,7 @@ impl Hosting {
         }
         let hosting = self.clone();
         tokio::spawn(async move {
-            let mut seen: Vec<Option<(SystemTime, u64)>> = watched
+            let mut seen: Vec<Option<Stamp>> = watched
                 .iter()
                 .map(|&i| stamp(&hosting.tenants[i]))
                 .collect();
@@ -174,10 +176,26 @@ impl Hosting {
     }
 }
 
-/// The script file's modification time and size.
-fn stamp(tenant: &HostedTenant) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(tenant.config.script.as_ref()?).ok()?;
+/// The modification time and size of the files a tenant's script loads:
+/// the script, then each Lua module file (`None` for one that vanished
+/// between the listing and its metadata).
+type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+/// `tenant`'s [`Stamp`]; `None` while its script cannot be read (being
+/// rewritten): nothing to compare.
+fn stamp(tenant: &HostedTenant) -> Option<Stamp> {
+    let script = tenant.config.script.as_ref()?;
+    let mut stamp = vec![(script.clone(), Some(file_stamp(script)?))];
+    for module in crate::lua_modules::files(&tenant.config.lua_path) {
+        let at = file_stamp(&module);
+        stamp.push((module, at));
+    }
+    Some(stamp)
 }
 
 async fn reload(tenant: &HostedTenant) -> Result<Reloaded, ReloadError> {

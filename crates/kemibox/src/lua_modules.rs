@@ -84,6 +84,22 @@ pub fn read(dirs: &[PathBuf]) -> anyhow::Result<Vec<LuaModule>> {
     Ok(modules)
 }
 
+/// The module files under `dirs`, every one [`read`] would look at (also
+/// those another directory shadows), for the `auto_reload` watch: a
+/// change to any of them reloads the tenant. A directory that cannot be
+/// read (or passes the bounds) is left out: [`read`] reports it at the
+/// reload.
+pub fn files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let mut here = Vec::new();
+        if walk(dir, dir, 0, &mut here).is_ok() {
+            out.extend(here.into_iter().map(|(_, _, path)| path));
+        }
+    }
+    out
+}
+
 /// Collect `(module name, is init.lua, path)` under `dir` (relative to
 /// `root`). Hidden entries, symbolic links to directories and names that
 /// `require` cannot spell (a dot inside a file's stem) are skipped.
@@ -192,6 +208,22 @@ mod tests {
             ]
         );
         assert!(modules[3].file.ends_with("utils.lua"), "{:?}", modules[3]);
+    }
+
+    #[test]
+    fn the_watched_files_are_those_read_and_those_shadowed() {
+        let a = tree("watch-a", &[("utils.lua", "a"), ("x/init.lua", "x")]);
+        let b = tree("watch-b", &[("utils.lua", "b"), ("notes.txt", "n")]);
+        let missing = a.join("nowhere");
+        let files = files(&[a.clone(), missing, b.clone()]);
+        assert_eq!(
+            files,
+            [
+                a.join("utils.lua"),
+                a.join("x/init.lua"),
+                b.join("utils.lua")
+            ]
+        );
     }
 
     #[test]

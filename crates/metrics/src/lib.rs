@@ -308,8 +308,9 @@ pub struct TenantMetrics {
     /// Index 0 is 1xx, 5 is 6xx.
     replies: [Counter; 6],
     /// The tenant's module state, read at each scrape
-    /// ([`TenantMetrics::set_modules`]).
-    modules: std::sync::OnceLock<Arc<dyn ModuleMetrics>>,
+    /// ([`TenantMetrics::set_modules`]); weak, so the metrics (kept by
+    /// the registry) do not keep the state alive.
+    modules: std::sync::OnceLock<std::sync::Weak<dyn ModuleMetrics>>,
 }
 
 impl TenantMetrics {
@@ -333,8 +334,8 @@ impl TenantMetrics {
     }
 
     /// Export what the tenant's modules report (set once; the state
-    /// outlives reloads).
-    pub fn set_modules(&self, modules: Arc<dyn ModuleMetrics>) {
+    /// outlives reloads, and its series go when it does).
+    pub fn set_modules(&self, modules: std::sync::Weak<dyn ModuleMetrics>) {
         let _ = self.modules.set(modules);
     }
 
@@ -921,7 +922,9 @@ impl Metrics {
         // The modules' families, tenant by tenant, in first-seen order.
         let mut modules: Vec<(Desc, Vec<(Labels, Reading)>)> = Vec::new();
         for t in &tenants {
-            let Some(m) = t.modules.get() else { continue };
+            let Some(m) = t.modules.get().and_then(std::sync::Weak::upgrade) else {
+                continue;
+            };
             let mut out = Vec::new();
             m.series(&mut out);
             for s in out {

@@ -180,7 +180,7 @@ impl Instance {
             fuel_used,
             elapsed: started.elapsed(),
             events: std::mem::take(&mut ctx.events),
-            message: ctx.take_message(),
+            message: ctx.take_message().await,
         }
     }
 

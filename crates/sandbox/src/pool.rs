@@ -74,7 +74,8 @@ impl Pool {
         let max_instances = max_instances.max(1);
         let metrics = Arc::new(TenantMetrics::new(spec.id.as_str()));
         // What the tenant's modules report (dispatcher destinations, ...).
-        metrics.set_modules(spec.state.clone());
+        let modules: Arc<dyn kemibox_metrics::ModuleMetrics> = spec.state.clone();
+        metrics.set_modules(Arc::downgrade(&modules));
         let per_second = spec.recreations_per_second.max(1);
         let (tenant, _validated) = Tenant::load(runtime, spec).await?;
         metrics.instances_created.inc();

@@ -181,6 +181,52 @@ end
     ok("big", o);
 }
 
+/// `cjson.safe` answers `nil, message` for every failure of a conversion,
+/// a wrong argument type included, as lua-cjson's protected calls do;
+/// only a wrong number of arguments raises (lua-cjson checks it before
+/// its protected call). `cjson` itself raises all of them.
+#[tokio::test]
+async fn cjson_safe_returns_nil_and_a_message_for_bad_arguments() {
+    let o = run(
+        "cjson-safe-arguments",
+        r##"
+local cjson = require "cjson"
+local safe = require "cjson.safe"
+local function nil_and(want, ...)
+    local n, v, e = select("#", ...), ...
+    assert(n == 2 and v == nil, "not nil, message: " .. tostring(v))
+    assert(type(e) == "string" and e:find(want, 1, true), tostring(e) .. " (wanted: " .. want .. ")")
+end
+local function raises(want, f, ...)
+    local ok, err = pcall(f, ...)
+    assert(not ok, "did not raise")
+    assert(type(err) == "string" and err:find(want, 1, true), tostring(err) .. " (wanted: " .. want .. ")")
+end
+function t()
+    nil_and("string expected, got table", safe.decode({}))
+    nil_and("string expected, got nil", safe.decode(nil))
+    nil_and("string expected, got boolean", safe.decode(true))
+    nil_and("Cannot serialise function", safe.encode(function() end))
+    nil_and("Cannot serialise function", safe.encode({ f = print }))
+    local fresh = safe.new()
+    nil_and("string expected, got table", fresh.decode({}))
+    nil_and("Cannot serialise function", fresh.encode(print))
+    -- The count of arguments is checked before the protected call.
+    raises("expected 1 argument", safe.decode)
+    raises("expected 1 argument", safe.encode, 1, 2)
+    -- Plain cjson raises what safe returns.
+    raises("string expected, got table", cjson.decode, {})
+    raises("Cannot serialise function", cjson.encode, print)
+    -- And safe still converts.
+    assert(safe.encode({ 1 }) == "[1]" and safe.decode("[2]")[1] == 2)
+    return 1
+end
+"##,
+    )
+    .await;
+    ok("safe arguments", o);
+}
+
 #[tokio::test]
 async fn getenv_and_get_env_read_the_tenants_variables_and_ifdef_its_defines() {
     let source = r#"

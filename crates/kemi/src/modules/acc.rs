@@ -322,7 +322,7 @@ impl Acc {
 /// Evaluate the tenant's extra columns on the request in `ctx` when it
 /// carries an accounting flag: called as a route on a request ends, so
 /// the values are those the script left (`$rU` after a rewrite).
-pub(crate) fn capture(ctx: &mut Ctx) {
+pub(crate) async fn capture(ctx: &mut Ctx) {
     let acc = &ctx.state.acc;
     let Some(m) = ctx.message.as_ref() else {
         return;
@@ -330,7 +330,7 @@ pub(crate) fn capture(ctx: &mut Ctx) {
     if !m.sip.is_request() || !acc.captures(m.flags) {
         return;
     }
-    let captured = ctx.acc_extras();
+    let captured = ctx.acc_extras().await;
     if let Some(m) = ctx.message.as_mut() {
         m.acc = Some(captured);
     }
@@ -355,26 +355,28 @@ fn parse_comment(comment: &str) -> Result<(String, &str), &'static str> {
 
 impl Ctx {
     /// The tenant's extra columns (log and database) read on the message
-    /// being routed, now.
-    fn acc_extras(&self) -> AccCaptured {
-        let read = |extras: &[AccExtra]| {
-            extras
-                .iter()
-                .map(|e| {
-                    let value = self.pv_read(&e.pv).ok().flatten().map(|v| v.as_text());
-                    (e.name.clone(), value)
-                })
-                .collect()
-        };
+    /// being routed, now, through the pseudo-variable reader (a `$sht` of
+    /// a table in Redis reads Redis).
+    async fn acc_extras(&self) -> AccCaptured {
         AccCaptured {
-            log: read(&self.state.acc.settings.log_extra),
-            db: read(&self.state.acc.settings.db_extra),
+            log: self.acc_read(&self.state.acc.settings.log_extra).await,
+            db: self.acc_read(&self.state.acc.settings.db_extra).await,
         }
+    }
+
+    /// `extras`' names and values.
+    async fn acc_read(&self, extras: &[AccExtra]) -> Vec<(String, Option<String>)> {
+        let mut values = Vec::with_capacity(extras.len());
+        for e in extras {
+            let value = self.pv_value(&e.pv).await.ok().flatten();
+            values.push((e.name.clone(), value.map(|v| v.as_text())));
+        }
+        values
     }
 
     /// The facts of a record of the current request for `comment`, or the
     /// error logged under `function`.
-    fn acc_request_facts<T>(
+    async fn acc_request_facts<T>(
         &mut self,
         function: &str,
         comment: &str,
@@ -390,9 +392,11 @@ impl Ctx {
                 return None;
             }
         };
-        let m = self.message.as_ref()?;
+        // No message, no record (and no extras to read).
+        self.message.as_ref()?;
         // Extras at the time of the call, as Kamailio evaluates them.
-        let captured = self.acc_extras();
+        let captured = self.acc_extras().await;
+        let m = self.message.as_ref()?;
         match Facts::of(&m.sip, code, reason, None) {
             Some(facts) => Some(then(self, &facts, &captured)),
             None => {
@@ -402,14 +406,15 @@ impl Ctx {
         }
     }
 
-    fn acc_log(&mut self, function: &str, comment: &str) -> i32 {
+    async fn acc_log(&mut self, function: &str, comment: &str) -> i32 {
         self.acc_request_facts(function, comment, |ctx, facts, captured| {
             facts.log(&ctx.tenant, REQUEST, &captured.log);
         })
+        .await
         .map_or(-1, |()| 1)
     }
 
-    fn acc_db(&mut self, function: &str, comment: &str, table: &str) -> i32 {
+    async fn acc_db(&mut self, function: &str, comment: &str, table: &str) -> i32 {
         if !is_identifier(table) {
             self.script_error(
                 function,
@@ -423,11 +428,13 @@ impl Ctx {
             self.script_error(function, "no database for acc records");
             return -1;
         }
-        let queued = self.acc_request_facts(function, comment, |ctx, facts, captured| {
-            ctx.state
-                .acc
-                .to_db(facts.record(&ctx.tenant, table, &captured.db))
-        });
+        let queued = self
+            .acc_request_facts(function, comment, |ctx, facts, captured| {
+                ctx.state
+                    .acc
+                    .to_db(facts.record(&ctx.tenant, table, &captured.db))
+            })
+            .await;
         match queued {
             Some(true) => 1,
             Some(false) => {
@@ -441,20 +448,21 @@ impl Ctx {
 
 impl Host for Ctx {
     async fn acc_log_request(&mut self, comment: String) -> i32 {
-        self.acc_log("KSR.acc.acc_log_request", &comment)
+        self.acc_log("KSR.acc.acc_log_request", &comment).await
     }
 
     async fn acc_db_request(&mut self, comment: String, table: String) -> i32 {
         self.acc_db("KSR.acc.acc_db_request", &comment, &table)
+            .await
     }
 
     async fn acc_request(&mut self, comment: String, table: String) -> i32 {
         let function = "KSR.acc.acc_request";
-        let logged = self.acc_log(function, &comment);
+        let logged = self.acc_log(function, &comment).await;
         if logged < 0 || self.state.acc.writer.is_none() {
             return logged;
         }
-        self.acc_db(function, &comment, &table)
+        self.acc_db(function, &comment, &table).await
     }
 }
 
@@ -640,7 +648,7 @@ mod tests {
         let mut ctx = ctx_on(INVITE, Transport::Udp);
         ctx.state = state.clone();
         ctx.message.as_mut().unwrap().flags = flags;
-        ctx.take_message().unwrap()
+        ready(ctx.take_message()).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -736,7 +744,7 @@ mod tests {
         let mut ctx = ctx_on(&bye, Transport::Udp);
         ctx.state = state.clone();
         ctx.message.as_mut().unwrap().flags = 1 << 2;
-        let m = ctx.take_message().unwrap();
+        let m = ready(ctx.take_message()).unwrap();
         let c = Completion {
             request: &m,
             code: 481,

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::Ctx;
@@ -88,6 +89,9 @@ pub struct Pike {
     settings: PikeSettings,
     start: Instant,
     table: Mutex<Table>,
+    /// Times a source was blocked (a [`Verdict::Detected`]), for the
+    /// metrics.
+    blocked: AtomicU64,
 }
 
 impl Default for Pike {
@@ -111,6 +115,7 @@ impl Pike {
                 sources: HashMap::new(),
                 next_sweep: settings.remove_latency,
             }),
+            blocked: AtomicU64::new(0),
         }
     }
 
@@ -121,6 +126,30 @@ impl Pike {
     /// How many sources are tracked now.
     pub fn tracked(&self) -> usize {
         self.lock().sources.len()
+    }
+
+    /// How many times a source was blocked so far.
+    pub fn blocked(&self) -> u64 {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Its series: sources blocked so far and addresses tracked now.
+    pub fn metric_series(&self, out: &mut Vec<kemibox_metrics::ModuleSeries>) {
+        use kemibox_metrics::{ModuleKind, ModuleSeries};
+        out.push(ModuleSeries {
+            name: "kemibox_pike_blocked_total",
+            kind: ModuleKind::Counter,
+            help: "Source addresses blocked by pike for going over reqs_density_per_unit.",
+            labels: Vec::new(),
+            value: self.blocked(),
+        });
+        out.push(ModuleSeries {
+            name: "kemibox_pike_tracked_addresses",
+            kind: ModuleKind::Gauge,
+            help: "Source addresses pike tracks now (bounded by max_addresses).",
+            labels: Vec::new(),
+            value: self.tracked() as u64,
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -164,6 +193,7 @@ impl Pike {
             Verdict::Flooding
         } else if source.hits > s.reqs_density_per_unit {
             source.blocked = true;
+            self.blocked.fetch_add(1, Ordering::Relaxed);
             Verdict::Detected
         } else {
             Verdict::Allowed
@@ -265,6 +295,8 @@ mod tests {
         }
         assert_eq!(pike.check(a, t0), Verdict::Detected);
         assert_eq!(pike.check(a, t0), Verdict::Flooding);
+        // The metrics count the block once, not each refused request.
+        assert_eq!(pike.blocked(), 1);
         // Another source, IPv6, is counted on its own.
         for _ in 0..5 {
             assert_eq!(pike.check(b, t0), Verdict::Allowed);
@@ -281,6 +313,7 @@ mod tests {
             assert_eq!(pike.check(a, t3), Verdict::Allowed);
         }
         assert_eq!(pike.check(a, t3), Verdict::Detected);
+        assert_eq!((pike.blocked(), pike.tracked()), (2, 2));
     }
 
     #[test]

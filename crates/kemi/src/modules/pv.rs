@@ -5,6 +5,7 @@
 //! per instance and starts at 0; `$avp(x)` is per message, a stack of values
 //! (an assignment pushes, reads see the newest).
 
+use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kemibox_sip::Uri;
@@ -44,19 +45,6 @@ impl PvError {
         } else {
             PvError::Repeated(e.to_string())
         }
-    }
-}
-
-/// `f`'s output when it is ready at once, as every operation on a table
-/// in memory is; `None` when it would wait.
-fn ready_now<F: Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    match f
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-    {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
     }
 }
 
@@ -219,9 +207,10 @@ fn transform(value: Option<PvValue>, transformation: &str) -> Option<PvValue> {
 
 impl Ctx {
     /// Expand the pseudo-variables of a format string (`KSR.xlog`, see
-    /// [`crate::pv_format`]) with the same reader as `KSR.pv.get`: an
-    /// unknown, malformed or `$null` one prints as `<null>`.
-    pub(crate) fn pv_format(&self, format: &str) -> String {
+    /// [`crate::pv_format`]) with the same reader as `KSR.pv.get`
+    /// ([`Ctx::pv_value`], so a `$sht` of a table in Redis reads Redis):
+    /// an unknown, malformed or `$null` one prints as `<null>`.
+    pub(crate) async fn pv_format(&self, format: &str) -> String {
         let mut out = String::with_capacity(format.len());
         for piece in pv_format::parse(format) {
             if out.len() >= pv_format::MAX_OUTPUT {
@@ -234,7 +223,7 @@ impl Ctx {
                     name,
                     transformations,
                 } => {
-                    let value = self.pv_read(&name).ok().flatten();
+                    let value = self.pv_value(&name).await.ok().flatten();
                     let value = transformations.iter().fold(value, |v, t| transform(v, t));
                     match value {
                         Some(v) => out.push_str(&v.as_text()),
@@ -253,8 +242,30 @@ impl Ctx {
         out
     }
 
-    /// Evaluate a pseudo-variable; `Ok(None)` is `$null`.
-    pub(crate) fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
+    /// Evaluate a pseudo-variable; `Ok(None)` is `$null`. The one reader
+    /// every module goes through (`KSR.pv.get`, format strings, acc's
+    /// extra columns): a `$sht*` of a table waits on the table wherever
+    /// it lives (memory answers at once, Redis after a round trip), the
+    /// others read the message and the instance at once. Boxed: a key may
+    /// itself hold pseudo-variables (`$sht(t=>$si)`), read through here.
+    pub(crate) fn pv_value<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<PvValue>, PvError>> + Send + 'a>> {
+        Box::pin(async move {
+            match table_pv(name) {
+                Some((class, inner)) => {
+                    let (table, key) = self.sht_name(inner).await?;
+                    self.sht_read(class, &table, key).await
+                }
+                None => self.pv_read(name),
+            }
+        })
+    }
+
+    /// Evaluate a pseudo-variable that is not a table's `$sht*` (those
+    /// are [`Ctx::pv_value`]'s); `Ok(None)` is `$null`.
+    fn pv_read(&self, name: &str) -> Result<Option<PvValue>, PvError> {
         match pv_name::parse(name).ok_or(PvError::Malformed)? {
             PvName::Named("var", v) => {
                 Ok(Some(self.vars.get(v).cloned().unwrap_or(PvValue::Int(0))))
@@ -310,12 +321,6 @@ impl Ctx {
                     _ => item.value.clone(),
                 }))
             }
-            PvName::Named(class, inner) if class.starts_with("sht") => {
-                let (table, key) = self.sht_name(inner)?;
-                self.in_memory(&table)?;
-                ready_now(self.sht_read(class, &table, key))
-                    .unwrap_or_else(|| Err(PvError::Htable("the table did not answer".into())))
-            }
             PvName::Named(class @ ("dlg" | "dlg_var" | "dlg_ctx"), inner) => {
                 self.dlg_pv_read(class, inner)
             }
@@ -329,28 +334,14 @@ impl Ctx {
 
     /// `table=>key` of a `$sht*` name, the key's pseudo-variables
     /// expanded, and the table.
-    fn sht_name(&self, inner: &str) -> Result<(TableRef, String), PvError> {
+    async fn sht_name(&self, inner: &str) -> Result<(TableRef, String), PvError> {
         let (table, key) = inner
             .split_once("=>")
             .ok_or_else(|| PvError::Htable(format!("{inner:?} is not table=>key")))?;
-        let key = self.expand(key)?;
+        let key = self.expand(key).await?;
         let found = self.state.htable.get(table);
         let table = found.ok_or_else(|| PvError::Htable(format!("no htable {table:?}")))?;
         Ok((table, key))
-    }
-
-    /// A table in Redis is read and written through `KSR.pv.*` (which
-    /// wait on it), never from a format string or a module's synchronous
-    /// read (xlog, acc's extra columns, sdpops' results).
-    fn in_memory(&self, table: &TableRef) -> Result<(), PvError> {
-        match table {
-            TableRef::Memory(_) => Ok(()),
-            TableRef::Shared(t) => Err(PvError::Htable(format!(
-                "htable {:?} is in Redis: read it with KSR.pv.get or KSR.htable.sht_get, \
-                 not inside a formatted string",
-                t.spec().name
-            ))),
-        }
     }
 
     /// `$sht`, `$shtex`, `$shtcn`, `$shtcv`, `$shtinc`, `$shtdec` of
@@ -414,7 +405,7 @@ impl Ctx {
 
     /// `text` with each pseudo-variable in it replaced by its value
     /// (`<null>` for `$null`, as Kamailio prints it).
-    fn expand(&self, text: &str) -> Result<String, PvError> {
+    async fn expand(&self, text: &str) -> Result<String, PvError> {
         let mut out = String::new();
         let mut rest = text;
         while let Some(at) = rest.find('$') {
@@ -426,7 +417,7 @@ impl Ctx {
                 rest = &tail[1..];
                 continue;
             }
-            let value = self.pv_read(&tail[..len])?;
+            let value = self.pv_value(&tail[..len]).await?;
             out.push_str(&value.map_or_else(|| "<null>".into(), |v| v.as_text()));
             rest = &tail[len..];
         }
@@ -434,7 +425,8 @@ impl Ctx {
         Ok(out)
     }
 
-    /// Assign a pseudo-variable; `None` assigns `$null`.
+    /// Assign a pseudo-variable that is not a table's `$sht*` (those wait
+    /// on their table: [`Ctx::pv_set`]); `None` assigns `$null`.
     pub(crate) fn pv_write(&mut self, name: &str, value: Option<PvValue>) -> Result<(), PvError> {
         let parsed = pv_name::parse(name).ok_or(PvError::Malformed)?;
         let recorded = value.as_ref().map(PvValue::as_text);
@@ -509,12 +501,6 @@ impl Ctx {
             PvName::Named(class @ ("dlg" | "dlg_var" | "dlg_ctx"), inner) => {
                 self.dlg_pv_write(class, inner, value)?;
             }
-            PvName::Named(class, inner) if class.starts_with("sht") => {
-                let (table, key) = self.sht_name(inner)?;
-                self.in_memory(&table)?;
-                ready_now(self.sht_write(class, &table, key, value))
-                    .unwrap_or_else(|| Err(PvError::Htable("the table did not answer".into())))?;
-            }
             PvName::Named(..) => return Err(PvError::Unknown),
         }
         self.events.push(Event::PvSet {
@@ -527,16 +513,8 @@ impl Ctx {
     /// Read for `KSR.pv.get*`, logging bad names: with the script line for
     /// `KSR.pv.get` (nil shows the failure), at once for the functions that
     /// answer a default instead.
-    /// `$sht*` of a table wait on it here (a table in Redis answers
-    /// asynchronously).
     async fn pv_get(&mut self, function: &str, name: &str) -> Option<PvValue> {
-        let read = match table_pv(name) {
-            Some((class, inner)) => match self.sht_name(inner) {
-                Ok((table, key)) => self.sht_read(class, &table, key).await,
-                Err(e) => Err(e),
-            },
-            None => self.pv_read(name),
-        };
+        let read = self.pv_value(name).await;
         read.unwrap_or_else(|e| {
             if matches!(e, PvError::Repeated(_)) {
                 // A Redis outage, logged at its start.
@@ -549,12 +527,13 @@ impl Ctx {
         })
     }
 
-    /// `$sht*` of a table wait on it here, as in [`Ctx::pv_get`].
+    /// `$sht*` of a table wait on it here (a table in Redis answers
+    /// asynchronously).
     async fn pv_set(&mut self, function: &str, name: &str, value: Option<PvValue>) {
         let written = match table_pv(name) {
             Some((class, inner)) => {
                 let recorded = value.as_ref().map(PvValue::as_text);
-                let written = match self.sht_name(inner) {
+                let written = match self.sht_name(inner).await {
                     Ok((table, key)) => self.sht_write(class, &table, key, value).await,
                     Err(e) => Err(e),
                 };

@@ -420,7 +420,19 @@ impl Host for Ctx {
     async fn change_reply_status(&mut self, code: i32, reason: String) -> i32 {
         const FUNCTION: &str = "KSR.textopsx.change_reply_status";
         let Some(current) = self.message.as_ref().and_then(|m| m.sip.status()) else {
-            self.script_error(FUNCTION, "the message is not a reply");
+            // Kamailio's KEMI call fails on a request too (its status check
+            // reads no reply class). In a failure route the best reply is
+            // not the routed message: say where its status can change.
+            let why = match self.message.as_ref().map(|m| m.route) {
+                Some(route @ (RouteType::Failure | RouteType::BranchFailure)) => format!(
+                    "the message is not a reply: in {} it is the request; change the \
+                     reply's status in its reply route (KSR.tm.t_on_reply), or send \
+                     your own with KSR.tm.t_reply",
+                    route.name()
+                ),
+                _ => "the message is not a reply".to_string(),
+            };
+            self.script_error(FUNCTION, why);
             return -1;
         };
         let current = i32::from(current);

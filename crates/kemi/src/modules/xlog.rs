@@ -20,8 +20,8 @@ fn level(name: &str) -> Level {
 
 impl Ctx {
     /// Expand `format` and log it at `level`; xlog's result, 1.
-    fn xlog_at(&mut self, level: Level, format: &str) -> i32 {
-        let line = self.pv_format(format);
+    async fn xlog_at(&mut self, level: Level, format: &str) -> i32 {
+        let line = self.pv_format(format).await;
         self.log(level, &line);
         1
     }
@@ -29,28 +29,28 @@ impl Ctx {
 
 impl Host for Ctx {
     async fn xdbg(&mut self, lmsg: String) -> i32 {
-        self.xlog_at(Level::Dbg, &lmsg)
+        self.xlog_at(Level::Dbg, &lmsg).await
     }
     async fn xinfo(&mut self, lmsg: String) -> i32 {
-        self.xlog_at(Level::Info, &lmsg)
+        self.xlog_at(Level::Info, &lmsg).await
     }
     async fn xnotice(&mut self, lmsg: String) -> i32 {
-        self.xlog_at(Level::Notice, &lmsg)
+        self.xlog_at(Level::Notice, &lmsg).await
     }
     async fn xwarn(&mut self, lmsg: String) -> i32 {
-        self.xlog_at(Level::Warn, &lmsg)
+        self.xlog_at(Level::Warn, &lmsg).await
     }
     async fn xerr(&mut self, lmsg: String) -> i32 {
-        self.xlog_at(Level::Err, &lmsg)
+        self.xlog_at(Level::Err, &lmsg).await
     }
     async fn xalert(&mut self, lmsg: String) -> i32 {
-        self.xlog_at(Level::Crit, &lmsg)
+        self.xlog_at(Level::Crit, &lmsg).await
     }
     async fn xcrit(&mut self, lmsg: String) -> i32 {
-        self.xlog_at(Level::Crit, &lmsg)
+        self.xlog_at(Level::Crit, &lmsg).await
     }
     async fn xlog(&mut self, llevel: String, lmsg: String) -> i32 {
-        self.xlog_at(level(&llevel), &lmsg)
+        self.xlog_at(level(&llevel), &lmsg).await
     }
 }
 

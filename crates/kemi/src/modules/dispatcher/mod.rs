@@ -181,7 +181,14 @@ pub fn parse_state(text: &str) -> Option<u32> {
 }
 
 impl Ctx {
-    fn ds_keys(&self, alg: i32) -> Keys {
+    async fn ds_keys(&self, alg: i32) -> Keys {
+        let pvar = match (alg == 7)
+            .then(|| self.state.dispatcher.settings.hash_pvar.clone())
+            .flatten()
+        {
+            Some(p) => Some(self.pv_format(&p).await),
+            None => None,
+        };
         let Some(m) = self.message.as_ref() else {
             return Keys::default();
         };
@@ -194,10 +201,7 @@ impl Ctx {
             to: uri_key(to.as_ref().map(|t| t.uri), user_only),
             ruri: uri_key(m.ruri().as_deref(), user_only),
             auth_user: auth_user(m),
-            pvar: (alg == 7)
-                .then(|| self.state.dispatcher.settings.hash_pvar.clone())
-                .flatten()
-                .map(|p| self.pv_format(&p)),
+            pvar,
             is_invite: m.sip.method_str() == "INVITE",
         }
     }
@@ -242,7 +246,7 @@ impl Ctx {
 
     /// The selection functions: rules of (set, algorithm), the first
     /// destination placed by `op`, at most `limit` kept (<= 0: no limit).
-    fn ds_select_rules(
+    async fn ds_select_rules(
         &mut self,
         function: &str,
         rules: &[(i32, i32)],
@@ -266,7 +270,7 @@ impl Ctx {
                 self.script_error(function, format!("no destination set {setid}"));
                 continue;
             };
-            let keys = self.ds_keys(alg);
+            let keys = self.ds_keys(alg).await;
             let chosen = if alg == 10 && keys.is_invite {
                 if self.state.dispatcher.settings.hash_size == 0 {
                     self.script_error(function, "algorithm 10 needs ds_hash_size above 0");
@@ -356,11 +360,19 @@ impl Ctx {
         self.append(branch) == 1
     }
 
-    fn ds_choose(&mut self, function: &str, set: i32, alg: i32, limit: i32, op: SetOp) -> i32 {
+    async fn ds_choose(
+        &mut self,
+        function: &str,
+        set: i32,
+        alg: i32,
+        limit: i32,
+        op: SetOp,
+    ) -> i32 {
         self.ds_select_rules(function, &[(set, alg)], limit, op)
+            .await
     }
 
-    fn ds_routes(&mut self, rules: &str, mode: &str, limit: i32) -> i32 {
+    async fn ds_routes(&mut self, rules: &str, mode: &str, limit: i32) -> i32 {
         let function = "KSR.dispatcher.ds_select_routes";
         let op = match mode.chars().next() {
             Some('0' | 'd' | 'D') => SetOp::DstUri,
@@ -391,7 +403,7 @@ impl Ctx {
             self.script_error(function, "no set=algorithm rules");
             return -1;
         }
-        self.ds_select_rules(function, &parsed, limit, op)
+        self.ds_select_rules(function, &parsed, limit, op).await
     }
 
     /// `ds_next_*` (drop the current first) and `ds_set_*`.
@@ -510,6 +522,7 @@ const IGNORE_PORT_PROTO: i32 = 2;
 impl Host for Ctx {
     async fn ds_select_dst(&mut self, set: i32, alg: i32) -> i32 {
         self.ds_choose("KSR.dispatcher.ds_select_dst", set, alg, 0, SetOp::DstUri)
+            .await
     }
     async fn ds_select_dst_limit(&mut self, set: i32, alg: i32, limit: i32) -> i32 {
         self.ds_choose(
@@ -519,9 +532,11 @@ impl Host for Ctx {
             limit,
             SetOp::DstUri,
         )
+        .await
     }
     async fn ds_select_domain(&mut self, set: i32, alg: i32) -> i32 {
         self.ds_choose("KSR.dispatcher.ds_select_domain", set, alg, 0, SetOp::Ruri)
+            .await
     }
     async fn ds_select_domain_limit(&mut self, set: i32, alg: i32, limit: i32) -> i32 {
         self.ds_choose(
@@ -531,9 +546,11 @@ impl Host for Ctx {
             limit,
             SetOp::Ruri,
         )
+        .await
     }
     async fn ds_select(&mut self, set: i32, alg: i32) -> i32 {
         self.ds_choose("KSR.dispatcher.ds_select", set, alg, 0, SetOp::ListOnly)
+            .await
     }
     async fn ds_select_limit(&mut self, set: i32, alg: i32, limit: i32) -> i32 {
         self.ds_choose(
@@ -543,12 +560,13 @@ impl Host for Ctx {
             limit,
             SetOp::ListOnly,
         )
+        .await
     }
     async fn ds_select_routes(&mut self, rules: String, mode: String) -> i32 {
-        self.ds_routes(&rules, &mode, 0)
+        self.ds_routes(&rules, &mode, 0).await
     }
     async fn ds_select_routes_limit(&mut self, rules: String, mode: String, limit: i32) -> i32 {
-        self.ds_routes(&rules, &mode, limit)
+        self.ds_routes(&rules, &mode, limit).await
     }
     async fn ds_next_dst(&mut self) -> i32 {
         self.ds_update("KSR.dispatcher.ds_next_dst", true, SetOp::DstUri)

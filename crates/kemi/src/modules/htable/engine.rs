@@ -13,7 +13,9 @@
 //! pointed at the same server); [`TableRef`] is either, behind one set of
 //! async methods that the host functions, pseudo-variables and RPCs use.
 
+use kemibox_metrics::{ModuleKind, ModuleSeries};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kemibox_store::{
@@ -321,10 +323,72 @@ struct Memory {
     cleared: bool,
 }
 
+/// What a table counts for the metrics (`kemibox_htable_*`): items gone
+/// and sets refused. Relaxed atomics: a count, not a synchronisation.
+#[derive(Debug, Default)]
+pub struct TableCounters {
+    expired: AtomicU64,
+    removed: AtomicU64,
+    refused_full: AtomicU64,
+}
+
+impl TableCounters {
+    pub(crate) fn expired(&self, n: usize) {
+        self.expired.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn removed(&self, n: usize) {
+        self.removed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Count a set refused when `result` is [`HtError::Full`]; `result`
+    /// passes through.
+    pub(crate) fn full<T>(&self, result: Result<T, HtError>) -> Result<T, HtError> {
+        if let Err(HtError::Full(_)) = result {
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// `table`'s series (`items`: its live items when they are known,
+    /// memory tables only).
+    fn metric_series(&self, table: &str, items: Option<u64>, out: &mut Vec<ModuleSeries>) {
+        let labels = || vec![("table", table.to_string())];
+        if let Some(n) = items {
+            out.push(ModuleSeries {
+                name: "kemibox_htable_items",
+                kind: ModuleKind::Gauge,
+                help: "Live items in each of the tenant's htables kept in memory.",
+                labels: labels(),
+                value: n,
+            });
+        }
+        for (reason, counter) in [("expired", &self.expired), ("removed", &self.removed)] {
+            let mut l = labels();
+            l.push(("reason", reason.to_string()));
+            out.push(ModuleSeries {
+                name: "kemibox_htable_items_removed_total",
+                kind: ModuleKind::Counter,
+                help: "Htable items gone, by reason: expired (autoexpire) or removed (script or RPC).",
+                labels: l,
+                value: counter.load(Ordering::Relaxed),
+            });
+        }
+        out.push(ModuleSeries {
+            name: "kemibox_htable_sets_refused_total",
+            kind: ModuleKind::Counter,
+            help: "New htable items refused because the table was full (its size).",
+            labels: labels(),
+            value: self.refused_full.load(Ordering::Relaxed),
+        });
+    }
+}
+
 /// One table.
 pub struct Table {
     spec: TableSpec,
     backend: Backend,
+    counters: TableCounters,
 }
 
 impl std::fmt::Debug for Table {
@@ -345,11 +409,17 @@ impl Table {
         Table {
             spec,
             backend: Backend::Memory(Mutex::new(Memory::default())),
+            counters: TableCounters::default(),
         }
     }
 
     pub fn spec(&self) -> &TableSpec {
         &self.spec
+    }
+
+    /// Its metrics' counters.
+    pub fn counters(&self) -> &TableCounters {
+        &self.counters
     }
 
     fn memory(&self) -> MutexGuard<'_, Memory> {
@@ -439,13 +509,21 @@ impl Table {
             return Ok(());
         }
         if !m.items.contains_key(key) && m.items.len() >= self.spec.max_items {
+            let before = m.items.len();
             m.items.retain(|_, i| i.alive(now));
+            self.counters.expired(before - m.items.len());
             if m.items.len() >= self.spec.max_items {
-                return Err(HtError::Full(self.spec.max_items));
+                return self.counters.full(Err(HtError::Full(self.spec.max_items)));
             }
         }
         let expires = explicit.unwrap_or_else(|| self.default_expiry(now));
-        m.items.insert(key.to_string(), Item { value, expires });
+        if m.items
+            .insert(key.to_string(), Item { value, expires })
+            .is_some()
+        {
+            // The key's expired item, replaced.
+            self.counters.expired(1);
+        }
         Ok(())
     }
 
@@ -479,9 +557,14 @@ impl Table {
     /// Remove the item; whether it was set.
     pub fn remove(&self, key: &str, now: u64) -> bool {
         let mut m = self.memory();
-        let was = m.items.remove(key).is_some_and(|i| i.alive(now));
+        let was = m.items.remove(key).map(|i| i.alive(now));
+        match was {
+            Some(true) => self.counters.removed(1),
+            Some(false) => self.counters.expired(1),
+            None => {}
+        }
         self.changed(&mut m, key);
-        was
+        was == Some(true)
     }
 
     /// Add `delta` to the integer item (a missing one starts at initval,
@@ -518,6 +601,7 @@ impl Table {
             m.items.remove(key);
             self.changed(&mut m, key);
         }
+        self.counters.removed(gone.len());
         gone.len()
     }
 
@@ -539,8 +623,11 @@ impl Table {
     }
 
     /// Remove every item.
-    pub fn reset(&self) {
+    pub fn reset(&self, now: u64) {
         let mut m = self.memory();
+        let live = m.items.values().filter(|i| i.alive(now)).count();
+        self.counters.removed(live);
+        self.counters.expired(m.items.len() - live);
         m.items.clear();
         if self.spec.writes_back() {
             m.dirty.clear();
@@ -587,6 +674,7 @@ impl Table {
             m.items.remove(key);
             self.changed(&mut m, key);
         }
+        self.counters.expired(gone.len());
         gone.len()
     }
 
@@ -814,7 +902,7 @@ impl TableRef {
         match self {
             TableRef::Memory(t) => {
                 let removed = t.len(now);
-                t.reset();
+                t.reset(now);
                 Ok(removed)
             }
             TableRef::Shared(t) => t.reset().await,
@@ -1018,6 +1106,20 @@ impl Htables {
         Ok(written)
     }
 
+    /// Every table's series, by table name: items counted for those in
+    /// memory (a table in Redis is shared by the nodes: counting it is a
+    /// Redis scan, not a scrape's work).
+    pub fn metric_series(&self, now: u64, out: &mut Vec<ModuleSeries>) {
+        let mut tables: Vec<(&str, &TableCounters, Option<u64>)> = (self.tables.values())
+            .map(|t| (t.spec.name.as_str(), &t.counters, Some(t.len(now) as u64)))
+            .chain((self.shared.values()).map(|t| (t.spec().name.as_str(), t.counters(), None)))
+            .collect();
+        tables.sort_by_key(|(name, ..)| *name);
+        for (name, counters, items) in tables {
+            counters.metric_series(name, items, out);
+        }
+    }
+
     /// Remove expired items from every table; how many.
     pub fn purge_expired(&self, now: u64) -> usize {
         self.tables.values().map(|t| t.purge_expired(now)).sum()
@@ -1040,6 +1142,55 @@ mod tests {
         let mut spec = TableSpec::new("t");
         configure(&mut spec);
         Table::new(spec)
+    }
+
+    /// `(expired, removed, refused_full)` of `t`'s metrics.
+    fn counted(t: &Table) -> (u64, u64, u64) {
+        let r = t.counters().reading("t", None);
+        (r.expired, r.removed, r.refused_full)
+    }
+
+    /// Each way an item goes is counted once, under its reason: expiry
+    /// (purged, pushed out by a full table, replaced, or removed once
+    /// expired) or removal; a set a full table refuses is counted too.
+    #[test]
+    fn items_gone_and_sets_refused_are_counted() {
+        let t = table(|s| {
+            s.max_items = 3;
+            s.autoexpire = 10;
+        });
+        for key in ["a", "b", "c"] {
+            t.set(key, PvValue::Int(1), None, 100).unwrap();
+        }
+        assert_eq!(
+            t.set("d", PvValue::Int(1), None, 105),
+            Err(HtError::Full(3))
+        );
+        assert_eq!(t.add("d", 1, 105), Err(HtError::Full(3)));
+        assert_eq!(counted(&t), (0, 0, 2));
+        // At 110 all three expired: a set into the full table drops them.
+        t.set("d", PvValue::Int(1), None, 110).unwrap();
+        assert_eq!(counted(&t), (3, 0, 2));
+        assert!(t.remove("d", 111));
+        assert!(!t.remove("d", 111));
+        assert_eq!(counted(&t), (3, 1, 2));
+        t.set("e", PvValue::Int(1), None, 111).unwrap();
+        t.set("f", PvValue::Int(1), None, 111).unwrap();
+        // "e" expired at 121: removing it counts an expiry, not a removal.
+        assert!(!t.remove("e", 121));
+        // "f" expired too: setting it again replaces an expired item.
+        t.set("f", PvValue::Int(2), None, 121).unwrap();
+        assert_eq!(counted(&t), (5, 1, 2));
+        t.set("g", PvValue::Int(1), None, 121).unwrap();
+        let all = Matcher::count_expr("**").unwrap();
+        assert_eq!(t.remove_matching(Target::Name, &all, 125), 2);
+        t.set("h", PvValue::Int(1), None, 125).unwrap();
+        t.set("i", PvValue::Int(1), Some(1), 125).unwrap();
+        assert_eq!(t.purge_expired(127), 1);
+        assert_eq!(counted(&t), (6, 3, 2));
+        t.reset(127);
+        assert_eq!(counted(&t), (6, 4, 2));
+        assert_eq!(t.counters().reading("t", Some(0)).items, Some(0));
     }
 
     #[test]
@@ -1230,7 +1381,7 @@ mod tests {
         );
         assert_eq!(t.remove_matching(Target::Name, &sw, 1), 1);
         assert_eq!(t.len(1), 1);
-        t.reset();
+        t.reset(1);
         assert_eq!(t.len(1), 0);
     }
 
@@ -1287,7 +1438,7 @@ mod tests {
         assert!(t.take_changes(100).is_empty());
         t.unwrite(&changes);
         assert_eq!(t.take_changes(100).upserts.len(), 1);
-        t.reset();
+        t.reset(100);
         assert!(t.take_changes(100).clear);
 
         // Tables without dbmode keep nothing pending.

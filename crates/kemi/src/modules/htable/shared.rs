@@ -20,7 +20,9 @@ use kemibox_store::{
     AddOutcome, HtableValue, RedisHtables, RedisItem, RedisTableRules, StoreError, unix_now,
 };
 
-use super::engine::{HtError, Listed, MAX_KEY_BYTES, MAX_VALUE_BYTES, Matcher, TableSpec, Target};
+use super::engine::{
+    HtError, Listed, MAX_KEY_BYTES, MAX_VALUE_BYTES, Matcher, TableCounters, TableSpec, Target,
+};
 use crate::PvValue;
 
 /// Seconds between two logged Redis failures of one table.
@@ -33,6 +35,9 @@ pub struct SharedTable {
     redis: Arc<RedisHtables>,
     /// When (Unix seconds) a failure was last marked for the log.
     logged_at: AtomicU64,
+    /// What this node removed or was refused (Redis expires items
+    /// unseen: `expired` stays 0).
+    counters: TableCounters,
 }
 
 impl std::fmt::Debug for SharedTable {
@@ -65,11 +70,17 @@ impl SharedTable {
             tenant: tenant.to_string(),
             redis,
             logged_at: AtomicU64::new(0),
+            counters: TableCounters::default(),
         }
     }
 
     pub fn spec(&self) -> &TableSpec {
         &self.spec
+    }
+
+    /// Its metrics' counters (this node's operations).
+    pub fn counters(&self) -> &TableCounters {
+        &self.counters
     }
 
     fn rules(&self) -> RedisTableRules {
@@ -136,7 +147,7 @@ impl SharedTable {
         if stored {
             Ok(())
         } else {
-            Err(HtError::Full(self.spec.max_items))
+            self.counters.full(Err(HtError::Full(self.spec.max_items)))
         }
     }
 
@@ -161,6 +172,7 @@ impl SharedTable {
             .remove(&self.tenant, self.name(), &[key.to_string()])
             .await
             .map_err(|e| self.failed(e))?;
+        self.counters.removed(removed);
         Ok(removed > 0)
     }
 
@@ -172,7 +184,7 @@ impl SharedTable {
             .map_err(|e| self.failed(e))?;
         match outcome {
             AddOutcome::Value(n) => Ok(n),
-            AddOutcome::Full => Err(HtError::Full(self.spec.max_items)),
+            AddOutcome::Full => self.counters.full(Err(HtError::Full(self.spec.max_items))),
             AddOutcome::NotInteger => Err(HtError::NotInteger),
         }
     }
@@ -218,11 +230,17 @@ impl SharedTable {
         if names.is_empty() {
             return Ok(0);
         }
-        (self.redis.remove(&self.tenant, self.name(), &names).await).map_err(|e| self.failed(e))
+        let removed = (self.redis.remove(&self.tenant, self.name(), &names).await)
+            .map_err(|e| self.failed(e))?;
+        self.counters.removed(removed);
+        Ok(removed)
     }
 
     pub async fn reset(&self) -> Result<usize, HtError> {
-        (self.redis.clear(&self.tenant, self.name()).await).map_err(|e| self.failed(e))
+        let removed =
+            (self.redis.clear(&self.tenant, self.name()).await).map_err(|e| self.failed(e))?;
+        self.counters.removed(removed);
+        Ok(removed)
     }
 
     pub async fn items(&self) -> Result<Vec<Listed>, HtError> {

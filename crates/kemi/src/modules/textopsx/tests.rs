@@ -263,6 +263,20 @@ fn reply_status_changed() {
             "KSR.textopsx.change_reply_status: invalid reason \"a\\r\\nb\"",
         ]
     );
+    // In a failure route the message is the request: refused, saying
+    // where the reply's status can change.
+    let mut f = ctx(INVITE);
+    message(&mut f).route = RouteType::Failure;
+    assert_eq!(ready(f.change_reply_status(404, "x".into())), -1);
+    let said = logs(&f);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with(
+            "KSR.textopsx.change_reply_status: the message is not a reply: in failure_route \
+             it is the request"
+        ) && said[0].contains("KSR.tm.t_on_reply"),
+        "{said:?}"
+    );
     let mut p = ctx(&REPLY.replace("486 Busy Here", "180 Ringing"));
     assert_eq!(ready(p.change_reply_status(183, "Progress".into())), 1);
     assert_eq!(ready(p.change_reply_status(200, "OK".into())), -1);
