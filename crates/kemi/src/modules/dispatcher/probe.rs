@@ -58,14 +58,12 @@ async fn probe(tenant: &str, ds: &Dispatcher, uac: &Arc<dyn Uac>, d: &Destinatio
     let sent = uac.send(request(&ds.settings, d));
     let result = match reply_wait(&ds.settings) {
         None => sent.await,
-        Some(wait) => tokio::time::timeout(wait, sent)
-            .await
-            .unwrap_or_else(|_| {
-                Ok(crate::uac::LocalReply {
-                    status: 408,
-                    reason: format!("no reply within {wait:?}"),
-                })
-            }),
+        Some(wait) => tokio::time::timeout(wait, sent).await.unwrap_or_else(|_| {
+            Ok(crate::uac::LocalReply {
+                status: 408,
+                reason: format!("no reply within {wait:?}"),
+            })
+        }),
     };
     let accepted = match &result {
         Ok(reply) => {
@@ -176,7 +174,9 @@ pub fn spawn(tenant: &str, state: &Arc<TenantState>) {
     let tenant = tenant.to_string();
     let weak: Weak<TenantState> = Arc::downgrade(state);
     tokio::spawn(async move {
-        let mut timer = tokio::time::interval(tick);
+        // The first round one tick after the start, as Kamailio's timer:
+        // the proxy is running by then.
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
         let (mut next_ping, mut next_expiry) = (Instant::now(), Instant::now());
         let mut told = false;
         loop {
