@@ -98,7 +98,9 @@ async fn manage(args: Args) -> anyhow::Result<ExitCode> {
                 .remove_destination(tenant, setid, &destination)
                 .await?;
             if removed == 0 {
-                eprintln!("kemibox: no destination {destination} in set {setid} of tenant {tenant}");
+                eprintln!(
+                    "kemibox: no destination {destination} in set {setid} of tenant {tenant}"
+                );
                 return Ok(ExitCode::from(1));
             }
             println!("removed {removed} row(s) {setid} {destination} (tenant {tenant})");

@@ -11,8 +11,8 @@ use std::time::Duration;
 use kemibox_kemi::htable::TableBackend;
 use kemibox_kemi::{Nonces, Services};
 use kemibox_store::{
-    AddressStore, DispatcherStore, HtableStore, LocationStore, PostgresHtable, PostgresSubscribers, RedisHtables,
-    RedisLocation, SqliteStore, SubscriberStore,
+    AddressStore, DispatcherStore, HtableStore, LocationStore, PostgresHtable, PostgresSubscribers,
+    RedisHtables, RedisLocation, SqliteStore, SubscriberStore,
 };
 
 use crate::config::{Auth, Database, Registrar};
@@ -47,6 +47,14 @@ pub struct Stores {
     pub describe: String,
 }
 
+/// The stores beside the subscribers (one database) and where that is.
+type SubscriberSide = (
+    Arc<dyn SubscriberStore>,
+    Arc<dyn AddressStore>,
+    Arc<dyn DispatcherStore>,
+    String,
+);
+
 /// Open what `db` configures. SQLite is opened (and created) only when a
 /// kind of data has no networked database.
 pub async fn open(db: &Database) -> anyhow::Result<Stores> {
@@ -57,12 +65,7 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
         None
     };
     // Addresses live beside the subscribers.
-    let (subscribers, addresses, dispatcher, subs_at): (
-        Arc<dyn SubscriberStore>,
-        Arc<dyn AddressStore>,
-        Arc<dyn DispatcherStore>,
-        String,
-    ) = match &db.postgres {
+    let (subscribers, addresses, dispatcher, subs_at): SubscriberSide = match &db.postgres {
         Some(url) => {
             let postgres = Arc::new(
                 PostgresSubscribers::connect(url)
@@ -106,7 +109,9 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
         addresses,
         dispatcher,
         sqlite,
-        describe: format!("subscribers, addresses and dispatcher rows in {subs_at}, locations in {loc_at}"),
+        describe: format!(
+            "subscribers, addresses and dispatcher rows in {subs_at}, locations in {loc_at}"
+        ),
     })
 }
 

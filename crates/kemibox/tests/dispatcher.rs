@@ -660,3 +660,112 @@ fn probe_replies_count_by_ds_ping_reply_codes_and_ping_active_stops_probes() {
         peers[0].probes()
     );
 }
+
+/// The set from the dispatcher table (`db = true`): rows added and
+/// removed with `kemibox dispatcher` are routed to after
+/// `dispatcher.reload`.
+#[test]
+fn rows_added_with_the_cli_are_routed_to_after_a_reload() {
+    let dir = common::temp_dir("dispatcher-db");
+    std::fs::write(dir.join("ds.lua"), SCRIPT).unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let (admin, metrics) = (free_tcp_port(), free_tcp_port());
+    let config = dir.join("kemibox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "script = \"ds.lua\"\nlisten = [\"udp:{proxy}\"]\nlog = \"info\"\n\
+             [env]\nDS_ALG = \"4\"\n\
+             [database]\nsqlite = \"ds.sqlite\"\n\
+             [dispatcher]\ndb = true\nflags = 2\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let s = Setup {
+        dir: dir.clone(),
+        proxy,
+        config: config.clone(),
+        callees: [free_udp_port(), free_udp_port(), 0],
+        metrics: format!("127.0.0.1:{metrics}").parse().unwrap(),
+    };
+    let cfg = config.display().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["dispatcher"];
+        all.extend(args);
+        all.extend(["--config", cfg.as_str()]);
+        let (ok, out) = kemibox_cli(&all);
+        assert!(ok, "kemibox {all:?}: {out}");
+        out
+    };
+    let uri = |i: usize| format!("sip:127.0.0.1:{}", s.callees[i]);
+    cli(&["add", "1", &uri(0), "0", "0", "duid=a", "first", "callee"]);
+    // One call before B exists, two of four after, none after it is gone.
+    let a = s.callee(0, 3);
+    let b = s.callee(1, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let _proxy = s.run();
+    assert_eq!(s.flags(), ["AX"]);
+    assert!(s.call(1, 10), "failed calls; see {}", dir.display());
+
+    cli(&["add", "1", &uri(1), "8", "5"]);
+    let listed = cli(&["list"]);
+    assert_eq!(
+        listed,
+        format!("1 {} 0 0 duid=a first callee\n1 {} 8 5\n", uri(0), uri(1))
+    );
+    assert_eq!(s.flags(), ["AX"], "read at the reload only");
+    let reloaded = s.ctl("dispatcher.reload", &[]);
+    assert_eq!(reloaded["destinations"], 2, "{reloaded}");
+    // Priority 5 first, flag 8: probing.
+    assert_eq!(s.flags(), ["AP", "AX"]);
+    assert!(s.call(4, 10), "failed calls; see {}", dir.display());
+
+    cli(&["rm", "1", &uri(0)]);
+    let (ok, _) = kemibox_cli(&["dispatcher", "rm", "1", &uri(0), "--config", &cfg]);
+    assert!(!ok, "nothing left to remove");
+    s.ctl("dispatcher.reload", &[]);
+    assert_eq!(s.flags(), ["AP"]);
+    assert!(s.call(2, 10), "failed calls; see {}", dir.display());
+    all_finished(&dir, vec![a, b], "table");
+    assert_eq!(count(&s.log(), "ds failover"), 0);
+
+    // What the CLI refuses, the module could not load.
+    for (args, why) in [
+        (vec!["add", "1", "tel:+123"], "sip:"),
+        (vec!["add", "1", "sip:10.0.0.1", "64"], "flags"),
+        (vec!["add", "1", "sip:10.0.0.1", "0", "0", "a=1 b=2"], "';'"),
+    ] {
+        let mut all = vec!["dispatcher"];
+        all.extend(args.iter().copied());
+        all.extend(["--config", cfg.as_str()]);
+        let out = common::kemibox(&all);
+        assert_ne!(common::status(&out), 0, "{args:?}");
+        assert!(
+            common::stderr(&out).contains(why),
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_list_file_and_the_table_together_are_refused() {
+    let dir = common::temp_dir("dispatcher-db-refused");
+    for (config, line) in [
+        ("[dispatcher]\nlist_file = \"d.list\"\ndb = true\n", 3),
+        (
+            "[dispatcher]\nlist_file = \"d.list\"\n[[tenant]]\nid = \"a\"\nscript = \"a.lua\"\n[tenant.dispatcher]\nlist_file = \"a.list\"\ndb = true\n",
+            8,
+        ),
+    ] {
+        let (file, err) = common::refused_config(&dir, config);
+        assert!(
+            err.contains(&format!("{file}: line {line}:")),
+            "{config}: {err}"
+        );
+        assert!(err.contains("list_file and db"), "{config}: {err}");
+        assert!(err.contains("keep one"), "{config}: {err}");
+    }
+}

@@ -2,6 +2,7 @@
 //! private server: rows shared by two nodes, per tenant, in the order
 //! added; created when missing.
 
+#[allow(dead_code, reason = "this test does not pause the server")]
 mod common;
 
 use common::servers::{postgres, postgres_url as url};

@@ -422,11 +422,12 @@ impl Dispatcher {
         let Some(Table(table)) = &self.table else {
             return Err("dispatcher db = true but no database was opened".into());
         };
-        let rows = (table.destinations(tenant).await)
-            .map_err(|e| format!("dispatcher table: {e}"))?;
+        let rows =
+            (table.destinations(tenant).await).map_err(|e| format!("dispatcher table: {e}"))?;
         rows.into_iter()
             .map(|r| {
-                let flags = u32::try_from(r.flags).map_err(|_| format!("flags {} is negative", r.flags));
+                let flags =
+                    u32::try_from(r.flags).map_err(|_| format!("flags {} is negative", r.flags));
                 flags
                     .and_then(|flags| {
                         DestSpec::new(

@@ -438,23 +438,29 @@ fn sets_from_the_table_are_the_tenants_rows_reread_on_reload() {
         attrs: attrs.into(),
         description: "gw".into(),
     };
-    ready(store.add_destination("t1", &row(1, "sip:10.0.0.1", 0, "weight=70")))
-        .unwrap();
+    ready(store.add_destination("t1", &row(1, "sip:10.0.0.1", 0, "weight=70"))).unwrap();
     ready(store.add_destination("t2", &row(1, "sip:10.0.0.99", 0, ""))).unwrap();
     let settings = Settings {
         db: true,
         ..Settings::default()
     };
-    let table = super::sets::Table(store.clone());
+    let table = sets::Table(store.clone());
     let ds = ready(Dispatcher::open("t1", settings, Some(table))).unwrap();
     let sets = ds.sets();
     let d = sets.find(1, "sip:10.0.0.1").expect("the tenant's row");
     assert_eq!((d.attrs.weight, d.description.as_str()), (70, "gw"));
-    assert!(sets.find(1, "sip:10.0.0.99").is_none(), "not another tenant's");
+    assert!(
+        sets.find(1, "sip:10.0.0.99").is_none(),
+        "not another tenant's"
+    );
     ready(store.add_destination("t1", &row(2, "sip:10.0.0.2", 8, ""))).unwrap();
     assert_eq!(ready(ds.reload("t1")), Ok(2));
     assert_eq!(
-        ds.sets().find(2, "sip:10.0.0.2").unwrap().health().letters(),
+        ds.sets()
+            .find(2, "sip:10.0.0.2")
+            .unwrap()
+            .health()
+            .letters(),
         "AP"
     );
     // A row the module cannot take: the reload fails naming it, the sets
