@@ -516,9 +516,13 @@ fn probing_takes_a_stopped_callee_out_and_brings_it_back() {
     let took = stopped.elapsed();
     // ds_ping_interval * ds_probing_threshold, plus one interval for the
     // probe in flight when it stopped (and 0.5 s for the polling).
+    let probed: Vec<Duration> = (gone.received().iter())
+        .filter(|r| r.method == "OPTIONS")
+        .map(|r| r.at - stopped)
+        .collect();
     assert!(
         took <= Duration::from_millis(3500),
-        "inactive after {took:?} ({flags:?} polling)"
+        "inactive after {took:?} ({flags:?} polling); probes at {probed:?}"
     );
     let down_at = Instant::now();
     let selected = s.selections(2);

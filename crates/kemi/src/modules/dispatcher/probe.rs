@@ -180,11 +180,13 @@ pub fn spawn(tenant: &str, state: &Arc<TenantState>) {
         let (mut next_ping, mut next_expiry) = (Instant::now(), Instant::now());
         let mut told = false;
         loop {
-            timer.tick().await;
+            // The tick's scheduled time, not the time the task woke up:
+            // with the wake-up's jitter, `now + ping` could fall after the
+            // next tick and skip a round.
+            let now = timer.tick().await.into_std();
             let Some(state) = weak.upgrade() else {
                 return;
             };
-            let now = Instant::now();
             if !ping.is_zero() && now >= next_ping {
                 next_ping = now + ping;
                 match state.uac.get() {
