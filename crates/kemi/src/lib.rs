@@ -59,7 +59,7 @@ pub mod dispatcher {
     pub use crate::modules::ds_list::{Attrs, DestSpec, ListError, flags, parse};
     pub use crate::modules::ds_probe::{spawn, start_round};
     pub use crate::modules::ds_sets::{
-        Destination, Dispatcher, Latency, MAX_PROBES_IN_FLIGHT, Set, Sets, Settings,
+        Destination, Dispatcher, Latency, MAX_PROBES_IN_FLIGHT, Set, Sets, Settings, Table,
     };
     pub use crate::modules::{
         AVP_ATTRS, AVP_CNT, AVP_DSTID, AVP_GRP, AVP_SOCK, AVP_URI, ds_parse_state as parse_state,

@@ -28,6 +28,7 @@ mod check;
 mod config;
 mod ctl;
 mod dialog_rpc;
+mod dispatcher_cli;
 mod dispatcher_rpc;
 mod hosting;
 mod lua_modules;
@@ -77,6 +78,8 @@ enum Command {
     User(user::Args),
     /// The permissions address table (allow_source_address): add, rm, list.
     Address(address::Args),
+    /// The dispatcher table (`[dispatcher] db = true`): add, rm, list.
+    Dispatcher(dispatcher_cli::Args),
     /// Registrations (user location): show.
     Ul(ul::Args),
     /// Call the admin API of a running `kemibox run` (docs/admin.md) and
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::User(args) => user::run(args),
         Command::Address(args) => address::run(args),
+        Command::Dispatcher(args) => dispatcher_cli::run(args),
         Command::Ul(args) => ul::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Api { markdown } => {

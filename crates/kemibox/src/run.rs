@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (services, location, addresses, acc, htables) = runtime.block_on(async {
+    let (services, location, tables, acc, htables) = runtime.block_on(async {
         let stores = crate::storage::open(&settings.database).await?;
         tracing::info!("{}", stores.describe);
         let services = crate::storage::services(&stores, settings.registrar, &settings.auth)?;
@@ -78,9 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let acc = crate::storage::acc_writer(&settings.database).await?;
         let htables =
             crate::storage::htable_backends(&settings.database, &stores, &settings.tenants).await?;
-        anyhow::Ok((services, stores.location, stores.addresses, acc, htables))
+        let tables = (stores.addresses, stores.dispatcher);
+        anyhow::Ok((services, stores.location, tables, acc, htables))
     })?;
-    runtime.block_on(serve(settings, services, location, addresses, acc, htables))
+    runtime.block_on(serve(settings, services, location, tables, acc, htables))
 }
 
 /// The tenant's spec for the sandbox: its script read (the embedded
@@ -108,7 +109,10 @@ async fn serve(
     settings: Settings,
     services: Arc<Services>,
     location: Arc<dyn kemibox_store::LocationStore>,
-    addresses: Arc<dyn kemibox_store::AddressStore>,
+    (addresses, dispatchers): (
+        Arc<dyn kemibox_store::AddressStore>,
+        Arc<dyn kemibox_store::DispatcherStore>,
+    ),
     acc: kemibox_store::AccWriter,
     htables: crate::storage::HtableBackends,
 ) -> anyhow::Result<ExitCode> {
@@ -152,8 +156,16 @@ async fn serve(
     for tenant in settings.tenants {
         let mut spec = spec(&tenant, &services)?;
         spec.state = Arc::new(
-            crate::tenant_state::open(&tenant, &addresses, &acc, &htables, &uac, dialogs.as_ref())
-                .await?,
+            crate::tenant_state::open(
+                &tenant,
+                &addresses,
+                &dispatchers,
+                &acc,
+                &htables,
+                &uac,
+                dialogs.as_ref(),
+            )
+            .await?,
         );
         crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
         crate::tenant_state::spawn_dialog_timer(tenant.id.as_str(), &spec.state);

@@ -1,8 +1,8 @@
 //! The configured stores, opened: SQLite in the data directory unless
 //! PostgreSQL (subscribers) and Redis (locations) are configured, so the
-//! proxy, `kemibox user`, `kemibox ul` and `kemibox address` all work on
-//! the same data. The permissions address table is where the subscribers
-//! are.
+//! proxy, `kemibox user`, `kemibox ul`, `kemibox address` and
+//! `kemibox dispatcher` all work on the same data. The permissions address
+//! table and the dispatcher table are where the subscribers are.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,8 +11,8 @@ use std::time::Duration;
 use kemibox_kemi::htable::TableBackend;
 use kemibox_kemi::{Nonces, Services};
 use kemibox_store::{
-    AddressStore, HtableStore, LocationStore, PostgresHtable, PostgresSubscribers, RedisHtables,
-    RedisLocation, SqliteStore, SubscriberStore,
+    AddressStore, DispatcherStore, HtableStore, LocationStore, PostgresHtable, PostgresSubscribers,
+    RedisHtables, RedisLocation, SqliteStore, SubscriberStore,
 };
 
 use crate::config::{Auth, Database, Registrar};
@@ -39,11 +39,21 @@ pub struct Stores {
     pub location: Arc<dyn LocationStore>,
     /// The permissions address table (beside the subscribers).
     pub addresses: Arc<dyn AddressStore>,
+    /// The dispatcher table (beside the subscribers).
+    pub dispatcher: Arc<dyn DispatcherStore>,
     /// The SQLite file, when a kind of data is kept there.
     pub sqlite: Option<Arc<SqliteStore>>,
     /// Where each kind lives, for the start-up log line.
     pub describe: String,
 }
+
+/// The stores beside the subscribers (one database) and where that is.
+type SubscriberSide = (
+    Arc<dyn SubscriberStore>,
+    Arc<dyn AddressStore>,
+    Arc<dyn DispatcherStore>,
+    String,
+);
 
 /// Open what `db` configures. SQLite is opened (and created) only when a
 /// kind of data has no networked database.
@@ -55,22 +65,28 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
         None
     };
     // Addresses live beside the subscribers.
-    let (subscribers, addresses, subs_at): (
-        Arc<dyn SubscriberStore>,
-        Arc<dyn AddressStore>,
-        String,
-    ) = match &db.postgres {
+    let (subscribers, addresses, dispatcher, subs_at): SubscriberSide = match &db.postgres {
         Some(url) => {
             let postgres = Arc::new(
                 PostgresSubscribers::connect(url)
                     .await
                     .map_err(|e| anyhow::anyhow!("database.postgres: {e}"))?,
             );
-            (postgres.clone(), postgres, "PostgreSQL".into())
+            (
+                postgres.clone(),
+                postgres.clone(),
+                postgres,
+                "PostgreSQL".into(),
+            )
         }
         None => {
             let sqlite = sqlite.clone().expect("opened when postgres is not set");
-            (sqlite.clone(), sqlite, sqlite_path.display().to_string())
+            (
+                sqlite.clone(),
+                sqlite.clone(),
+                sqlite,
+                sqlite_path.display().to_string(),
+            )
         }
     };
     let (location, loc_at): (Arc<dyn LocationStore>, String) = match &db.redis {
@@ -91,8 +107,11 @@ pub async fn open(db: &Database) -> anyhow::Result<Stores> {
         subscribers,
         location,
         addresses,
+        dispatcher,
         sqlite,
-        describe: format!("subscribers and addresses in {subs_at}, locations in {loc_at}"),
+        describe: format!(
+            "subscribers, addresses and dispatcher rows in {subs_at}, locations in {loc_at}"
+        ),
     })
 }
 

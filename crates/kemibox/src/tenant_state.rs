@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kemibox_kemi::dispatcher::Dispatcher;
+use kemibox_kemi::dispatcher::{Dispatcher, Table};
 use kemibox_kemi::htable::Htables;
 use kemibox_kemi::uac::UacHandle;
 use kemibox_kemi::{Ipops, Permissions, Pike, TenantState};
-use kemibox_store::{AddressStore, unix_now};
+use kemibox_store::{AddressStore, DispatcherStore, unix_now};
 
 use crate::config::Tenant;
 use crate::storage::{DialogStore, HtableBackends};
@@ -23,10 +23,12 @@ use kemibox_kemi::dialog_profiles::{DEFAULT_SIZE_CACHE, Profiles, Shared};
 /// keep their rows, and the Redis of those with `backend = "redis"`.
 /// `uac`: the proxy, set once it runs. `dialogs`: where dialog profiles
 /// and records with `backend = "redis"` are shared; this node's dialogs
-/// saved there are restored.
+/// saved there are restored. `dispatchers`: the dispatcher table, read
+/// with `[dispatcher] db = true`.
 pub async fn open(
     tenant: &Tenant,
     addresses: &Arc<dyn AddressStore>,
+    dispatchers: &Arc<dyn DispatcherStore>,
     acc: &kemibox_store::AccWriter,
     htables: &HtableBackends,
     uac: &UacHandle,
@@ -43,7 +45,8 @@ pub async fn open(
         None => Htables::new(specs, id, db),
     };
     htable.load(unix_now()).await?;
-    let dispatcher = Dispatcher::open(id, tenant.dispatcher.clone())
+    let table = Some(Table(dispatchers.clone())).filter(|_| tenant.dispatcher.db);
+    let dispatcher = Dispatcher::open(id, tenant.dispatcher.clone(), table)
         .await
         .map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))?;
     let profiles = profiles(tenant, dialogs);

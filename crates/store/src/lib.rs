@@ -13,6 +13,9 @@
 //! `dbtable`, so they survive a restart; [`RedisHtables`] keeps whole
 //! tables in Redis, shared by several nodes.
 //!
+//! [`DispatcherStore`] holds the dispatcher's destinations of tenants
+//! that read them from the database (`[dispatcher] db = true`).
+//!
 //! [`RedisDialogs`] shares dialog-profile memberships (profile sizes and
 //! the call quota count every node's calls) and keeps each node's dialog
 //! records ([`DialogBackup`]) so a restarted node finds its dialogs.
@@ -20,6 +23,7 @@
 mod acc;
 mod address;
 mod dialog;
+mod dispatcher;
 mod htable;
 mod location;
 mod postgres;
@@ -36,6 +40,7 @@ pub use acc::{
 };
 pub use address::{AddressRow, AddressStore};
 pub use dialog::{BACKUP_TTL, DialogBackup, Membership, NodeMembership, RedisDialogs};
+pub use dispatcher::{DispatcherRow, DispatcherStore};
 pub use htable::{
     HtableChanges, HtableRow, HtableStore, KEY_ARRAY, KEY_PLAIN, PostgresHtable, VALUE_INT,
     VALUE_STR,

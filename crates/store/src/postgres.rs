@@ -162,6 +162,7 @@ impl Session {
         for (table, schema) in [
             ("subscriber", SCHEMA),
             ("address", crate::address::POSTGRES_SCHEMA),
+            ("dispatcher", crate::dispatcher::POSTGRES_SCHEMA),
         ] {
             // Checked first: CREATE ... IF NOT EXISTS needs the CREATE
             // privilege even when the table exists.

@@ -109,6 +109,7 @@ impl SqliteStore {
         db.execute_batch(SCHEMA)?;
         db.execute_batch(crate::address::SCHEMA)?;
         db.execute_batch(crate::htable::SQLITE_SCHEMA)?;
+        db.execute_batch(crate::dispatcher::SCHEMA)?;
         let cache = load_locations(&db)?;
         Ok(SqliteStore {
             db: Mutex::new(db),

@@ -5,7 +5,8 @@
 //!
 //! ```toml
 //! [dispatcher]
-//! list_file = "dispatcher.list"   # relative to this file
+//! list_file = "dispatcher.list"   # relative to this file, or:
+//! # db = true                     # the dispatcher table of [database]
 //! flags = 2                       # failover (ds_next_dst)
 //! ds_ping_interval = 10           # seconds; 0: no probes
 //! ds_probing_mode = 1
@@ -31,6 +32,9 @@ use super::validate::{Checked, Scope};
 #[serde(deny_unknown_fields)]
 pub struct DispatcherTable {
     pub list_file: Option<Spanned<PathBuf>>,
+    /// The destinations from the tenant's rows of the dispatcher table in
+    /// the proxy's database (Kamailio's `db_url` + `table_name`).
+    pub db: Option<Spanned<bool>>,
     pub flags: Option<Spanned<i64>>,
     pub force_dst: Option<Spanned<i64>>,
     pub hash_pvar: Option<Spanned<String>>,
@@ -124,14 +128,37 @@ pub fn settings(
                 key,
                 v,
                 format!("{key} is not supported by kemibox"),
-                "give the destinations in a list file (list_file = \"dispatcher.list\", Kamailio's format), and remove it",
+                "give the destinations in a list file (list_file = \"dispatcher.list\", Kamailio's format) or in the database of [database] (db = true; rows managed with `kemibox dispatcher add`), and remove it",
             ));
         }
     }
+    // The source as a whole: the tenant's own (list_file or db) replaces
+    // the top level's.
+    let source = own
+        .filter(|(_, t)| t.list_file.is_some() || t.db.is_some())
+        .or_else(|| top.map(|t| (Scope::Top, t)));
+    let (list_file, db) = match source {
+        None => (None, false),
+        Some((scope, t)) => {
+            let db = t.db.as_ref().is_some_and(|v| *v.get_ref());
+            if let (Some(_), Some(v), true) = (&t.list_file, &t.db, db) {
+                return Err(problem(
+                    scope,
+                    "db",
+                    v,
+                    "list_file and db = true both name the destinations".into(),
+                    "keep one: remove list_file to read the dispatcher table, or db to read the list file",
+                ));
+            }
+            let file = t.list_file.as_ref();
+            (file.map(|p| super::resolve(base, p.get_ref())), db)
+        }
+    };
     let d = Settings::default();
     let day = 86_400 * 365;
     let mut s = Settings {
-        list_file: pick(top, own, |t| &t.list_file).map(|(_, p)| super::resolve(base, p.get_ref())),
+        list_file,
+        db,
         flags: int("flags", pick(top, own, |t| &t.flags), 0..=3)?.map_or(d.flags, |f| f as u32),
         force_dst: int("force_dst", pick(top, own, |t| &t.force_dst), 0..=1)?
             .map_or(d.force_dst, |f| f == 1),

@@ -39,12 +39,32 @@ fn request(settings: &super::sets::Settings, d: &Destination) -> LocalRequest {
     }
 }
 
+/// How long a probe waits for its reply: 9/10 of `ds_ping_interval`, so
+/// each round knows the previous round's results and a destination that
+/// stops answering is inactive after `ds_probing_threshold` intervals
+/// (the transaction's own Timer F, 32 s by default, would take that many
+/// times 32 s with one probe outstanding per destination). No bound when
+/// probes are not timed (tests drive rounds themselves).
+fn reply_wait(settings: &super::sets::Settings) -> Option<Duration> {
+    Some(settings.ping_interval.mul_f64(0.9)).filter(|w| !w.is_zero())
+}
+
 /// Probe `d` once and apply the result: a reply in `ds_ping_reply_codes`
-/// (or any 2xx) is an answer; another code, the 408 of a timeout, or a
-/// request that could not be sent is a failure.
+/// (or any 2xx) is an answer; another code, no reply within
+/// [`reply_wait`] (a 408, as the transaction's timeout), or a request
+/// that could not be sent is a failure.
 async fn probe(tenant: &str, ds: &Dispatcher, uac: &Arc<dyn Uac>, d: &Destination) {
     let started = Instant::now();
-    let result = uac.send(request(&ds.settings, d)).await;
+    let sent = uac.send(request(&ds.settings, d));
+    let result = match reply_wait(&ds.settings) {
+        None => sent.await,
+        Some(wait) => tokio::time::timeout(wait, sent).await.unwrap_or_else(|_| {
+            Ok(crate::uac::LocalReply {
+                status: 408,
+                reason: format!("no reply within {wait:?}"),
+            })
+        }),
+    };
     let accepted = match &result {
         Ok(reply) => {
             let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -154,15 +174,19 @@ pub fn spawn(tenant: &str, state: &Arc<TenantState>) {
     let tenant = tenant.to_string();
     let weak: Weak<TenantState> = Arc::downgrade(state);
     tokio::spawn(async move {
-        let mut timer = tokio::time::interval(tick);
+        // The first round one tick after the start, as Kamailio's timer:
+        // the proxy is running by then.
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
         let (mut next_ping, mut next_expiry) = (Instant::now(), Instant::now());
         let mut told = false;
         loop {
-            timer.tick().await;
+            // The tick's scheduled time, not the time the task woke up:
+            // with the wake-up's jitter, `now + ping` could fall after the
+            // next tick and skip a round.
+            let now = timer.tick().await.into_std();
             let Some(state) = weak.upgrade() else {
                 return;
             };
-            let now = Instant::now();
             if !ping.is_zero() && now >= next_ping {
                 next_ping = now + ping;
                 match state.uac.get() {
@@ -345,16 +369,52 @@ mod tests {
         assert_eq!(sent[0].next_hop.as_deref(), Some("sip:10.9.9.9"));
     }
 
+    /// A proxy whose replies never come.
+    struct Silent;
+    #[async_trait::async_trait]
+    impl Uac for Silent {
+        async fn send(&self, _: LocalRequest) -> Result<LocalReply, UacError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_probe_fails_within_the_interval() {
+        let text = "1 sip:10.0.0.1\n";
+        let settings = Settings {
+            probing_mode: ProbingMode::All,
+            thresholds: Thresholds {
+                probing: 2,
+                inactive: 1,
+            },
+            ping_interval: Duration::from_millis(200),
+            ..Settings::default()
+        };
+        let sets = crate::testing::ready(Sets::build("t1", list::parse(text).unwrap()));
+        let s = Arc::new(TenantState {
+            dispatcher: Dispatcher::new(settings, sets),
+            ..TenantState::default()
+        });
+        let uac: Arc<dyn Uac> = Arc::new(Silent);
+        for expected in ["TP", "IP"] {
+            let started = Instant::now();
+            for t in start_round("t1", &s, &uac) {
+                t.await.unwrap();
+            }
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_millis(180) && waited < Duration::from_secs(1),
+                "9/10 of the interval, not Timer F: {waited:?}"
+            );
+            assert_eq!(letters(&s, "sip:10.0.0.1"), expected);
+        }
+        let d = s.dispatcher.sets();
+        let d = d.find(1, "sip:10.0.0.1").unwrap();
+        assert_eq!(d.latency().timeouts, 2);
+    }
+
     #[tokio::test]
     async fn one_outstanding_probe_per_destination() {
-        /// A proxy whose replies never come.
-        struct Silent;
-        #[async_trait::async_trait]
-        impl Uac for Silent {
-            async fn send(&self, _: LocalRequest) -> Result<LocalReply, UacError> {
-                std::future::pending().await
-            }
-        }
         let s = state("1 sip:10.0.0.1\n", ProbingMode::All, 1, 1);
         let uac: Arc<dyn Uac> = Arc::new(Silent);
         let first = start_round("t1", &s, &uac);

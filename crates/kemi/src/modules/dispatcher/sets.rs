@@ -18,8 +18,12 @@ use super::list::{self, Attrs, DestSpec};
 /// The module's settings (Kamailio's parameters of the same names).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Where the sets come from (`list_file`); `None`: no sets.
+    /// Where the sets come from (`list_file`); `None`: no sets, unless
+    /// `db`.
     pub list_file: Option<PathBuf>,
+    /// `db`: the sets come from the tenant's rows of the dispatcher table
+    /// (the proxy's database) instead of a list file.
+    pub db: bool,
     /// `flags`: 1 hash URIs on the user only, 2 keep the other
     /// destinations for failover.
     pub flags: u32,
@@ -53,6 +57,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             list_file: None,
+            db: false,
             flags: 0,
             force_dst: true,
             hash_pvar: None,
@@ -349,10 +354,22 @@ impl Loads {
     }
 }
 
+/// The dispatcher table a tenant reads its destinations from.
+#[derive(Clone)]
+pub struct Table(pub Arc<dyn kemibox_store::DispatcherStore>);
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dispatcher table")
+    }
+}
+
 /// A tenant's dispatcher: settings, sets, load table, probing switch.
 #[derive(Debug)]
 pub struct Dispatcher {
     pub settings: Settings,
+    /// Where the destinations come from with `db` (else the list file).
+    table: Option<Table>,
     sets: RwLock<Arc<Sets>>,
     loads: Mutex<Loads>,
     ping_active: AtomicBool,
@@ -373,6 +390,7 @@ impl Dispatcher {
     pub fn new(settings: Settings, sets: Sets) -> Dispatcher {
         Dispatcher {
             settings,
+            table: None,
             sets: RwLock::new(Arc::new(sets)),
             loads: Mutex::new(Loads::default()),
             ping_active: AtomicBool::new(true),
@@ -380,11 +398,50 @@ impl Dispatcher {
         }
     }
 
-    /// The settings' sets, read from `list_file` (none without one).
-    pub async fn open(tenant: &str, settings: Settings) -> Result<Dispatcher, String> {
-        let specs = read_list(&settings)?;
-        let sets = Sets::build(tenant, specs).await;
-        Ok(Dispatcher::new(settings, sets))
+    /// The settings' sets, read from `list_file`, or with `db` from
+    /// `table` (none without either).
+    pub async fn open(
+        tenant: &str,
+        settings: Settings,
+        table: Option<Table>,
+    ) -> Result<Dispatcher, String> {
+        let mut ds = Dispatcher::new(settings, Sets::default());
+        ds.table = table;
+        let specs = ds.read(tenant).await?;
+        *ds.sets.get_mut().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Sets::build(tenant, specs).await);
+        Ok(ds)
+    }
+
+    /// The destinations the settings name: the list file's, or the
+    /// tenant's rows of the table with `db`.
+    async fn read(&self, tenant: &str) -> Result<Vec<DestSpec>, String> {
+        if !self.settings.db {
+            return read_list(&self.settings);
+        }
+        let Some(Table(table)) = &self.table else {
+            return Err("dispatcher db = true but no database was opened".into());
+        };
+        let rows =
+            (table.destinations(tenant).await).map_err(|e| format!("dispatcher table: {e}"))?;
+        rows.into_iter()
+            .map(|r| {
+                let flags =
+                    u32::try_from(r.flags).map_err(|_| format!("flags {} is negative", r.flags));
+                flags
+                    .and_then(|flags| {
+                        DestSpec::new(
+                            r.setid,
+                            &r.destination,
+                            flags,
+                            r.priority,
+                            &r.attrs,
+                            &r.description,
+                        )
+                    })
+                    .map_err(|e| format!("dispatcher table row {}: {e}", r.id))
+            })
+            .collect()
     }
 
     /// The sets as they are now (a reload does not change this snapshot).
@@ -392,11 +449,11 @@ impl Dispatcher {
         self.sets.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Read the list again and swap it in at once; destinations keep
+    /// Read the list (or the table) again and swap it in at once; destinations keep
     /// their state, counters and latency by set and URI. The number of
     /// destinations; on an error the old sets stay.
     pub async fn reload(&self, tenant: &str) -> Result<usize, String> {
-        let specs = read_list(&self.settings)?;
+        let specs = self.read(tenant).await?;
         let new = Sets::build(tenant, specs).await;
         let mut current = self.sets.write().unwrap_or_else(|e| e.into_inner());
         for d in new.all() {

@@ -328,7 +328,7 @@ fn reload_swaps_the_sets_and_keeps_states_by_uri() {
         flags: FLAG_FAILOVER,
         ..Settings::default()
     };
-    let ds = ready(Dispatcher::open("t1", settings)).unwrap();
+    let ds = ready(Dispatcher::open("t1", settings, None)).unwrap();
     let mut c = ctx(INVITE);
     c.state = Arc::new(TenantState {
         dispatcher: ds,
@@ -423,4 +423,56 @@ fn metrics_per_destination() {
         find("kemibox_dispatcher_destination_calls", "sip:10.0.0.1:5060").value,
         1
     );
+}
+
+#[test]
+fn sets_from_the_table_are_the_tenants_rows_reread_on_reload() {
+    use kemibox_store::{DispatcherRow, DispatcherStore, SqliteStore};
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let row = |setid: i32, uri: &str, flags: i32, attrs: &str| DispatcherRow {
+        id: 0,
+        setid,
+        destination: uri.into(),
+        flags,
+        priority: 0,
+        attrs: attrs.into(),
+        description: "gw".into(),
+    };
+    ready(store.add_destination("t1", &row(1, "sip:10.0.0.1", 0, "weight=70"))).unwrap();
+    ready(store.add_destination("t2", &row(1, "sip:10.0.0.99", 0, ""))).unwrap();
+    let settings = Settings {
+        db: true,
+        ..Settings::default()
+    };
+    let table = sets::Table(store.clone());
+    let ds = ready(Dispatcher::open("t1", settings, Some(table))).unwrap();
+    let sets = ds.sets();
+    let d = sets.find(1, "sip:10.0.0.1").expect("the tenant's row");
+    assert_eq!((d.attrs.weight, d.description.as_str()), (70, "gw"));
+    assert!(
+        sets.find(1, "sip:10.0.0.99").is_none(),
+        "not another tenant's"
+    );
+    ready(store.add_destination("t1", &row(2, "sip:10.0.0.2", 8, ""))).unwrap();
+    assert_eq!(ready(ds.reload("t1")), Ok(2));
+    assert_eq!(
+        ds.sets()
+            .find(2, "sip:10.0.0.2")
+            .unwrap()
+            .health()
+            .letters(),
+        "AP"
+    );
+    // A row the module cannot take: the reload fails naming it, the sets
+    // stay.
+    let bad = ready(store.add_destination("t1", &row(1, "tel:+123", 0, ""))).unwrap();
+    let err = ready(ds.reload("t1")).unwrap_err();
+    assert!(err.contains(&format!("row {bad}")), "{err}");
+    assert_eq!(ds.sets().all().count(), 2);
+    // Without the table, nothing to read from.
+    let lost = Settings {
+        db: true,
+        ..Settings::default()
+    };
+    assert!(ready(Dispatcher::open("t1", lost, None)).is_err());
 }
