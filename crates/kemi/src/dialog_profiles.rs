@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use kemibox_metrics::DialogStoreMetrics;
+use kemibox_metrics::{Counter, Gauge, ModuleKind, ModuleSeries};
 use kemibox_store::{Membership, RedisDialogs, StoreError};
 
 /// Memberships one tenant keeps on one node unless configured: beyond
@@ -234,12 +234,13 @@ impl Profiles {
                     dirty: AtomicBool::new(true),
                     cache: Mutex::new(HashMap::new()),
                 }),
-                metrics: Arc::new(DialogStoreMetrics::new(tenant)),
+                metrics: Arc::new(DialogStoreMetrics::default()),
             }),
         }
     }
 
-    /// Its metrics, for the process's registry.
+    /// Its metrics (reported through the tenant state's series while
+    /// the profiles are shared).
     pub fn metrics(&self) -> Arc<DialogStoreMetrics> {
         self.inner.metrics.clone()
     }
@@ -832,5 +833,53 @@ mod tests {
         let q = p.clone();
         q.call_started("d3").await.unwrap();
         assert_eq!(p.calls().await, 1);
+    }
+}
+
+/// One tenant's shared dialog store (dialog profiles and the call count
+/// in Redis): how often Redis failed it and whether it runs on local
+/// state only until Redis answers again.
+#[derive(Debug, Default)]
+pub struct DialogStoreMetrics {
+    /// Redis operations that failed (each outage starts with one).
+    pub failures: Counter,
+    /// 1 while the tenant counts only this node's calls (Redis lost).
+    pub degraded: Gauge,
+    /// Times this node wrote its memberships to Redis again after an
+    /// outage or a Redis that lost them.
+    pub resyncs: Counter,
+}
+
+impl DialogStoreMetrics {
+    /// Its series (the registry adds the tenant label).
+    pub fn metric_series(&self, out: &mut Vec<ModuleSeries>) {
+        for (name, kind, help, value) in [
+            (
+                "kemibox_dialog_store_failures_total",
+                ModuleKind::Counter,
+                "Redis operations of the tenant's shared dialog store (profiles, call count) that failed.",
+                self.failures.get(),
+            ),
+            (
+                "kemibox_dialog_store_degraded",
+                ModuleKind::Gauge,
+                "1 while the tenant's profiles and call count use this node's calls only (Redis lost).",
+                self.degraded.get(),
+            ),
+            (
+                "kemibox_dialog_store_resyncs_total",
+                ModuleKind::Counter,
+                "Times this node wrote the tenant's profile memberships to Redis again after an outage.",
+                self.resyncs.get(),
+            ),
+        ] {
+            out.push(ModuleSeries {
+                name,
+                kind,
+                help,
+                labels: Vec::new(),
+                value,
+            });
+        }
     }
 }

@@ -49,5 +49,9 @@ impl kemibox_metrics::ModuleMetrics for TenantState {
         self.dispatcher.metric_series(out);
         self.htable.metric_series(kemibox_store::unix_now(), out);
         self.pike.metric_series(out);
+        self.dialog.table.metrics().metric_series(out);
+        if self.profiles.is_shared() {
+            self.profiles.metrics().metric_series(out);
+        }
     }
 }

@@ -215,15 +215,6 @@ async fn serve(
     // The modules' requests of their own (dispatcher probes, dialog BYEs).
     uac.set(proxy.uac());
     proxy.metrics().process.set_acc(acc.metrics().clone());
-    for (_, state) in &states {
-        (proxy.metrics().process).add_dialogs(state.dialog.table.metrics().clone());
-    }
-    for (_, state) in states.iter().filter(|(_, s)| s.profiles.is_shared()) {
-        proxy
-            .metrics()
-            .process
-            .add_dialog_store(state.profiles.metrics());
-    }
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "serving GET /metrics");
         tokio::spawn(kemibox_metrics::http::serve(listener, proxy.metrics()));

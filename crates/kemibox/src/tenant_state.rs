@@ -65,7 +65,6 @@ pub async fn open(
         dispatcher,
         uac: uac.clone(),
         dialog: kemibox_kemi::dialog::DialogState::new(
-            id,
             tenant.dialog.clone(),
             backup(tenant, dialogs),
         ),

@@ -450,61 +450,6 @@ pub struct AccMetrics {
     pub queued: Gauge,
 }
 
-/// One tenant's shared dialog store (dialog profiles and the call count
-/// in Redis): how often Redis failed it and whether it runs on local
-/// state only until Redis answers again.
-#[derive(Debug)]
-pub struct DialogStoreMetrics {
-    /// The `tenant` label of its series.
-    tenant: String,
-    /// Redis operations that failed (each outage starts with one).
-    pub failures: Counter,
-    /// 1 while the tenant counts only this node's calls (Redis lost).
-    pub degraded: Gauge,
-    /// Times this node wrote its memberships to Redis again after an
-    /// outage or a Redis that lost them.
-    pub resyncs: Counter,
-}
-
-impl DialogStoreMetrics {
-    pub fn new(tenant: impl Into<String>) -> DialogStoreMetrics {
-        DialogStoreMetrics {
-            tenant: tenant.into(),
-            failures: Counter::default(),
-            degraded: Gauge::default(),
-            resyncs: Counter::default(),
-        }
-    }
-}
-
-/// One tenant's dialogs on this node (the dialog module's table): what
-/// operators watch to see calls in progress and the `max_calls` quota at
-/// work.
-#[derive(Debug)]
-pub struct DialogMetrics {
-    /// The `tenant` label of its series.
-    tenant: String,
-    /// Dialogs not answered yet (Kamailio's states 1 and 2).
-    pub early: Gauge,
-    /// Dialogs answered (2xx), until BYE or the end of their lifetime
-    /// (states 3 and 4).
-    pub active: Gauge,
-    /// Initial INVITEs refused before their request route because the
-    /// tenant had `max_calls` calls (or its dialog table was full).
-    pub refused: Counter,
-}
-
-impl DialogMetrics {
-    pub fn new(tenant: impl Into<String>) -> DialogMetrics {
-        DialogMetrics {
-            tenant: tenant.into(),
-            early: Gauge::default(),
-            active: Gauge::default(),
-            refused: Counter::default(),
-        }
-    }
-}
-
 /// Counters that belong to no tenant.
 #[derive(Debug, Default)]
 pub struct ProcessMetrics {
@@ -517,11 +462,6 @@ pub struct ProcessMetrics {
     /// The proxy's own requests', once a proxy runs
     /// ([`ProcessMetrics::set_local_requests`]).
     local_requests: std::sync::OnceLock<Arc<LocalRequestMetrics>>,
-    /// The tenants' shared dialog stores
-    /// ([`ProcessMetrics::add_dialog_store`]).
-    dialog_stores: RwLock<Vec<Arc<DialogStoreMetrics>>>,
-    /// The tenants' dialogs ([`ProcessMetrics::add_dialogs`]).
-    dialogs: RwLock<Vec<Arc<DialogMetrics>>>,
 }
 
 /// Requests the proxy sends on its own (dispatcher probes, dialog BYEs and
@@ -582,26 +522,6 @@ impl ProcessMetrics {
     /// (the proxy calls it as it is built; the first call wins).
     pub fn set_local_requests(&self, local: Arc<LocalRequestMetrics>) {
         let _ = self.local_requests.set(local);
-    }
-
-    /// Export a tenant's shared dialog store metrics (once, however often
-    /// it is added).
-    pub fn add_dialog_store(&self, store: Arc<DialogStoreMetrics>) {
-        let mut stores = self
-            .dialog_stores
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if !stores.iter().any(|s| Arc::ptr_eq(s, &store)) {
-            stores.push(store);
-        }
-    }
-
-    /// Export a tenant's dialog metrics (once, however often it is added).
-    pub fn add_dialogs(&self, dialogs: Arc<DialogMetrics>) {
-        let mut all = self.dialogs.write().unwrap_or_else(|e| e.into_inner());
-        if !all.iter().any(|d| Arc::ptr_eq(d, &dialogs)) {
-            all.push(dialogs);
-        }
     }
 }
 
@@ -1064,83 +984,9 @@ impl Metrics {
                 ));
             }
         }
-        let dialogs = p.dialogs.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if !dialogs.is_empty() {
-            let dialog_families: [(&'static str, Kind, &'static str, DialogValue); 3] = [
-                (
-                    "kemibox_dialogs_early",
-                    Kind::Gauge,
-                    "The tenant's dialogs on this node not answered yet (states 1 and 2).",
-                    |d| d.early.get(),
-                ),
-                (
-                    "kemibox_dialogs_active",
-                    Kind::Gauge,
-                    "The tenant's answered dialogs on this node, until BYE or the end of their lifetime (states 3 and 4).",
-                    |d| d.active.get(),
-                ),
-                (
-                    "kemibox_dialog_calls_refused_total",
-                    Kind::Counter,
-                    "Initial INVITEs refused before their route: the tenant had max_calls calls (or a full dialog table).",
-                    |d| d.refused.get(),
-                ),
-            ];
-            for (name, kind, help, value) in dialog_families {
-                families.push((
-                    desc(name, kind, help),
-                    dialogs
-                        .iter()
-                        .map(|d| (vec![("tenant", d.tenant.clone())], Reading::Count(value(d))))
-                        .collect(),
-                ));
-            }
-        }
-        let stores = p
-            .dialog_stores
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if !stores.is_empty() {
-            let store_families: [(&'static str, Kind, &'static str, DialogStoreValue); 3] = [
-                (
-                    "kemibox_dialog_store_failures_total",
-                    Kind::Counter,
-                    "Redis operations of the tenant's shared dialog store (profiles, call count) that failed.",
-                    |s| s.failures.get(),
-                ),
-                (
-                    "kemibox_dialog_store_degraded",
-                    Kind::Gauge,
-                    "1 while the tenant's profiles and call count use this node's calls only (Redis lost).",
-                    |s| s.degraded.get(),
-                ),
-                (
-                    "kemibox_dialog_store_resyncs_total",
-                    Kind::Counter,
-                    "Times this node wrote the tenant's profile memberships to Redis again after an outage.",
-                    |s| s.resyncs.get(),
-                ),
-            ];
-            for (name, kind, help, value) in store_families {
-                families.push((
-                    desc(name, kind, help),
-                    stores
-                        .iter()
-                        .map(|s| (vec![("tenant", s.tenant.clone())], Reading::Count(value(s))))
-                        .collect(),
-                ));
-            }
-        }
         families
     }
 }
-
-/// Reads one number off a tenant's dialog store metrics.
-type DialogStoreValue = fn(&DialogStoreMetrics) -> u64;
-
-/// Reads one number off a tenant's dialog metrics.
-type DialogValue = fn(&DialogMetrics) -> u64;
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -1441,59 +1287,6 @@ mod tests {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn dialog_store_metrics_render_per_tenant_once_added() {
-        let registry = Registry::new();
-        assert!(!registry.render().contains("kemibox_dialog_store_"));
-        let a = Arc::new(DialogStoreMetrics::new("a"));
-        registry.process.add_dialog_store(a.clone());
-        registry.process.add_dialog_store(a.clone());
-        registry
-            .process
-            .add_dialog_store(Arc::new(DialogStoreMetrics::new("b")));
-        a.failures.add(2);
-        a.degraded.set(1);
-        a.resyncs.inc();
-        let text = registry.render();
-        for line in [
-            "kemibox_dialog_store_failures_total{tenant=\"a\"} 2",
-            "kemibox_dialog_store_degraded{tenant=\"a\"} 1",
-            "kemibox_dialog_store_resyncs_total{tenant=\"a\"} 1",
-            "kemibox_dialog_store_degraded{tenant=\"b\"} 0",
-        ] {
-            assert!(
-                text.lines().filter(|l| *l == line).count() == 1,
-                "want {line:?} once in\n{text}"
-            );
-        }
-    }
-    #[test]
-    fn dialog_metrics_render_per_tenant_once_added() {
-        let registry = Registry::new();
-        assert!(!registry.render().contains("kemibox_dialogs_"));
-        let a = Arc::new(DialogMetrics::new("a"));
-        registry.process.add_dialogs(a.clone());
-        registry.process.add_dialogs(a.clone());
-        registry
-            .process
-            .add_dialogs(Arc::new(DialogMetrics::new("b")));
-        a.early.set(2);
-        a.active.set(7);
-        a.refused.inc();
-        let text = registry.render();
-        for line in [
-            "kemibox_dialogs_early{tenant=\"a\"} 2",
-            "kemibox_dialogs_active{tenant=\"a\"} 7",
-            "kemibox_dialog_calls_refused_total{tenant=\"a\"} 1",
-            "kemibox_dialogs_active{tenant=\"b\"} 0",
-        ] {
-            assert!(
-                text.lines().filter(|l| *l == line).count() == 1,
-                "want {line:?} once in\n{text}"
             );
         }
     }

@@ -42,14 +42,10 @@ pub struct DialogState {
 }
 
 impl DialogState {
-    /// `tenant`'s dialogs, saved in `backup` when given.
-    pub fn new(
-        tenant: &str,
-        settings: table::DialogSettings,
-        backup: Option<Backup>,
-    ) -> DialogState {
+    /// A tenant's dialogs, saved in `backup` when given.
+    pub fn new(settings: table::DialogSettings, backup: Option<Backup>) -> DialogState {
         DialogState {
-            table: Dialogs::new(tenant, settings),
+            table: Dialogs::new(settings),
             backup,
         }
     }

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kemibox_metrics::DialogMetrics;
+use kemibox_metrics::{Counter, Gauge, ModuleKind, ModuleSeries};
 use kemibox_sip::{NameAddr, SipMessage, render};
 use serde::{Deserialize, Serialize};
 
@@ -422,7 +422,7 @@ pub struct Dialogs {
 
 impl Default for Dialogs {
     fn default() -> Dialogs {
-        Dialogs::new("", DialogSettings::default())
+        Dialogs::new(DialogSettings::default())
     }
 }
 
@@ -438,12 +438,12 @@ impl std::fmt::Debug for Dialogs {
 }
 
 impl Dialogs {
-    /// `tenant`'s dialogs (the label of its metrics).
-    pub fn new(tenant: &str, settings: DialogSettings) -> Dialogs {
+    /// An empty table under `settings`.
+    pub fn new(settings: DialogSettings) -> Dialogs {
         Dialogs {
             settings,
             inner: Mutex::new(Inner::default()),
-            metrics: Arc::new(DialogMetrics::new(tenant)),
+            metrics: Arc::new(DialogMetrics::default()),
         }
     }
 
@@ -451,7 +451,7 @@ impl Dialogs {
         &self.settings
     }
 
-    /// Its metrics, for the process's registry.
+    /// Its metrics (reported through the tenant state's series).
     pub fn metrics(&self) -> &Arc<DialogMetrics> {
         &self.metrics
     }
@@ -888,5 +888,53 @@ impl Dialogs {
         let bye = d.request_to(other, "BYE");
         inner.set_state(id, State::Deleted, now);
         Some(bye)
+    }
+}
+
+/// One tenant's dialogs on this node: what operators watch to see calls
+/// in progress and the `max_calls` quota at work.
+#[derive(Debug, Default)]
+pub struct DialogMetrics {
+    /// Dialogs not answered yet (Kamailio's states 1 and 2).
+    pub early: Gauge,
+    /// Dialogs answered (2xx), until BYE or the end of their lifetime
+    /// (states 3 and 4).
+    pub active: Gauge,
+    /// Initial INVITEs refused before their request route because the
+    /// tenant had `max_calls` calls (or its dialog table was full).
+    pub refused: Counter,
+}
+
+impl DialogMetrics {
+    /// Its series (the registry adds the tenant label).
+    pub fn metric_series(&self, out: &mut Vec<ModuleSeries>) {
+        for (name, kind, help, value) in [
+            (
+                "kemibox_dialogs_early",
+                ModuleKind::Gauge,
+                "The tenant's dialogs on this node not answered yet (states 1 and 2).",
+                self.early.get(),
+            ),
+            (
+                "kemibox_dialogs_active",
+                ModuleKind::Gauge,
+                "The tenant's answered dialogs on this node, until BYE or the end of their lifetime (states 3 and 4).",
+                self.active.get(),
+            ),
+            (
+                "kemibox_dialog_calls_refused_total",
+                ModuleKind::Counter,
+                "Initial INVITEs refused before their route: the tenant had max_calls calls (or a full dialog table).",
+                self.refused.get(),
+            ),
+        ] {
+            out.push(ModuleSeries {
+                name,
+                kind,
+                help,
+                labels: Vec::new(),
+                value,
+            });
+        }
     }
 }

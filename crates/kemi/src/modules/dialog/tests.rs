@@ -161,7 +161,6 @@ fn a_negative_final_reply_deletes_an_early_dialog_but_not_a_confirmed_one() {
 #[test]
 fn max_calls_refuses_past_the_quota_and_an_unrelayed_invite_frees_its_slot() {
     let dialog = DialogState::new(
-        "t",
         DialogSettings {
             max_calls: Some(1),
             ..DialogSettings::default()
@@ -255,13 +254,10 @@ fn a_lifetime_ends_with_in_dialog_byes_to_both_sides() {
 
 #[test]
 fn no_bye_on_timeout_without_send_bye_or_timeout_bye() {
-    let table = Dialogs::new(
-        "t",
-        DialogSettings {
-            send_bye: false,
-            ..DialogSettings::default()
-        },
-    );
+    let table = Dialogs::new(DialogSettings {
+        send_bye: false,
+        ..DialogSettings::default()
+    });
     let now = Instant::now();
     let id = confirmed(&table, now);
     table.set_timeout(id, 1, now);
@@ -272,14 +268,11 @@ fn no_bye_on_timeout_without_send_bye_or_timeout_bye() {
 
 #[test]
 fn keep_alives_that_fail_end_the_call_with_a_bye_to_the_other_side() {
-    let table = Dialogs::new(
-        "t",
-        DialogSettings {
-            ka_interval: 10,
-            ka_failed_limit: 2,
-            ..DialogSettings::default()
-        },
-    );
+    let table = Dialogs::new(DialogSettings {
+        ka_interval: 10,
+        ka_failed_limit: 2,
+        ..DialogSettings::default()
+    });
     let now = Instant::now();
     let id = confirmed(&table, now);
     table.update(id, |d| d.ka_dst = true);
@@ -544,7 +537,7 @@ fn a_confirmed_dialog_is_saved_and_a_restarted_node_restores_it() {
     let node = |store: &Arc<MemoryBackup>| {
         let backup = Backup::new(store.clone(), "n1", 100);
         (
-            DialogState::new("t", DialogSettings::default(), Some(backup)),
+            DialogState::new(DialogSettings::default(), Some(backup)),
             declared(),
         )
     };
@@ -608,7 +601,6 @@ fn a_confirmed_dialog_is_saved_and_a_restarted_node_restores_it() {
 fn a_lifetime_over_while_the_node_was_down_ends_with_byes_after_the_restart() {
     let store = Arc::new(MemoryBackup::default());
     let dialog = DialogState::new(
-        "t",
         DialogSettings::default(),
         Some(Backup::new(store.clone(), "n1", 100)),
     );
@@ -641,7 +633,6 @@ fn a_lifetime_over_while_the_node_was_down_ends_with_byes_after_the_restart() {
         .unwrap()
         .insert(key, serde_json::to_string(&record).unwrap());
     let restarted = DialogState::new(
-        "t",
         DialogSettings::default(),
         Some(Backup::new(store.clone(), "n1", 100)),
     );

@@ -1146,8 +1146,21 @@ mod tests {
 
     /// `(expired, removed, refused_full)` of `t`'s metrics.
     fn counted(t: &Table) -> (u64, u64, u64) {
-        let r = t.counters().reading("t", None);
-        (r.expired, r.removed, r.refused_full)
+        let mut out = Vec::new();
+        t.counters().metric_series("t", None, &mut out);
+        let value = |name: &str, reason: Option<&str>| {
+            (out.iter())
+                .find(|s| {
+                    s.name == name && reason.is_none_or(|r| s.labels.iter().any(|(_, v)| v == r))
+                })
+                .map(|s| s.value)
+                .expect("series")
+        };
+        (
+            value("kemibox_htable_items_removed_total", Some("expired")),
+            value("kemibox_htable_items_removed_total", Some("removed")),
+            value("kemibox_htable_sets_refused_total", None),
+        )
     }
 
     /// Each way an item goes is counted once, under its reason: expiry
@@ -1190,7 +1203,13 @@ mod tests {
         assert_eq!(counted(&t), (6, 3, 2));
         t.reset(127);
         assert_eq!(counted(&t), (6, 4, 2));
-        assert_eq!(t.counters().reading("t", Some(0)).items, Some(0));
+        let mut out = Vec::new();
+        t.counters().metric_series("t", Some(0), &mut out);
+        let items = out.iter().find(|s| s.name == "kemibox_htable_items");
+        assert_eq!(
+            items.map(|s| (s.labels.clone(), s.value)),
+            Some((vec![("table", "t".to_string())], 0))
+        );
     }
 
     #[test]
