@@ -853,33 +853,28 @@ pub struct DialogStoreMetrics {
 impl DialogStoreMetrics {
     /// Its series (the registry adds the tenant label).
     pub fn metric_series(&self, out: &mut Vec<ModuleSeries>) {
-        for (name, kind, help, value) in [
-            (
-                "kemibox_dialog_store_failures_total",
-                ModuleKind::Counter,
-                "Redis operations of the tenant's shared dialog store (profiles, call count) that failed.",
-                self.failures.get(),
-            ),
-            (
-                "kemibox_dialog_store_degraded",
-                ModuleKind::Gauge,
-                "1 while the tenant's profiles and call count use this node's calls only (Redis lost).",
-                self.degraded.get(),
-            ),
-            (
-                "kemibox_dialog_store_resyncs_total",
-                ModuleKind::Counter,
-                "Times this node wrote the tenant's profile memberships to Redis again after an outage.",
-                self.resyncs.get(),
-            ),
-        ] {
-            out.push(ModuleSeries {
-                name,
-                kind,
-                help,
-                labels: Vec::new(),
-                value,
-            });
-        }
+        ModuleSeries::of_tenant(
+            [
+                (
+                    "kemibox_dialog_store_failures_total",
+                    ModuleKind::Counter,
+                    "Redis operations of the tenant's shared dialog store (profiles, call count) that failed.",
+                    self.failures.get(),
+                ),
+                (
+                    "kemibox_dialog_store_degraded",
+                    ModuleKind::Gauge,
+                    "1 while the tenant's profiles and call count use this node's calls only (Redis lost).",
+                    self.degraded.get(),
+                ),
+                (
+                    "kemibox_dialog_store_resyncs_total",
+                    ModuleKind::Counter,
+                    "Times this node wrote the tenant's profile memberships to Redis again after an outage.",
+                    self.resyncs.get(),
+                ),
+            ],
+            out,
+        );
     }
 }

@@ -276,6 +276,23 @@ pub struct ModuleSeries {
     pub value: u64,
 }
 
+impl ModuleSeries {
+    /// Series of the tenant as a whole (no label but the tenant's), from
+    /// `(name, kind, help, value)` rows.
+    pub fn of_tenant<const N: usize>(
+        rows: [(&'static str, ModuleKind, &'static str, u64); N],
+        out: &mut Vec<ModuleSeries>,
+    ) {
+        out.extend(rows.map(|(name, kind, help, value)| ModuleSeries {
+            name,
+            kind,
+            help,
+            labels: Vec::new(),
+            value,
+        }));
+    }
+}
+
 /// What a tenant's module state reports at a scrape (its series in a
 /// stable order, each family's series together). Modules keep their own
 /// numbers; this is how they reach the registry without the registry

@@ -136,20 +136,23 @@ impl Pike {
     /// Its series: sources blocked so far and addresses tracked now.
     pub fn metric_series(&self, out: &mut Vec<kemibox_metrics::ModuleSeries>) {
         use kemibox_metrics::{ModuleKind, ModuleSeries};
-        out.push(ModuleSeries {
-            name: "kemibox_pike_blocked_total",
-            kind: ModuleKind::Counter,
-            help: "Source addresses blocked by pike for going over reqs_density_per_unit.",
-            labels: Vec::new(),
-            value: self.blocked(),
-        });
-        out.push(ModuleSeries {
-            name: "kemibox_pike_tracked_addresses",
-            kind: ModuleKind::Gauge,
-            help: "Source addresses pike tracks now (bounded by max_addresses).",
-            labels: Vec::new(),
-            value: self.tracked() as u64,
-        });
+        ModuleSeries::of_tenant(
+            [
+                (
+                    "kemibox_pike_blocked_total",
+                    ModuleKind::Counter,
+                    "Source addresses blocked by pike for going over reqs_density_per_unit.",
+                    self.blocked(),
+                ),
+                (
+                    "kemibox_pike_tracked_addresses",
+                    ModuleKind::Gauge,
+                    "Source addresses pike tracks now (bounded by max_addresses).",
+                    self.tracked() as u64,
+                ),
+            ],
+            out,
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {

@@ -908,33 +908,28 @@ pub struct DialogMetrics {
 impl DialogMetrics {
     /// Its series (the registry adds the tenant label).
     pub fn metric_series(&self, out: &mut Vec<ModuleSeries>) {
-        for (name, kind, help, value) in [
-            (
-                "kemibox_dialogs_early",
-                ModuleKind::Gauge,
-                "The tenant's dialogs on this node not answered yet (states 1 and 2).",
-                self.early.get(),
-            ),
-            (
-                "kemibox_dialogs_active",
-                ModuleKind::Gauge,
-                "The tenant's answered dialogs on this node, until BYE or the end of their lifetime (states 3 and 4).",
-                self.active.get(),
-            ),
-            (
-                "kemibox_dialog_calls_refused_total",
-                ModuleKind::Counter,
-                "Initial INVITEs refused before their route: the tenant had max_calls calls (or a full dialog table).",
-                self.refused.get(),
-            ),
-        ] {
-            out.push(ModuleSeries {
-                name,
-                kind,
-                help,
-                labels: Vec::new(),
-                value,
-            });
-        }
+        ModuleSeries::of_tenant(
+            [
+                (
+                    "kemibox_dialogs_early",
+                    ModuleKind::Gauge,
+                    "The tenant's dialogs on this node not answered yet (states 1 and 2).",
+                    self.early.get(),
+                ),
+                (
+                    "kemibox_dialogs_active",
+                    ModuleKind::Gauge,
+                    "The tenant's answered dialogs on this node, until BYE or the end of their lifetime (states 3 and 4).",
+                    self.active.get(),
+                ),
+                (
+                    "kemibox_dialog_calls_refused_total",
+                    ModuleKind::Counter,
+                    "Initial INVITEs refused before their route: the tenant had max_calls calls (or a full dialog table).",
+                    self.refused.get(),
+                ),
+            ],
+            out,
+        );
     }
 }
