@@ -43,10 +43,16 @@ pub trait DispatcherStore: Send + Sync {
     async fn destinations(&self, tenant: &str) -> Result<Vec<DispatcherRow>, StoreError>;
 }
 
-/// The table, created with the others when the SQLite file is opened.
-pub(crate) const SCHEMA: &str = "
+/// The table's definition, `id` declared as `$id` (each database numbers
+/// rows its own way; the other columns are the same in both).
+macro_rules! schema {
+    ($id:literal) => {
+        concat!(
+            "
 CREATE TABLE IF NOT EXISTS dispatcher (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id ",
+            $id,
+            ",
     tenant TEXT NOT NULL,
     setid INTEGER NOT NULL DEFAULT 0,
     destination TEXT NOT NULL DEFAULT '',
@@ -56,22 +62,16 @@ CREATE TABLE IF NOT EXISTS dispatcher (
     description TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS dispatcher_tenant ON dispatcher (tenant, setid);
-";
+"
+        )
+    };
+}
+
+/// The table, created with the others when the SQLite file is opened.
+pub(crate) const SCHEMA: &str = schema!("INTEGER PRIMARY KEY AUTOINCREMENT");
 
 /// The same table in PostgreSQL (created with the subscriber table).
-pub(crate) const POSTGRES_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS dispatcher (
-    id BIGSERIAL PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    setid INTEGER NOT NULL DEFAULT 0,
-    destination TEXT NOT NULL DEFAULT '',
-    flags INTEGER NOT NULL DEFAULT 0,
-    priority INTEGER NOT NULL DEFAULT 0,
-    attrs TEXT NOT NULL DEFAULT '',
-    description TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS dispatcher_tenant ON dispatcher (tenant, setid);
-";
+pub(crate) const POSTGRES_SCHEMA: &str = schema!("BIGSERIAL PRIMARY KEY");
 
 const COLUMNS: &str = "id, setid, destination, flags, priority, attrs, description";
 
