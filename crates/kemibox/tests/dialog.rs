@@ -11,15 +11,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::admin::rpc;
-use common::sipp::{calls, count, exited_ok, run_config, scenario, sipp, uas};
+use common::sipp::{Running, calls, count, exited_ok, run_config, scenario, sipp, uas};
 use serde_json::json;
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
+fn temp_dir(name: &str) -> PathBuf {
     common::temp_dir(&format!("dialog-{name}"))
 }
 
@@ -42,6 +42,28 @@ fn offer(dir: &Path, proxy: &str, local_port: &str, calls: &str, hold_ms: &str) 
         hold_ms,
         &["-timeout", "30s"],
     )
+}
+
+/// `kemibox run` on the script alone on `proxy_addr`, relaying to a SIPp
+/// UAS for one call on `uas_port` (started here), with `env` (lines
+/// `NAME = "value"`) added to its `[env]`: the proxy, its log and the UAS.
+fn one_call(
+    dir: &Path,
+    proxy_addr: &str,
+    uas_port: &str,
+    env: &str,
+) -> (Running, PathBuf, Running) {
+    let (proxy, log) = run_config(
+        dir,
+        "kemibox.toml",
+        &format!(
+            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\n{env}[dialog]\nprofiles_with_value = [\"calls\"]\n",
+            script()
+        ),
+    );
+    let callee = uas(dir, uas_port, "1");
+    std::thread::sleep(Duration::from_millis(300));
+    (proxy, log, callee)
 }
 
 #[test]
@@ -138,16 +160,7 @@ listen = ["udp:{b}"]
 fn is_known_dlg_is_1_in_a_bye_route() {
     let dir = temp_dir("known");
     let (proxy_addr, uas_port) = ("127.0.0.1:27260", "27280");
-    let (proxy, log) = run_config(
-        &dir,
-        "kemibox.toml",
-        &format!(
-            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\n[dialog]\nprofiles_with_value = [\"calls\"]\n",
-            script()
-        ),
-    );
-    let mut callee = uas(&dir, uas_port, "1");
-    std::thread::sleep(Duration::from_millis(300));
+    let (proxy, log, mut callee) = one_call(&dir, proxy_addr, uas_port, "");
     let mut caller = offer(&dir, proxy_addr, "27270", "1", "200");
     assert!(
         exited_ok(&mut caller, Duration::from_secs(20)),
@@ -170,16 +183,7 @@ fn is_known_dlg_is_1_in_a_bye_route() {
 fn a_dialog_lifetime_of_2_s_ends_the_call_with_bye_to_both_sides() {
     let dir = temp_dir("timeout");
     let (proxy_addr, uas_port) = ("127.0.0.1:27360", "27380");
-    let (proxy, log) = run_config(
-        &dir,
-        "kemibox.toml",
-        &format!(
-            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\nDLG_TIMEOUT = \"2\"\n[dialog]\nprofiles_with_value = [\"calls\"]\n",
-            script()
-        ),
-    );
-    let mut callee = uas(&dir, uas_port, "1");
-    std::thread::sleep(Duration::from_millis(300));
+    let (proxy, log, mut callee) = one_call(&dir, proxy_addr, uas_port, "DLG_TIMEOUT = \"2\"\n");
     let sf = scenario("uac_dlg_timeout.xml");
     let started = Instant::now();
     let mut caller = sipp(

@@ -79,26 +79,20 @@ const COLUMNS: &str = "id, setid, destination, flags, priority, attrs, descripti
 impl DispatcherStore for PostgresSubscribers {
     async fn add_destination(&self, tenant: &str, row: &DispatcherRow) -> Result<i64, StoreError> {
         let inserted = self
-            .bounded(async {
-                let session = self.session().await?;
-                session
-                    .client
-                    .query_one(
-                        "INSERT INTO dispatcher
+            .query_one(
+                "INSERT INTO dispatcher
                          (tenant, setid, destination, flags, priority, attrs, description)
                          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                        &[
-                            &tenant,
-                            &row.setid,
-                            &row.destination,
-                            &row.flags,
-                            &row.priority,
-                            &row.attrs,
-                            &row.description,
-                        ],
-                    )
-                    .await
-            })
+                &[
+                    &tenant,
+                    &row.setid,
+                    &row.destination,
+                    &row.flags,
+                    &row.priority,
+                    &row.attrs,
+                    &row.description,
+                ],
+            )
             .await?;
         Ok(inserted.get(0))
     }
@@ -110,33 +104,21 @@ impl DispatcherStore for PostgresSubscribers {
         destination: &str,
     ) -> Result<usize, StoreError> {
         let removed = self
-            .bounded(async {
-                let session = self.session().await?;
-                session
-                    .client
-                    .execute(
-                        "DELETE FROM dispatcher
+            .execute(
+                "DELETE FROM dispatcher
                          WHERE tenant = $1 AND setid = $2 AND destination = $3",
-                        &[&tenant, &setid, &destination],
-                    )
-                    .await
-            })
+                &[&tenant, &setid, &destination],
+            )
             .await?;
         Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
     async fn destinations(&self, tenant: &str) -> Result<Vec<DispatcherRow>, StoreError> {
         let rows = self
-            .bounded(async {
-                let session = self.session().await?;
-                session
-                    .client
-                    .query(
-                        &format!("SELECT {COLUMNS} FROM dispatcher WHERE tenant = $1 ORDER BY id"),
-                        &[&tenant],
-                    )
-                    .await
-            })
+            .query(
+                &format!("SELECT {COLUMNS} FROM dispatcher WHERE tenant = $1 ORDER BY id"),
+                &[&tenant],
+            )
             .await?;
         Ok(rows
             .iter()
