@@ -6,22 +6,16 @@
 
 use std::process::ExitCode;
 
-use clap::{Args as ClapArgs, Subcommand};
+use clap::Subcommand;
 use kemibox_kemi::Subnet;
 use kemibox_store::AddressRow;
 
-use crate::storage::Target;
+use crate::storage::TargetArgs;
 
-#[derive(ClapArgs)]
-pub struct Args {
-    #[command(subcommand)]
-    action: Action,
-    #[command(flatten)]
-    target: Target,
-}
+pub type Args = TargetArgs<Action>;
 
 #[derive(Subcommand)]
-enum Action {
+pub enum Action {
     /// Add a row: `kemibox address add 1 192.0.2.0/24 5060 pbx` (PORT 0 or
     /// none: any port).
     Add {

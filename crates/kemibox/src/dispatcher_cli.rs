@@ -6,22 +6,16 @@
 
 use std::process::ExitCode;
 
-use clap::{Args as ClapArgs, Subcommand};
+use clap::Subcommand;
 use kemibox_kemi::dispatcher::DestSpec;
 use kemibox_store::DispatcherRow;
 
-use crate::storage::Target;
+use crate::storage::TargetArgs;
 
-#[derive(ClapArgs)]
-pub struct Args {
-    #[command(subcommand)]
-    action: Action,
-    #[command(flatten)]
-    target: Target,
-}
+pub type Args = TargetArgs<Action>;
 
 #[derive(Subcommand)]
-enum Action {
+pub enum Action {
     /// Add a destination, the fields of a dispatcher.list line:
     /// `kemibox dispatcher add 1 sip:10.0.0.1:5060 8 0 "weight=50;duid=gw1" main gateway`.
     Add {

@@ -268,6 +268,16 @@ pub fn spawn_expiry(location: Arc<dyn LocationStore>) {
     });
 }
 
+/// An operator command on a tenant's data (`kemibox user`, `address`,
+/// `dispatcher`, `ul`): its action and the database it works on.
+#[derive(clap::Args)]
+pub struct TargetArgs<A: clap::Subcommand> {
+    #[command(subcommand)]
+    pub action: A,
+    #[command(flatten)]
+    pub target: Target,
+}
+
 /// Which database an operator command works on: the one a config file
 /// names, a given SQLite file, or the embedded default.
 #[derive(clap::Args)]

@@ -3,21 +3,15 @@
 
 use std::process::ExitCode;
 
-use clap::{Args as ClapArgs, Subcommand};
+use clap::Subcommand;
 use kemibox_store::{Located, unix_now};
 
-use crate::storage::Target;
+use crate::storage::TargetArgs;
 
-#[derive(ClapArgs)]
-pub struct Args {
-    #[command(subcommand)]
-    action: Action,
-    #[command(flatten)]
-    target: Target,
-}
+pub type Args = TargetArgs<Action>;
 
 #[derive(Subcommand)]
-enum Action {
+pub enum Action {
     /// List the tenant's current bindings: AOR, contact, seconds left,
     /// q, received address, Path, instance, User-Agent.
     Show {

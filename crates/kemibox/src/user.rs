@@ -5,20 +5,14 @@
 
 use std::process::ExitCode;
 
-use clap::{Args as ClapArgs, Subcommand};
+use clap::Subcommand;
 
-use crate::storage::Target;
+use crate::storage::TargetArgs;
 
-#[derive(ClapArgs)]
-pub struct Args {
-    #[command(subcommand)]
-    action: Action,
-    #[command(flatten)]
-    target: Target,
-}
+pub type Args = TargetArgs<Action>;
 
 #[derive(Subcommand)]
-enum Action {
+pub enum Action {
     /// Add (or replace) a subscriber: `kemibox user add alice@example.com PASSWORD`.
     Add { aor: String, password: String },
     /// Remove a subscriber.

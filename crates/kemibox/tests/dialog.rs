@@ -10,20 +10,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::sipp::{Running, count, kemibox_run, scenario, sipp};
-use serde_json::{Value, json};
+use common::admin::rpc;
+use common::sipp::{Running, calls, count, exited_ok, run_config, scenario, sipp, uas};
+use serde_json::json;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kemibox-dialog-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir(&format!("dialog-{name}"))
 }
 
 fn script() -> String {
@@ -33,99 +30,40 @@ fn script() -> String {
         .to_string()
 }
 
-/// Call the admin API: the JSON-RPC response.
-fn rpc(admin: SocketAddr, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (_, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-/// A SIPp UAS echoing Record-Route on `port`, for `calls` calls (0: until
-/// killed).
-fn uas(dir: &Path, port: &str, calls: &str) -> Running {
-    let sf = scenario("uas_rr.xml");
-    let mut args = vec!["-sf", sf.as_str(), "-p", port, "-trace_err"];
-    if calls != "0" {
-        args.extend(["-m", calls]);
-    }
-    Running(sipp(dir, &args).spawn().expect("sipp installed"))
-}
-
-/// Wait for `child` to exit (at most `limit`): its success.
-fn finished(child: &mut Child, limit: Duration) -> bool {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.success();
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The final `SuccessfulCall(C)` and `FailedCall(C)` of a SIPp statistics
-/// file (`-trace_stat -stf FILE`).
-fn calls(stats: &Path) -> (u64, u64) {
-    let text = std::fs::read_to_string(stats).unwrap_or_default();
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-    let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
-    let column = |name: &str| {
-        let i = header.iter().position(|h| *h == name);
-        i.and_then(|i| last.get(i)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {}: {text}", stats.display()))
-    };
-    (column("SuccessfulCall(C)"), column("FailedCall(C)"))
-}
-
 /// `calls` calls of `uac_rr.xml` to `proxy`, all at once, each up for
-/// `hold_ms`, statistics in `dir/stats`. A call refused (any unexpected
-/// reply) fails at once: SIPp does not retry its INVITE.
+/// `hold_ms`, statistics in `dir/stats`.
 fn offer(dir: &Path, proxy: &str, local_port: &str, calls: &str, hold_ms: &str) -> Child {
-    let sf = scenario("uac_rr.xml");
-    sipp(
+    common::sipp::offer(
         dir,
-        &[
-            "-sf",
-            &sf,
-            proxy,
-            "-p",
-            local_port,
-            "-m",
-            calls,
-            "-l",
-            calls,
-            "-r",
-            calls,
-            "-d",
-            hold_ms,
-            "-timeout",
-            "30s",
-            "-trace_stat",
-            "-stf",
-            "stats",
-            "-fd",
-            "1",
-            "-trace_err",
-            "-default_behaviors",
-            "all",
-        ],
+        "uac_rr.xml",
+        proxy,
+        local_port,
+        calls,
+        hold_ms,
+        &["-timeout", "30s"],
     )
-    .spawn()
-    .expect("sipp installed")
+}
+
+/// `kemibox run` on the script alone on `proxy_addr`, relaying to a SIPp
+/// UAS for one call on `uas_port` (started here), with `env` (lines
+/// `NAME = "value"`) added to its `[env]`: the proxy, its log and the UAS.
+fn one_call(
+    dir: &Path,
+    proxy_addr: &str,
+    uas_port: &str,
+    env: &str,
+) -> (Running, PathBuf, Running) {
+    let (proxy, log) = run_config(
+        dir,
+        "kemibox.toml",
+        &format!(
+            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\n{env}[dialog]\nprofiles_with_value = [\"calls\"]\n",
+            script()
+        ),
+    );
+    let callee = uas(dir, uas_port, "1");
+    std::thread::sleep(Duration::from_millis(300));
+    (proxy, log, callee)
 }
 
 #[test]
@@ -133,10 +71,10 @@ fn max_calls_answers_the_calls_over_the_quota_503_and_spares_other_tenants() {
     let dir = temp_dir("max-calls");
     let (a, b, uas_port) = ("127.0.0.1:27160", "127.0.0.1:27161", "27180");
     let admin: SocketAddr = "127.0.0.1:27190".parse().unwrap();
-    let config = dir.join("kemibox.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (proxy, log) = run_config(
+        &dir,
+        "kemibox.toml",
+        &format!(
             r#"listen = ["udp:{a}", "udp:{b}"]
 log = "info"
 [admin]
@@ -160,10 +98,7 @@ listen = ["udp:{b}"]
 "#,
             script = script()
         ),
-    )
-    .unwrap();
-    let log = dir.join("kemibox.log");
-    let proxy = kemibox_run(&dir, &["--config", config.to_str().unwrap()], &log);
+    );
     let _uas = uas(&dir, uas_port, "0");
     std::thread::sleep(Duration::from_millis(300));
     let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
@@ -198,8 +133,8 @@ listen = ["udp:{b}"]
     );
     assert!(unknown.get("error").is_some(), "{unknown}");
     let mut to_b = offer(&b_dir, b, "27171", "5", "1000");
-    let b_done = finished(&mut to_b, Duration::from_secs(30));
-    finished(&mut to_a, Duration::from_secs(40));
+    let b_done = exited_ok(&mut to_b, Duration::from_secs(30));
+    exited_ok(&mut to_a, Duration::from_secs(40));
     assert_eq!(
         calls(&a_dir.join("stats")),
         (10, 10),
@@ -215,7 +150,7 @@ listen = ["udp:{b}"]
     // The quota is free again once the calls ended.
     let mut again = offer(&b_dir.join(".."), a, "27172", "3", "200");
     assert!(
-        finished(&mut again, Duration::from_secs(30)),
+        exited_ok(&mut again, Duration::from_secs(30)),
         "a takes calls again"
     );
     proxy.stop();
@@ -225,26 +160,14 @@ listen = ["udp:{b}"]
 fn is_known_dlg_is_1_in_a_bye_route() {
     let dir = temp_dir("known");
     let (proxy_addr, uas_port) = ("127.0.0.1:27260", "27280");
-    let config = dir.join("kemibox.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\n[dialog]\nprofiles_with_value = [\"calls\"]\n",
-            script()
-        ),
-    )
-    .unwrap();
-    let log = dir.join("kemibox.log");
-    let proxy = kemibox_run(&dir, &["--config", config.to_str().unwrap()], &log);
-    let mut callee = uas(&dir, uas_port, "1");
-    std::thread::sleep(Duration::from_millis(300));
+    let (proxy, log, mut callee) = one_call(&dir, proxy_addr, uas_port, "");
     let mut caller = offer(&dir, proxy_addr, "27270", "1", "200");
     assert!(
-        finished(&mut caller, Duration::from_secs(20)),
+        exited_ok(&mut caller, Duration::from_secs(20)),
         "the call succeeded"
     );
     assert!(
-        finished(&mut callee.0, Duration::from_secs(20)),
+        exited_ok(&mut callee.0, Duration::from_secs(20)),
         "the callee saw it end"
     );
     assert_eq!(
@@ -260,19 +183,7 @@ fn is_known_dlg_is_1_in_a_bye_route() {
 fn a_dialog_lifetime_of_2_s_ends_the_call_with_bye_to_both_sides() {
     let dir = temp_dir("timeout");
     let (proxy_addr, uas_port) = ("127.0.0.1:27360", "27380");
-    let config = dir.join("kemibox.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = [\"udp:{proxy_addr}\"]\nscript = {:?}\n[env]\nUAS = \"sip:127.0.0.1:{uas_port}\"\nDLG_TIMEOUT = \"2\"\n[dialog]\nprofiles_with_value = [\"calls\"]\n",
-            script()
-        ),
-    )
-    .unwrap();
-    let log = dir.join("kemibox.log");
-    let proxy = kemibox_run(&dir, &["--config", config.to_str().unwrap()], &log);
-    let mut callee = uas(&dir, uas_port, "1");
-    std::thread::sleep(Duration::from_millis(300));
+    let (proxy, log, mut callee) = one_call(&dir, proxy_addr, uas_port, "DLG_TIMEOUT = \"2\"\n");
     let sf = scenario("uac_dlg_timeout.xml");
     let started = Instant::now();
     let mut caller = sipp(
@@ -295,12 +206,12 @@ fn a_dialog_lifetime_of_2_s_ends_the_call_with_bye_to_both_sides() {
     .spawn()
     .expect("sipp installed");
     assert!(
-        finished(&mut caller, Duration::from_secs(20)),
+        exited_ok(&mut caller, Duration::from_secs(20)),
         "the caller got the proxy's BYE: {}",
         std::fs::read_to_string(&log).unwrap()
     );
     assert!(
-        finished(&mut callee.0, Duration::from_secs(20)),
+        exited_ok(&mut callee.0, Duration::from_secs(20)),
         "the callee got the proxy's BYE"
     );
     let took = started.elapsed();

@@ -14,34 +14,17 @@ mod common;
 #[allow(dead_code, reason = "this test uses only some of the store servers")]
 mod db;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::admin::{eventually, metric, rpc};
 use common::probe::{free_tcp_port, free_udp_port};
-use common::sipp::{Running, count, kemibox_run, scenario, sipp};
+use common::sipp::{Running, count, exited_ok, kemibox_run};
 use db::servers::{redis, redis_url};
 use kemibox_store::{DialogBackup, RedisDialogs};
 use serde_json::{Value, json};
-
-/// Call the admin API: the JSON-RPC response.
-fn rpc(admin: SocketAddr, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (_, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
 
 /// One node: its SIP address, admin API, metrics, config and log.
 struct Node {
@@ -133,30 +116,13 @@ node_ttl = 2
 
     /// The value of the metric line starting with `series`.
     fn metric(&self, series: &str) -> Option<u64> {
-        let text = common::http_get(self.metrics, "/metrics")?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-    }
-}
-
-/// Wait until `f` holds, or fail saying `what`.
-fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        metric(self.metrics, series)
     }
 }
 
 /// A SIPp UAS echoing Record-Route on `port` until killed.
 fn uas(dir: &Path, port: u16) -> Running {
-    let sf = scenario("uas_rr.xml");
-    let port = port.to_string();
-    Running(
-        sipp(dir, &["-sf", &sf, "-p", &port, "-trace_err"])
-            .spawn()
-            .expect("sipp installed"),
-    )
+    common::sipp::uas(dir, &port.to_string(), "0")
 }
 
 /// `calls` calls of scenario `sf` to `proxy`, all at once, each up for
@@ -164,74 +130,21 @@ fn uas(dir: &Path, port: u16) -> Running {
 /// `dir/stats`. A call refused fails at once: SIPp does not retry.
 fn offer(dir: &Path, sf: &str, proxy: &str, calls: u32, hold_ms: u32) -> Child {
     std::fs::create_dir_all(dir).unwrap();
-    let sf = scenario(sf);
-    let (port, calls, hold) = (
-        free_udp_port().to_string(),
-        calls.to_string(),
-        hold_ms.to_string(),
-    );
-    sipp(
+    common::sipp::offer(
         dir,
-        &[
-            "-sf",
-            &sf,
-            proxy,
-            "-p",
-            &port,
-            "-m",
-            &calls,
-            "-l",
-            &calls,
-            "-r",
-            &calls,
-            "-d",
-            &hold,
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-trace_stat",
-            "-stf",
-            "stats",
-            "-fd",
-            "1",
-            "-trace_err",
-            "-default_behaviors",
-            "all",
-        ],
+        sf,
+        proxy,
+        &free_udp_port().to_string(),
+        &calls.to_string(),
+        &hold_ms.to_string(),
+        &["-timeout", "40s", "-timeout_error"],
     )
-    .spawn()
-    .expect("sipp installed")
 }
 
-/// Wait for `child` to exit (at most `limit`): its success.
-fn finished(child: &mut Child, limit: Duration) -> bool {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.success();
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The final `SuccessfulCall(C)` and `FailedCall(C)` of a SIPp statistics
-/// file.
+/// The final `SuccessfulCall(C)` and `FailedCall(C)` of the SIPp
+/// statistics file in `dir`.
 fn calls(dir: &Path) -> (u64, u64) {
-    let stats = dir.join("stats");
-    let text = std::fs::read_to_string(&stats).unwrap_or_default();
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-    let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
-    let column = |name: &str| {
-        let i = header.iter().position(|h| *h == name);
-        i.and_then(|i| last.get(i)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {}: {text}", stats.display()))
-    };
-    (column("SuccessfulCall(C)"), column("FailedCall(C)"))
+    common::sipp::calls(&dir.join("stats"))
 }
 
 #[test]
@@ -273,7 +186,10 @@ fn both_nodes_calls_count_in_profiles_and_in_max_calls() {
     // 5 of 6 calls are up, on two nodes: b takes one more, not three.
     let over = dir.join("over");
     let mut more = offer(&over, "uac_rr.xml", &b.sip, 3, 1000);
-    assert!(!finished(&mut more, Duration::from_secs(30)), "two refused");
+    assert!(
+        !exited_ok(&mut more, Duration::from_secs(30)),
+        "two refused"
+    );
     assert_eq!(calls(&over), (1, 2), "one answered, two refused");
     assert_eq!(count(&b.log, "initial INVITE refused: MaxCalls(6)"), 2);
     assert_eq!(
@@ -284,8 +200,8 @@ fn both_nodes_calls_count_in_profiles_and_in_max_calls() {
         a.metric("kemibox_dialog_calls_refused_total{tenant=\"default\"}"),
         Some(0)
     );
-    assert!(finished(&mut held_a, Duration::from_secs(30)));
-    assert!(finished(&mut held_b, Duration::from_secs(30)));
+    assert!(exited_ok(&mut held_a, Duration::from_secs(30)));
+    assert!(exited_ok(&mut held_b, Duration::from_secs(30)));
     assert_eq!(calls(&dir.join("held-a")), (3, 0));
     assert_eq!(calls(&dir.join("held-b")), (2, 0));
     eventually(
@@ -343,8 +259,8 @@ fn calls_in_progress_complete_when_redis_is_killed_and_restarted() {
     eventually("a's records written back", Duration::from_secs(3), || {
         backup("a").is_some_and(|r| r.len() == 4)
     });
-    assert!(finished(&mut to_a, Duration::from_secs(40)), "a's calls");
-    assert!(finished(&mut to_b, Duration::from_secs(40)), "b's calls");
+    assert!(exited_ok(&mut to_a, Duration::from_secs(40)), "a's calls");
+    assert!(exited_ok(&mut to_b, Duration::from_secs(40)), "b's calls");
     assert_eq!(calls(&dir.join("to-a")), (4, 0), "0 failed through a");
     assert_eq!(calls(&dir.join("to-b")), (4, 0), "0 failed through b");
     eventually("the calls ended", Duration::from_secs(3), || {
@@ -403,7 +319,7 @@ fn a_restarted_node_finds_its_dialogs_and_ends_them_at_their_lifetime() {
         "restarted within the lifetime"
     );
     assert!(
-        finished(&mut caller, Duration::from_secs(30)),
+        exited_ok(&mut caller, Duration::from_secs(30)),
         "the callers got the restarted proxy's BYE: {}",
         std::fs::read_to_string(&a.log).unwrap()
     );

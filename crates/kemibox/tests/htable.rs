@@ -7,16 +7,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::admin::{result, rpc};
 use common::probe::{free_tcp_port, free_udp_port, ignored, served};
 use common::sipp::{Running, kemibox_run};
 use kemibox_store::{HtableChanges, HtableRow, HtableStore, SqliteStore};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The reference script's layout: the ban check first, unguarded; a
 /// scanner's User-Agent bans its source; everyone else gets
@@ -43,32 +43,6 @@ end
 /// The banned client's address, and a client that stays served.
 const SCANNER: &str = "127.0.0.2";
 const CLIENT: &str = "127.0.0.3";
-
-/// Call the admin API: the JSON-RPC response.
-fn rpc(admin: SocketAddr, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (_, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-/// The result of a call that must succeed.
-fn result(admin: SocketAddr, method: &str, params: Value) -> Value {
-    let answer = rpc(admin, method, params);
-    answer
-        .get("result")
-        .cloned()
-        .unwrap_or_else(|| panic!("{method}: {answer}"))
-}
 
 struct Setup {
     dir: PathBuf,

@@ -79,19 +79,13 @@ impl AddressStore for PostgresSubscribers {
             i16::from(row.mask),
             i32::from(row.port),
         );
-        self.bounded(async {
-            let session = self.session().await?;
-            session
-                .client
-                .execute(
-                    "INSERT INTO address (tenant, grp, ip_addr, mask, port, tag)
+        self.execute(
+            "INSERT INTO address (tenant, grp, ip_addr, mask, port, tag)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (tenant, grp, ip_addr, mask, port)
                      DO UPDATE SET tag = EXCLUDED.tag",
-                    &[&tenant, &group, &row.ip, &mask, &port, &row.tag],
-                )
-                .await
-        })
+            &[&tenant, &group, &row.ip, &mask, &port, &row.tag],
+        )
         .await?;
         Ok(())
     }
@@ -106,35 +100,23 @@ impl AddressStore for PostgresSubscribers {
     ) -> Result<usize, StoreError> {
         let (group, mask, port) = (i64::from(group), i16::from(mask), port.map(i32::from));
         let removed = self
-            .bounded(async {
-                let session = self.session().await?;
-                session
-                    .client
-                    .execute(
-                        "DELETE FROM address WHERE tenant = $1 AND grp = $2 AND ip_addr = $3
+            .execute(
+                "DELETE FROM address WHERE tenant = $1 AND grp = $2 AND ip_addr = $3
                          AND mask = $4 AND ($5::INTEGER IS NULL OR port = $5)",
-                        &[&tenant, &group, &ip, &mask, &port],
-                    )
-                    .await
-            })
+                &[&tenant, &group, &ip, &mask, &port],
+            )
             .await?;
         Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
     async fn addresses(&self, tenant: &str) -> Result<Vec<AddressRow>, StoreError> {
+        // Byte order for the address, as SQLite sorts.
         let rows = self
-            .bounded(async {
-                let session = self.session().await?;
-                // Byte order for the address, as SQLite sorts.
-                session
-                    .client
-                    .query(
-                        "SELECT grp, ip_addr, mask, port, tag FROM address WHERE tenant = $1
+            .query(
+                "SELECT grp, ip_addr, mask, port, tag FROM address WHERE tenant = $1
                          ORDER BY grp, ip_addr COLLATE \"C\", mask, port",
-                        &[&tenant],
-                    )
-                    .await
-            })
+                &[&tenant],
+            )
             .await?;
         rows.iter()
             .map(|r| {

@@ -320,10 +320,7 @@ impl RedisDialogs {
                         .unwrap_or_default(),
                 );
         }
-        let invocation = &invocation;
-        self.conn
-            .call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
-            .await
+        self.conn.invoke(&invocation).await
     }
 
     /// Add the node's `members` (those it has already are left alone) and
@@ -380,10 +377,7 @@ impl RedisDialogs {
             .arg(&keys.node)
             .arg(ms(ttl))
             .arg(BACKUP_TTL.as_secs());
-        let invocation = &invocation;
-        self.conn
-            .call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
-            .await
+        self.conn.invoke(&invocation).await
     }
 
     /// The members of `profile` (with `value`, or any value when `None`)
@@ -400,10 +394,7 @@ impl RedisDialogs {
             .arg(escape(node))
             .arg(format!("{PREFIX}count:{}:", escape(tenant)))
             .arg(count_field(profile, value));
-        let invocation = &invocation;
-        self.conn
-            .call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
-            .await
+        self.conn.invoke(&invocation).await
     }
 
     /// The memberships of `profile` (with `value`, or any when `None`) on
@@ -419,11 +410,7 @@ impl RedisDialogs {
         invocation
             .arg(escape(node))
             .arg(format!("{PREFIX}prof:{}:", escape(tenant)));
-        let invocation = &invocation;
-        let flat: Vec<String> = self
-            .conn
-            .call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
-            .await?;
+        let flat: Vec<String> = self.conn.invoke(&invocation).await?;
         let mut out: Vec<NodeMembership> = flat
             .chunks_exact(2)
             .filter_map(|pair| {

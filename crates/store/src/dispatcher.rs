@@ -43,10 +43,16 @@ pub trait DispatcherStore: Send + Sync {
     async fn destinations(&self, tenant: &str) -> Result<Vec<DispatcherRow>, StoreError>;
 }
 
-/// The table, created with the others when the SQLite file is opened.
-pub(crate) const SCHEMA: &str = "
+/// The table's definition, `id` declared as `$id` (each database numbers
+/// rows its own way; the other columns are the same in both).
+macro_rules! schema {
+    ($id:literal) => {
+        concat!(
+            "
 CREATE TABLE IF NOT EXISTS dispatcher (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id ",
+            $id,
+            ",
     tenant TEXT NOT NULL,
     setid INTEGER NOT NULL DEFAULT 0,
     destination TEXT NOT NULL DEFAULT '',
@@ -56,22 +62,16 @@ CREATE TABLE IF NOT EXISTS dispatcher (
     description TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS dispatcher_tenant ON dispatcher (tenant, setid);
-";
+"
+        )
+    };
+}
+
+/// The table, created with the others when the SQLite file is opened.
+pub(crate) const SCHEMA: &str = schema!("INTEGER PRIMARY KEY AUTOINCREMENT");
 
 /// The same table in PostgreSQL (created with the subscriber table).
-pub(crate) const POSTGRES_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS dispatcher (
-    id BIGSERIAL PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    setid INTEGER NOT NULL DEFAULT 0,
-    destination TEXT NOT NULL DEFAULT '',
-    flags INTEGER NOT NULL DEFAULT 0,
-    priority INTEGER NOT NULL DEFAULT 0,
-    attrs TEXT NOT NULL DEFAULT '',
-    description TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS dispatcher_tenant ON dispatcher (tenant, setid);
-";
+pub(crate) const POSTGRES_SCHEMA: &str = schema!("BIGSERIAL PRIMARY KEY");
 
 const COLUMNS: &str = "id, setid, destination, flags, priority, attrs, description";
 
@@ -79,26 +79,20 @@ const COLUMNS: &str = "id, setid, destination, flags, priority, attrs, descripti
 impl DispatcherStore for PostgresSubscribers {
     async fn add_destination(&self, tenant: &str, row: &DispatcherRow) -> Result<i64, StoreError> {
         let inserted = self
-            .bounded(async {
-                let session = self.session().await?;
-                session
-                    .client
-                    .query_one(
-                        "INSERT INTO dispatcher
+            .query_one(
+                "INSERT INTO dispatcher
                          (tenant, setid, destination, flags, priority, attrs, description)
                          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                        &[
-                            &tenant,
-                            &row.setid,
-                            &row.destination,
-                            &row.flags,
-                            &row.priority,
-                            &row.attrs,
-                            &row.description,
-                        ],
-                    )
-                    .await
-            })
+                &[
+                    &tenant,
+                    &row.setid,
+                    &row.destination,
+                    &row.flags,
+                    &row.priority,
+                    &row.attrs,
+                    &row.description,
+                ],
+            )
             .await?;
         Ok(inserted.get(0))
     }
@@ -110,33 +104,21 @@ impl DispatcherStore for PostgresSubscribers {
         destination: &str,
     ) -> Result<usize, StoreError> {
         let removed = self
-            .bounded(async {
-                let session = self.session().await?;
-                session
-                    .client
-                    .execute(
-                        "DELETE FROM dispatcher
+            .execute(
+                "DELETE FROM dispatcher
                          WHERE tenant = $1 AND setid = $2 AND destination = $3",
-                        &[&tenant, &setid, &destination],
-                    )
-                    .await
-            })
+                &[&tenant, &setid, &destination],
+            )
             .await?;
         Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
     async fn destinations(&self, tenant: &str) -> Result<Vec<DispatcherRow>, StoreError> {
         let rows = self
-            .bounded(async {
-                let session = self.session().await?;
-                session
-                    .client
-                    .query(
-                        &format!("SELECT {COLUMNS} FROM dispatcher WHERE tenant = $1 ORDER BY id"),
-                        &[&tenant],
-                    )
-                    .await
-            })
+            .query(
+                &format!("SELECT {COLUMNS} FROM dispatcher WHERE tenant = $1 ORDER BY id"),
+                &[&tenant],
+            )
             .await?;
         Ok(rows
             .iter()

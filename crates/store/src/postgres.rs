@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use crate::StoreError;
@@ -112,6 +113,37 @@ impl PostgresSubscribers {
 
     fn slot(&self) -> MutexGuard<'_, Option<Arc<Session>>> {
         self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `sql` with `params` on the open session, [`bounded`](Self::bounded):
+    /// how many rows it changed.
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.bounded(async { self.session().await?.client.execute(sql, params).await })
+            .await
+    }
+
+    /// [`execute`](Self::execute) for a query: its rows.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.bounded(async { self.session().await?.client.query(sql, params).await })
+            .await
+    }
+
+    /// [`execute`](Self::execute) for a query of exactly one row.
+    pub(crate) async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
+        self.bounded(async { self.session().await?.client.query_one(sql, params).await })
+            .await
     }
 
     /// Run `op` within [`OP_TIMEOUT`], turning failures into

@@ -203,6 +203,15 @@ impl RedisConn {
         self.bounded(op, true).await
     }
 
+    /// [`RedisConn::call`] running a Lua script invocation: its answer.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.call(|mut redis| async move { invocation.invoke_async(&mut redis).await })
+            .await
+    }
+
     /// [`RedisConn::call`] for an operation that must not run twice (an
     /// increment): a dropped connection fails the call instead.
     pub(crate) async fn call_once<T, F>(

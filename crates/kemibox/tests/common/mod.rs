@@ -175,6 +175,7 @@ fn diff(expected: &str, actual: &str) -> String {
     }
     out
 }
+pub mod admin;
 pub mod probe;
 pub mod sipp;
 

@@ -1,7 +1,7 @@
 //! Driving real calls: `kemibox run` as a child process and SIPp
 //! scenarios from tests/sipp.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -202,4 +202,100 @@ pub fn kemibox_cli(args: &[&str]) -> (bool, String) {
         eprintln!("kemibox {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     (out.status.success(), text)
+}
+
+/// A SIPp UAS echoing Record-Route (uas_rr.xml) on `port`, for `calls`
+/// calls (0: until killed).
+pub fn uas(dir: &Path, port: &str, calls: &str) -> Running {
+    let sf = scenario("uas_rr.xml");
+    let mut args = vec!["-sf", sf.as_str(), "-p", port, "-trace_err"];
+    if calls != "0" {
+        args.extend(["-m", calls]);
+    }
+    Running(sipp(dir, &args).spawn().expect("sipp installed"))
+}
+
+/// `calls` calls of scenario `sf` to `proxy` from `local_port`, all at
+/// once, each up for `hold_ms` (when the scenario hangs up itself), with
+/// the `timeout` arguments, statistics in `dir/stats` (read them with
+/// [`calls`]). A call refused (any unexpected reply) fails at once: SIPp
+/// does not retry its INVITE.
+pub fn offer(
+    dir: &Path,
+    sf: &str,
+    proxy: &str,
+    local_port: &str,
+    calls: &str,
+    hold_ms: &str,
+    timeout: &[&str],
+) -> Child {
+    let sf = scenario(sf);
+    let mut args = vec![
+        "-sf",
+        sf.as_str(),
+        proxy,
+        "-p",
+        local_port,
+        "-m",
+        calls,
+        "-l",
+        calls,
+        "-r",
+        calls,
+        "-d",
+        hold_ms,
+    ];
+    args.extend(timeout);
+    args.extend([
+        "-trace_stat",
+        "-stf",
+        "stats",
+        "-fd",
+        "1",
+        "-trace_err",
+        "-default_behaviors",
+        "all",
+    ]);
+    sipp(dir, &args).spawn().expect("sipp installed")
+}
+
+/// Wait for `child` to exit (at most `limit`, then kill it): its success.
+pub fn exited_ok(child: &mut Child, limit: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The final `SuccessfulCall(C)` and `FailedCall(C)` of a SIPp statistics
+/// file (`-trace_stat -stf FILE`).
+pub fn calls(stats: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(stats).unwrap_or_default();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
+    let column = |name: &str| {
+        let i = header.iter().position(|h| *h == name);
+        i.and_then(|i| last.get(i)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {}: {text}", stats.display()))
+    };
+    (column("SuccessfulCall(C)"), column("FailedCall(C)"))
+}
+
+/// `kemibox run --config FILE` with the config `text` written to
+/// `dir/file`, its data directory `dir` and its log `dir/kemibox.log`,
+/// once it says it started: the proxy and the log's path.
+pub fn run_config(dir: &Path, file: &str, text: &str) -> (Running, PathBuf) {
+    let config = dir.join(file);
+    std::fs::write(&config, text).unwrap();
+    let log = dir.join("kemibox.log");
+    let proxy = kemibox_run(dir, &["--config", config.to_str().unwrap()], &log);
+    (proxy, log)
 }
