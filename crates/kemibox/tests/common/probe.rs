@@ -5,22 +5,35 @@
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
+/// Ports handed out to this test process so far: parallel tests never get
+/// the same one.
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A port below Linux's ephemeral range (32768-60999), where client
+/// sockets (SIPp, HTTP scrapes, Redis clients) never take it between this
+/// call and the proxy's bind, that `free` says is free on 127.0.0.1 and
+/// that this process has not handed out before.
+fn unused_port(free: impl Fn(u16) -> bool) -> u16 {
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Start where this process's id points, so test binaries running at
+    // the same time on the machine look in different places first.
+    let start = 20_000 + (std::process::id() % 12_000) as u16;
+    let port = (0..12_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i) % 12_000)
+        .find(|p| !given.contains(p) && free(*p))
+        .expect("a free port from 20000 to 31999");
+    given.push(port);
+    port
+}
+
 /// A UDP port free on 127.0.0.1 at the time of the call.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unused_port(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// A TCP port free on 127.0.0.1 at the time of the call.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unused_port(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// An OPTIONS from a new socket on `from` (an IP) with `ua` as its
