@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::probe::free_udp_port;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/config")
@@ -667,15 +669,6 @@ fn databases_auth_and_malformed_values_name_line_column_key_and_fix() {
     let r = located(d, "auto_reload = 1\n", "1", "auto_reload", None);
     assert_eq!(r.fix, "give true or false");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A UDP port free right now.
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Send OPTIONS to the proxy on `port` until it answers (it may still be

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::probe::{free_tcp_port, free_udp_port};
+
 /// A fresh directory with `proxy.toml` (`config`) and `answer.lua`.
 fn setup(name: &str, config: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kemibox-metrics-{name}-{}", std::process::id()));
@@ -29,15 +31,6 @@ fn kemibox_run(dir: &PathBuf) -> Command {
         .env("NO_COLOR", "1")
         .env("KEMIBOX_DATA_DIR", dir);
     c
-}
-
-/// A port free right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -77,7 +70,7 @@ fn a_malformed_metrics_address_is_refused_with_the_line() {
 
 #[test]
 fn the_endpoint_serves_the_proxys_counters() {
-    let (sip_port, http_port) = (free_port(), free_port());
+    let (sip_port, http_port) = (free_udp_port(), free_tcp_port());
     let dir = setup(
         "serve",
         &format!(
