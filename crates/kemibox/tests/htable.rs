@@ -18,27 +18,8 @@ use common::sipp::{Running, kemibox_run};
 use kemibox_store::{HtableChanges, HtableRow, HtableStore, SqliteStore};
 use serde_json::json;
 
-/// The reference script's layout: the ban check first, unguarded; a
-/// scanner's User-Agent bans its source; everyone else gets
-/// `200 Served N`, N the number of banned addresses (`$shtcn`).
-const SCRIPT: &str = r#"
-local function scanner(ua)
-  return string.find(ua, "friendly") or string.find(ua, "scanner")
-      or string.find(ua, "sipcli") or string.find(ua, "sipvicious")
-end
-
-function ksr_request_route()
-  local srcip = KSR.kx.get_srcip()
-  if KSR.htable.sht_match_name("ipban", "eq", srcip) > 0 then
-    KSR.x.exit()
-  end
-  if scanner(KSR.kx.gete_ua()) then
-    KSR.htable.sht_seti("ipban", srcip, 1)
-    KSR.x.exit()
-  end
-  KSR.sl.sl_send_reply(200, "Served " .. KSR.pv.get("$shtcn(ipban=>**)"))
-end
-"#;
+/// The reference script's layout (tests/fixtures/scripts/ipban.lua).
+const SCRIPT: &str = include_str!("../../../tests/fixtures/scripts/ipban.lua");
 
 /// The banned client's address, and a client that stays served.
 const SCANNER: &str = "127.0.0.2";
