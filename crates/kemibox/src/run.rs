@@ -168,7 +168,6 @@ async fn serve(
             .await?,
         );
         crate::tenant_state::spawn_upkeep(tenant.id.as_str(), &spec.state);
-        crate::tenant_state::spawn_dialog_timer(tenant.id.as_str(), &spec.state);
         states.push((tenant.id.clone(), spec.state.clone()));
         let mut myself = Proxy::myself(&transports);
         myself.domains = tenant.domains.clone();

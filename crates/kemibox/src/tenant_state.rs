@@ -109,8 +109,10 @@ const WRITE_BACK_EVERY: Duration = Duration::from_secs(1);
 /// (they are invisible from the moment they expire).
 const PURGE_EVERY: u64 = 5;
 
-/// Keep `state` for as long as the proxy runs (and it is held): expired
-/// htable items removed, changes of tables with `dbmode` written back.
+/// Keep `state` for as long as the proxy runs (and it is held): the
+/// dialog profiles' heartbeat, dispatcher probes, dialog lifetimes and
+/// keep-alives, expired htable items removed, changes of tables with
+/// `dbmode` written back.
 /// A failed write stays pending, is retried at the next period, and is
 /// logged once until a write succeeds again.
 pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
@@ -118,6 +120,11 @@ pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
     state.profiles.spawn_heartbeat();
     // Dispatcher probes and call load expiry (when configured).
     kemibox_kemi::dispatcher::spawn(tenant, state);
+    // Dialog lifetimes and keep-alives.
+    tokio::spawn(kemibox_kemi::dialog::upkeep(
+        tenant.to_string(),
+        Arc::downgrade(state),
+    ));
     if state.htable.is_empty() {
         return;
     }
@@ -152,15 +159,6 @@ pub fn spawn_upkeep(tenant: &str, state: &Arc<TenantState>) {
             }
         }
     });
-}
-
-/// The tenant's dialog timer (lifetimes, keep-alives), for as long as
-/// `state` is held.
-pub fn spawn_dialog_timer(tenant: &str, state: &Arc<TenantState>) {
-    tokio::spawn(kemibox_kemi::dialog::upkeep(
-        tenant.to_string(),
-        Arc::downgrade(state),
-    ));
 }
 
 /// At shutdown: write back what is still pending.
