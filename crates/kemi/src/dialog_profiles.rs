@@ -295,14 +295,24 @@ impl Profiles {
         if self.has_value(profile)? && value.is_none() {
             return Err(ProfileError::ValueRequired(profile.to_string()));
         }
-        self.insert(self.membership(profile, value, dialog)).await
+        self.insert(self.membership(profile, value, dialog), None)
+            .await
     }
 
-    async fn insert(&self, m: Membership) -> Result<bool, ProfileError> {
+    /// Add `m` (false when it is there already), refused when the tenant
+    /// holds its `max` memberships or, with `quota` `(max, others)`, when
+    /// `m`'s profile has `max` members here and on the `others` nodes.
+    /// The check and the count are under one lock.
+    async fn insert(&self, m: Membership, quota: Option<(u64, u64)>) -> Result<bool, ProfileError> {
         {
             let mut local = lock(&self.inner.local);
             if local.members.contains(&m) {
                 return Ok(false);
+            }
+            if let Some((max, others)) = quota
+                && local.size(&m.profile, None) + others >= max
+            {
+                return Err(ProfileError::Quota(max));
             }
             if local.members.len() >= self.inner.max {
                 return Err(ProfileError::Full(self.inner.max));
@@ -498,33 +508,16 @@ impl Profiles {
         dialog: &str,
         max: Option<u64>,
     ) -> Result<bool, ProfileError> {
-        let others = match max {
-            Some(_) => self.others(CALLS, None).await,
-            None => 0,
+        let quota = match max {
+            Some(max) => Some((max, self.others(CALLS, None).await)),
+            None => None,
         };
         let m = Membership {
             profile: CALLS.into(),
             value: None,
             dialog: dialog.into(),
         };
-        {
-            let mut local = lock(&self.inner.local);
-            if local.members.contains(&m) {
-                return Ok(false);
-            }
-            if let Some(max) = max
-                && local.size(CALLS, None) + others >= max
-            {
-                return Err(ProfileError::Quota(max));
-            }
-            if local.members.len() >= self.inner.max {
-                return Err(ProfileError::Full(self.inner.max));
-            }
-            local.count(&m, true);
-            local.members.insert(m.clone());
-        }
-        self.write(true, std::slice::from_ref(&m)).await;
-        Ok(true)
+        self.insert(m, quota).await
     }
 
     /// A call of the tenant ended; whether it was counted.
